@@ -1,0 +1,239 @@
+//! The caller side of a call: [`Caller`], [`IntoCaller`] and the typed
+//! [`ObjectRef`] that every generated proxy wraps.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use crate::context::{CallChain, Context};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::node::{Node, NodeInner};
+use crate::object::{BoxFuture, Invoke, InvokeMut, InvokeRef, Object};
+
+/// Where calls made through a proxy come from: a node, or an object's turn.
+///
+/// Obtained through [`IntoCaller`]; proxies keep one and it is cheap to clone.
+#[derive(Clone)]
+pub struct Caller {
+    pub(crate) node: Arc<NodeInner>,
+    /// The chain of turns waiting on calls made through this caller.
+    pub(crate) chain: Option<Arc<CallChain>>,
+    /// The deadline inherited from the calling turn.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller")
+            .field("node", &self.node.id())
+            .field("chain", &self.chain.as_ref().map(|c| c.render()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Anything a proxy can call through: `&Node`, an object's `&Context`, or a
+/// [`Caller`].
+#[diagnostic::on_unimplemented(
+    message = "cannot call objects through `{Self}`",
+    note = "proxies are created from a `&goverse::Node`, an object's `&goverse::Context`, or a `goverse::Caller`"
+)]
+pub trait IntoCaller {
+    /// Converts into a [`Caller`].
+    fn into_caller(self) -> Caller;
+}
+
+impl IntoCaller for &Node {
+    fn into_caller(self) -> Caller {
+        Caller {
+            node: self.inner.clone(),
+            chain: None,
+            deadline: None,
+        }
+    }
+}
+
+impl IntoCaller for &Context {
+    fn into_caller(self) -> Caller {
+        Caller {
+            node: self.node.clone(),
+            chain: Some(self.chain()),
+            deadline: Some(self.deadline),
+        }
+    }
+}
+
+impl IntoCaller for Caller {
+    fn into_caller(self) -> Caller {
+        self
+    }
+}
+
+impl IntoCaller for &Caller {
+    fn into_caller(self) -> Caller {
+        self.clone()
+    }
+}
+
+/// A typed reference to one object: what generated proxies wrap.
+#[doc(hidden)]
+pub struct ObjectRef<O> {
+    caller: Caller,
+    id: Arc<str>,
+    timeout: Option<Duration>,
+    _object: PhantomData<fn() -> O>,
+}
+
+impl<O> Clone for ObjectRef<O> {
+    fn clone(&self) -> Self {
+        Self {
+            caller: self.caller.clone(),
+            id: self.id.clone(),
+            timeout: self.timeout,
+            _object: PhantomData,
+        }
+    }
+}
+
+impl<O: Object> fmt::Debug for ObjectRef<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectRef")
+            .field("type", &O::DESCRIPTOR.type_name)
+            .field("id", &self.id)
+            .field("timeout", &self.timeout)
+            .field("caller", &self.caller)
+            .finish()
+    }
+}
+
+impl<O: Object> ObjectRef<O> {
+    /// A reference to object `id` of type `O`, called through `via`.
+    pub fn new(via: impl IntoCaller, id: String) -> Self {
+        Self {
+            caller: via.into_caller(),
+            id: id.into(),
+            timeout: None,
+            _object: PhantomData,
+        }
+    }
+
+    /// The object id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The same reference with a per-call timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Calls a `&mut self` method.
+    pub async fn call_mut<Req: Message, Resp: Message>(
+        &self,
+        method: usize,
+        invoke: InvokeMut<O, Req, Resp>,
+        request: Req,
+    ) -> Result<Resp> {
+        self.call(method, Invoke::Mut(invoke), request).await
+    }
+
+    /// Calls a `&self` method.
+    pub async fn call_ref<Req: Message, Resp: Message>(
+        &self,
+        method: usize,
+        invoke: InvokeRef<O, Req, Resp>,
+        request: Req,
+    ) -> Result<Resp> {
+        self.call(method, Invoke::Ref(invoke), request).await
+    }
+
+    async fn call<Req: Message, Resp: Message>(
+        &self,
+        method: usize,
+        invoke: Invoke<O, Req, Resp>,
+        request: Req,
+    ) -> Result<Resp> {
+        let node = &self.caller.node;
+        let timeout = self.timeout.unwrap_or(node.config.call_timeout);
+        let started = Instant::now();
+        let deadline = match self.caller.deadline {
+            Some(inherited) => inherited.min(started + timeout),
+            None => started + timeout,
+        };
+        let target = || {
+            let name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
+            format!("{}/{}.{}", O::DESCRIPTOR.type_name, self.id, name)
+        };
+        if let Some(chain) = &self.caller.chain
+            && chain.contains(O::DESCRIPTOR.type_name, &self.id)
+        {
+            return Err(Error::CallCycle {
+                chain: chain.render(),
+                target: format!("{}/{}", O::DESCRIPTOR.type_name, self.id),
+            });
+        }
+        let turn = node.typed_turn::<O, Req, Resp>(
+            self.id.clone(),
+            method,
+            invoke,
+            request,
+            deadline,
+            self.caller.chain.clone(),
+        )?;
+        let turn = Detached::new(node.runtime.clone(), turn);
+        match tokio::time::timeout_at(deadline, turn).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(Error::DeadlineExceeded {
+                target: target(),
+                timeout: deadline.saturating_duration_since(started),
+            }),
+        }
+    }
+}
+
+/// A call's turn, polled in the caller's task for speed. If the caller stops
+/// waiting (deadline, cancellation) the turn is moved to a task of its own
+/// and finishes there: a turn that has started is never cut off half-way,
+/// and one that has not started yet is skipped once its deadline has passed.
+pub(crate) struct Detached<T: Send + 'static> {
+    turn: Option<BoxFuture<'static, T>>,
+    runtime: Handle,
+}
+
+impl<T: Send + 'static> Detached<T> {
+    pub(crate) fn new(runtime: Handle, turn: BoxFuture<'static, T>) -> Self {
+        Self {
+            turn: Some(turn),
+            runtime,
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Detached<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
+        let Some(turn) = self.turn.as_mut() else {
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(turn.as_mut().poll(cx));
+        self.turn = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let Some(turn) = self.turn.take() {
+            drop(self.runtime.spawn(turn));
+        }
+    }
+}

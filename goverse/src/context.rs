@@ -1,0 +1,136 @@
+//! [`Context`]: what a running turn knows about itself and its call chain.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::node::NodeInner;
+
+/// The context of one turn of an object: who it is, its deadline, and the
+/// way to call other objects and to start timers.
+///
+/// Every object method and hook receives `ctx: &Context`. Pass it to a proxy
+/// to call another object from inside a turn; the callee inherits the
+/// deadline and the call chain (used to detect call cycles):
+///
+/// ```
+/// # use goverse::prelude::*;
+/// # #[derive(Default)] struct Counter { value: i32 }
+/// # #[goverse::object] impl Counter {
+/// #     pub async fn add(&mut self, _ctx: &Context, r: Int32Value) -> goverse::Result<Int32Value> { self.value += r.value; Ok(Int32Value { value: self.value }) }
+/// # }
+/// #[derive(Default)]
+/// struct Totals;
+///
+/// #[goverse::object]
+/// impl Totals {
+///     pub async fn bump(&mut self, ctx: &Context, request: Int32Value) -> goverse::Result<Int32Value> {
+///         CounterClient::new(ctx, "shared").add(request).await
+///     }
+/// }
+/// ```
+pub struct Context {
+    pub(crate) node: Arc<NodeInner>,
+    pub(crate) type_name: &'static str,
+    pub(crate) id: Arc<str>,
+    /// The chain of turns waiting on this one, innermost first.
+    pub(crate) parent: Option<Arc<CallChain>>,
+    pub(crate) deadline: Instant,
+    pub(crate) scope: Arc<dyn ActivationScope>,
+}
+
+impl Context {
+    /// The id of the object this turn runs on.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The type name of the object this turn runs on.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// The id of the node hosting the object.
+    pub fn node_id(&self) -> &str {
+        self.node.id()
+    }
+
+    /// When this turn's call times out; nested calls made with this context
+    /// time out no later.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Starts (or restarts) a timer named `name` firing every `period`.
+    ///
+    /// Each firing runs the object's `#[on_timer]` hook as a turn of its own
+    /// (exclusive, like a `&mut self` call), with `timer` set to `name`. A
+    /// timer does not keep the object active: it stops when the object
+    /// deactivates, is deleted, or panics. Starting a timer with the name of
+    /// a running one replaces it.
+    pub fn start_timer(&self, name: &str, period: Duration) {
+        self.scope.clone().start_timer(name, period);
+    }
+
+    /// Stops the timer named `name`, if it runs. Returns whether it did.
+    pub fn stop_timer(&self, name: &str) -> bool {
+        self.scope.stop_timer(name)
+    }
+
+    /// The call chain a nested call from this turn carries.
+    pub(crate) fn chain(&self) -> Arc<CallChain> {
+        Arc::new(CallChain {
+            type_name: self.type_name,
+            id: self.id.clone(),
+            parent: self.parent.clone(),
+        })
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("type_name", &self.type_name)
+            .field("id", &self.id)
+            .field("node", &self.node.id())
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a context can do to the activation it runs on.
+pub(crate) trait ActivationScope: Send + Sync {
+    fn start_timer(self: Arc<Self>, name: &str, period: Duration);
+    fn stop_timer(&self, name: &str) -> bool;
+}
+
+/// One link of a call chain: an object whose turn waits on a nested call.
+#[derive(Debug)]
+pub(crate) struct CallChain {
+    pub(crate) type_name: &'static str,
+    pub(crate) id: Arc<str>,
+    pub(crate) parent: Option<Arc<CallChain>>,
+}
+
+impl CallChain {
+    pub(crate) fn contains(&self, type_name: &str, id: &str) -> bool {
+        self.links()
+            .any(|link| link.type_name == type_name && &*link.id == id)
+    }
+
+    fn links(&self) -> impl Iterator<Item = &CallChain> {
+        std::iter::successors(Some(self), |link| link.parent.as_deref())
+    }
+
+    /// `A/a -> B/b`, outermost first.
+    pub(crate) fn render(&self) -> String {
+        let mut links: Vec<String> = self
+            .links()
+            .map(|link| format!("{}/{}", link.type_name, link.id))
+            .collect();
+        links.reverse();
+        links.join(" -> ")
+    }
+}

@@ -1,0 +1,177 @@
+//! The one error type of goverse, with a stable machine-readable code per kind.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// `Result` with [`Error`] as the error type; the return type of every object method.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a call, with a stable [`code`](Error::code).
+///
+/// The codes are part of the public contract: the gate returns them to
+/// clients, metrics label by them, and they never change meaning. Messages
+/// are for people and may change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No object type with this name is registered on the node.
+    #[error("unknown object type `{type_name}`")]
+    UnknownType {
+        /// The type name that was asked for.
+        type_name: String,
+    },
+    /// The object type has no method with this name.
+    #[error("object type `{type_name}` has no method `{method}`")]
+    UnknownMethod {
+        /// The object type.
+        type_name: String,
+        /// The method name that was asked for.
+        method: String,
+    },
+    /// The object id is empty or malformed.
+    #[error("invalid object id `{id}`: {reason}")]
+    InvalidObjectId {
+        /// The rejected id.
+        id: String,
+        /// Why it was rejected.
+        reason: Cow<'static, str>,
+    },
+    /// The call did not finish before its deadline.
+    #[error("call to {target} did not finish within {timeout:?}")]
+    DeadlineExceeded {
+        /// `Type/id.Method` of the call.
+        target: String,
+        /// The time the call had.
+        timeout: Duration,
+    },
+    /// The call would wait on an object that is already waiting on this call
+    /// chain (A -> B -> A); goverse does not allow call-chain reentrancy.
+    #[error(
+        "call cycle: {chain} -> {target}; an object cannot be re-entered while it waits on its own call chain"
+    )]
+    CallCycle {
+        /// The objects on the current call chain, outermost first.
+        chain: String,
+        /// The object the cycle would re-enter.
+        target: String,
+    },
+    /// The object's method panicked; the activation was discarded.
+    #[error("{target} panicked: {message}")]
+    MethodPanicked {
+        /// `Type/id.Method` of the call.
+        target: String,
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+    /// The object could not be activated (its `on_activate` hook or state load failed).
+    #[error("activation of {target} failed: {source}")]
+    ActivationFailed {
+        /// `Type/id` of the object.
+        target: String,
+        /// The underlying error.
+        source: Box<Error>,
+    },
+    /// A request body could not be decoded.
+    #[error("cannot decode {message_type} as {codec}: {reason}")]
+    InvalidRequest {
+        /// Full protobuf name of the expected message.
+        message_type: &'static str,
+        /// `protobuf` or `json`.
+        codec: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A response could not be encoded.
+    #[error("cannot encode {message_type}: {reason}")]
+    Encode {
+        /// Full protobuf name of the message.
+        message_type: &'static str,
+        /// What the encoder said.
+        reason: String,
+    },
+    /// The storage backend failed or refused a write.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A write was refused because a newer owner of the object's shard has
+    /// written since: this node lost ownership (fencing).
+    #[error(
+        "stale owner: write to {target} at epoch {epoch} refused, the object was written at epoch {current}"
+    )]
+    StaleOwner {
+        /// `Type/id` of the object.
+        target: String,
+        /// The epoch of the refused write.
+        epoch: u64,
+        /// The epoch of the newest write.
+        current: u64,
+    },
+    /// The node is shutting down and takes no new calls.
+    #[error("node is shutting down")]
+    NodeShuttingDown,
+    /// No node can serve this object right now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// An error returned by an object's own code, with the object's own code.
+    #[error("{code}: {message}")]
+    Application {
+        /// A stable code chosen by the object's author, e.g. `INSUFFICIENT_FUNDS`.
+        code: Cow<'static, str>,
+        /// A message for people.
+        message: String,
+    },
+    /// A broken invariant inside goverse; please report it.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable machine-readable code of this error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let error = goverse::Error::application("INSUFFICIENT_FUNDS", "balance is 3");
+    /// assert_eq!(error.code(), "INSUFFICIENT_FUNDS");
+    /// assert_eq!(goverse::Error::NodeShuttingDown.code(), "NODE_SHUTTING_DOWN");
+    /// ```
+    pub fn code(&self) -> &str {
+        match self {
+            Error::UnknownType { .. } => "UNKNOWN_OBJECT_TYPE",
+            Error::UnknownMethod { .. } => "UNKNOWN_METHOD",
+            Error::InvalidObjectId { .. } => "INVALID_OBJECT_ID",
+            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            Error::CallCycle { .. } => "CALL_CYCLE",
+            Error::MethodPanicked { .. } => "METHOD_PANICKED",
+            Error::ActivationFailed { .. } => "ACTIVATION_FAILED",
+            Error::InvalidRequest { codec: "json", .. } => "INVALID_JSON",
+            Error::InvalidRequest { .. } => "INVALID_PROTOBUF",
+            Error::Encode { .. } => "ENCODE_FAILED",
+            Error::Storage(_) => "STORAGE_ERROR",
+            Error::StaleOwner { .. } => "STALE_OWNER",
+            Error::NodeShuttingDown => "NODE_SHUTTING_DOWN",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Application { code, .. } => code,
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// An error raised by an object's own logic, with its own stable code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn withdraw(balance: i64, amount: i64) -> goverse::Result<i64> {
+    ///     if amount > balance {
+    ///         return Err(goverse::Error::application("INSUFFICIENT_FUNDS", format!("balance is {balance}")));
+    ///     }
+    ///     Ok(balance - amount)
+    /// }
+    /// assert_eq!(withdraw(3, 5).unwrap_err().code(), "INSUFFICIENT_FUNDS");
+    /// ```
+    pub fn application(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Error::Application {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! One activation: an object's in-memory instance, its turn lock, its idle
+//! clock and its timers.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context as TaskContext, Poll};
+
+use super::host::{TimerControl, TypeHost};
+use crate::object::Object;
+use tokio::sync::RwLock;
+
+/// The lifecycle of the instance behind an activation's turn lock.
+pub(crate) enum Slot<O> {
+    /// Not activated yet: the first turn creates or loads it.
+    Fresh,
+    /// Live and serving turns.
+    Active(O),
+    /// Deactivated, deleted or discarded: callers look the id up again.
+    Gone,
+}
+
+pub(crate) struct Activation<O: Object> {
+    pub(crate) id: Arc<str>,
+    /// Turns: a write lock for `&mut self` calls, a read lock for `&self`
+    /// calls. tokio's lock is fair (FIFO), which gives arrival order.
+    pub(crate) state: Arc<RwLock<Slot<O>>>,
+    /// Milliseconds since the node started, at the last call.
+    last_used: AtomicU64,
+    pub(crate) host: Weak<TypeHost<O>>,
+    timers: Mutex<Vec<Arc<TimerControl>>>,
+}
+
+impl<O: Object> Activation<O> {
+    pub(crate) fn new(id: Arc<str>, host: Weak<TypeHost<O>>, now_ms: u64) -> Self {
+        Self {
+            id,
+            state: Arc::new(RwLock::new(Slot::Fresh)),
+            last_used: AtomicU64::new(now_ms),
+            host,
+            timers: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_used.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Adds a timer, replacing (and stopping) one of the same name.
+    pub(crate) fn add_timer(&self, timer: Arc<TimerControl>) {
+        let mut timers = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(index) = timers.iter().position(|t| t.name() == timer.name()) {
+            timers.swap_remove(index).stop();
+        }
+        timers.push(timer);
+    }
+
+    pub(crate) fn remove_timer(&self, name: &str) -> bool {
+        let mut timers = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        match timers.iter().position(|t| t.name() == name) {
+            Some(index) => {
+                timers.swap_remove(index).stop();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn stop_timers(&self) {
+        let timers =
+            std::mem::take(&mut *self.timers.lock().unwrap_or_else(PoisonError::into_inner));
+        for timer in timers {
+            timer.stop();
+        }
+    }
+}
+
+/// Runs a future, turning a panic inside it into an `Err` with its message.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
