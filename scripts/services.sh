@@ -49,8 +49,9 @@ start_postgres() {
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   port=$(free_port)
   data="$services_dir/pg"
-  mkdir -p "$data" && chown postgres "$services_dir" "$data"
-  runuser -u postgres -- "$bin/initdb" -D "$data" -A scram-sha-256 -U postgres --pwfile=<(echo postgres) >/dev/null
+  mkdir -p "$data" && echo postgres >"$services_dir/pg.pw"
+  chown postgres "$services_dir" "$data" "$services_dir/pg.pw"
+  runuser -u postgres -- "$bin/initdb" -D "$data" -A scram-sha-256 -U postgres --pwfile="$services_dir/pg.pw" >/dev/null
   runuser -u postgres -- "$bin/pg_ctl" -D "$data" -o "-k $services_dir -c listen_addresses=127.0.0.1 -p $port" \
     -l "$data/log" -w start >/dev/null
   echo "$bin/pg_ctl -D $data" >"$services_dir/pg.ctl"

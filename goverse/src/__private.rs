@@ -49,12 +49,12 @@ pub trait PersistentState: serde::Serialize + serde::de::DeserializeOwned {}
 impl<T: serde::Serialize + serde::de::DeserializeOwned> PersistentState for T {}
 
 /// The serialized state of a persistent object.
-pub fn save_state<T: serde::Serialize>(object: &T) -> Result<Vec<u8>> {
+pub fn save_state<T: PersistentState>(object: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(object).map_err(|e| Error::Storage(format!("cannot serialize state: {e}")))
 }
 
 /// A persistent object rebuilt from its serialized state.
-pub fn load_state<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T> {
+pub fn load_state<T: PersistentState>(data: &[u8]) -> Result<T> {
     serde_json::from_slice(data)
         .map_err(|e| Error::Storage(format!("cannot deserialize stored state: {e}")))
 }

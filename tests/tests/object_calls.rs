@@ -18,7 +18,11 @@ pub struct Sloth {
 #[goverse::object]
 impl Sloth {
     /// Sleeps for `request.value` milliseconds, then counts the nap.
-    pub async fn nap(&mut self, _ctx: &Context, request: UInt64Value) -> goverse::Result<Int32Value> {
+    pub async fn nap(
+        &mut self,
+        _ctx: &Context,
+        request: UInt64Value,
+    ) -> goverse::Result<Int32Value> {
         tokio::time::sleep(Duration::from_millis(request.value)).await;
         self.naps += 1;
         FINISHED_NAPS.fetch_add(1, Ordering::SeqCst);
@@ -37,17 +41,37 @@ pub struct Relay;
 #[goverse::object]
 impl Relay {
     /// Forwards to the first id of a comma-separated path, passing the rest on.
-    pub async fn relay(&mut self, ctx: &Context, request: StringValue) -> goverse::Result<StringValue> {
+    pub async fn relay(
+        &mut self,
+        ctx: &Context,
+        request: StringValue,
+    ) -> goverse::Result<StringValue> {
         let path = request.value;
-        let Some((next, rest)) = path.split_once(',').or(Some((path.as_str(), ""))).filter(|(n, _)| !n.is_empty()) else {
-            return Ok(StringValue { value: ctx.id().to_string() });
+        let Some((next, rest)) = path
+            .split_once(',')
+            .or(Some((path.as_str(), "")))
+            .filter(|(n, _)| !n.is_empty())
+        else {
+            return Ok(StringValue {
+                value: ctx.id().to_string(),
+            });
         };
-        let reply = RelayClient::new(ctx, next).relay(StringValue { value: rest.to_string() }).await?;
-        Ok(StringValue { value: format!("{}<{}", ctx.id(), reply.value) })
+        let reply = RelayClient::new(ctx, next)
+            .relay(StringValue {
+                value: rest.to_string(),
+            })
+            .await?;
+        Ok(StringValue {
+            value: format!("{}<{}", ctx.id(), reply.value),
+        })
     }
 
     /// Makes a Sloth nap, with this turn's deadline.
-    pub async fn nap_via(&mut self, ctx: &Context, request: UInt64Value) -> goverse::Result<Int32Value> {
+    pub async fn nap_via(
+        &mut self,
+        ctx: &Context,
+        request: UInt64Value,
+    ) -> goverse::Result<Int32Value> {
         SlothClient::new(ctx, "nested").nap(request).await
     }
 }
@@ -103,14 +127,21 @@ async fn a_call_past_its_timeout_fails_with_deadline_exceeded() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), "DEADLINE_EXCEEDED", "{error}");
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(error.to_string().contains("Sloth/t1.Nap"), "{error}");
 }
 
 #[tokio::test]
 async fn the_node_default_timeout_applies_when_the_caller_sets_none() {
     let node = node(Duration::from_millis(100)).await;
-    let error = SlothClient::new(&node, "t2").nap(UInt64Value { value: 5_000 }).await.unwrap_err();
+    let error = SlothClient::new(&node, "t2")
+        .nap(UInt64Value { value: 5_000 })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "DEADLINE_EXCEEDED");
 }
 
@@ -118,7 +149,12 @@ async fn the_node_default_timeout_applies_when_the_caller_sets_none() {
 async fn a_started_turn_finishes_even_after_its_caller_gave_up() {
     let node = node(Duration::from_secs(30)).await;
     let sloth = SlothClient::new(&node, "t3");
-    let error = sloth.clone().with_timeout(Duration::from_millis(20)).nap(UInt64Value { value: 300 }).await.unwrap_err();
+    let error = sloth
+        .clone()
+        .with_timeout(Duration::from_millis(20))
+        .nap(UInt64Value { value: 300 })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "DEADLINE_EXCEEDED");
     // The nap was running when the caller gave up: it completes in the background.
     wait_until("the abandoned turn completes", PATIENCE, || async {
@@ -135,14 +171,29 @@ async fn a_queued_call_whose_deadline_passes_before_its_turn_never_runs() {
         let sloth = sloth.clone();
         tokio::spawn(async move { sloth.nap(UInt64Value { value: 400 }).await })
     };
-    wait_until("the long nap holds the object", PATIENCE, || async { node.stats().active == 1 }).await;
+    wait_until("the long nap holds the object", PATIENCE, || async {
+        node.stats().active == 1
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let error = sloth.clone().with_timeout(Duration::from_millis(50)).nap(UInt64Value { value: 0 }).await.unwrap_err();
+    let error = sloth
+        .clone()
+        .with_timeout(Duration::from_millis(50))
+        .nap(UInt64Value { value: 0 })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "DEADLINE_EXCEEDED");
     assert_eq!(long.await.expect("task").expect("long nap").value, 1);
     // Give the skipped call every chance to run wrongly, then check it did not.
-    let _ = sloth.nap(UInt64Value { value: 50 }).await.expect("a later nap");
-    assert_eq!(sloth.naps(Empty {}).await.expect("naps").value, 2, "the expired call ran");
+    let _ = sloth
+        .nap(UInt64Value { value: 50 })
+        .await
+        .expect("a later nap");
+    assert_eq!(
+        sloth.naps(Empty {}).await.expect("naps").value,
+        2,
+        "the expired call ran"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +212,12 @@ async fn nested_calls_inherit_the_callers_deadline() {
 #[tokio::test]
 async fn a_chain_without_cycles_works() {
     let node = node(Duration::from_secs(30)).await;
-    let reply = RelayClient::new(&node, "a").relay(StringValue { value: "b,c".into() }).await.expect("relay");
+    let reply = RelayClient::new(&node, "a")
+        .relay(StringValue {
+            value: "b,c".into(),
+        })
+        .await
+        .expect("relay");
     assert_eq!(reply.value, "a<b<c");
 }
 
@@ -169,15 +225,32 @@ async fn a_chain_without_cycles_works() {
 async fn a_call_cycle_fails_at_once_with_call_cycle() {
     let node = node(Duration::from_secs(30)).await;
     let started = Instant::now();
-    let error = RelayClient::new(&node, "a").relay(StringValue { value: "b,a".into() }).await.unwrap_err();
+    let error = RelayClient::new(&node, "a")
+        .relay(StringValue {
+            value: "b,a".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "CALL_CYCLE", "{error}");
-    assert!(error.to_string().contains("Relay/a -> Relay/b -> Relay/a"), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(5), "a cycle waited for the deadline");
+    assert!(
+        error.to_string().contains("Relay/a -> Relay/b -> Relay/a"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a cycle waited for the deadline"
+    );
     // A self-call is the shortest cycle.
-    let error = RelayClient::new(&node, "a").relay(StringValue { value: "a".into() }).await.unwrap_err();
+    let error = RelayClient::new(&node, "a")
+        .relay(StringValue { value: "a".into() })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "CALL_CYCLE");
     // The objects are not stuck afterwards.
-    let reply = RelayClient::new(&node, "a").relay(StringValue { value: "b".into() }).await.expect("relay");
+    let reply = RelayClient::new(&node, "a")
+        .relay(StringValue { value: "b".into() })
+        .await
+        .expect("relay");
     assert_eq!(reply.value, "a<b");
 }
 
@@ -190,24 +263,51 @@ async fn a_panic_fails_the_call_and_discards_the_activation() {
 
     let error = fragile.boom(Empty {}).await.unwrap_err();
     assert_eq!(error.code(), "METHOD_PANICKED");
-    assert!(error.to_string().contains("boom in an exclusive turn"), "{error}");
+    assert!(
+        error.to_string().contains("boom in an exclusive turn"),
+        "{error}"
+    );
     assert_eq!(node.stats().panics, 1);
     // The torn state (-1000) is gone: the next call activates a fresh object.
-    assert_eq!(fragile.bump(Empty {}).await.expect("bump after panic").value, 1);
+    assert_eq!(
+        fragile
+            .bump(Empty {})
+            .await
+            .expect("bump after panic")
+            .value,
+        1
+    );
 
     let error = fragile.crack(Empty {}).await.unwrap_err();
     assert_eq!(error.code(), "METHOD_PANICKED");
     assert_eq!(node.stats().panics, 2);
-    assert_eq!(fragile.bump(Empty {}).await.expect("bump after panic").value, 1);
+    assert_eq!(
+        fragile
+            .bump(Empty {})
+            .await
+            .expect("bump after panic")
+            .value,
+        1
+    );
 
     // Other objects and the node carry on.
-    assert_eq!(SlothClient::new(&node, "fine").naps(Empty {}).await.expect("naps").value, 0);
+    assert_eq!(
+        SlothClient::new(&node, "fine")
+            .naps(Empty {})
+            .await
+            .expect("naps")
+            .value,
+        0
+    );
 }
 
 #[tokio::test]
 async fn application_errors_keep_their_code() {
     let node = node(Duration::from_secs(30)).await;
-    let error = FragileClient::new(&node, "f").refuse(Empty {}).await.unwrap_err();
+    let error = FragileClient::new(&node, "f")
+        .refuse(Empty {})
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "REFUSED");
     assert_eq!(node.stats().panics, 0);
 }
@@ -215,25 +315,81 @@ async fn application_errors_keep_their_code() {
 #[tokio::test]
 async fn calls_by_name_decode_protobuf_and_json_and_reject_bad_input_with_codes() {
     let node = node(Duration::from_secs(30)).await;
-    let json = node.call_encoded("Fragile", "e", "Bump", Codec::Json, b"{}".to_vec(), None).await.expect("json call");
+    let json = node
+        .call_encoded("Fragile", "e", "Bump", Codec::Json, b"{}".to_vec(), None)
+        .await
+        .expect("json call");
     assert_eq!(json, b"1");
-    let proto = node.call_encoded("Fragile", "e", "bump", Codec::Protobuf, Vec::new(), None).await.expect("protobuf call");
-    assert_eq!(goverse::decode::<Int32Value>(Codec::Protobuf, &proto).expect("decode"), Int32Value { value: 2 });
+    let proto = node
+        .call_encoded("Fragile", "e", "bump", Codec::Protobuf, Vec::new(), None)
+        .await
+        .expect("protobuf call");
+    assert_eq!(
+        goverse::decode::<Int32Value>(Codec::Protobuf, &proto).expect("decode"),
+        Int32Value { value: 2 }
+    );
 
     let cases: [(&str, &str, &str, Codec, &[u8], &str); 7] = [
-        ("Nope", "e", "Bump", Codec::Json, b"{}", "UNKNOWN_OBJECT_TYPE"),
+        (
+            "Nope",
+            "e",
+            "Bump",
+            Codec::Json,
+            b"{}",
+            "UNKNOWN_OBJECT_TYPE",
+        ),
         ("Fragile", "e", "Nope", Codec::Json, b"{}", "UNKNOWN_METHOD"),
-        ("Sloth", "e", "Nap", Codec::Json, b"{not json", "INVALID_JSON"),
-        ("Sloth", "e", "Nap", Codec::Json, b"\"many\"", "INVALID_JSON"),
-        ("Sloth", "e", "Nap", Codec::Protobuf, &[0x08, 0xff], "INVALID_PROTOBUF"),
+        (
+            "Sloth",
+            "e",
+            "Nap",
+            Codec::Json,
+            b"{not json",
+            "INVALID_JSON",
+        ),
+        (
+            "Sloth",
+            "e",
+            "Nap",
+            Codec::Json,
+            b"\"many\"",
+            "INVALID_JSON",
+        ),
+        (
+            "Sloth",
+            "e",
+            "Nap",
+            Codec::Protobuf,
+            &[0x08, 0xff],
+            "INVALID_PROTOBUF",
+        ),
         ("Sloth", "", "Nap", Codec::Json, b"1", "INVALID_OBJECT_ID"),
-        ("Sloth", "shard#99999/x", "Nap", Codec::Json, b"1", "INVALID_OBJECT_ID"),
+        (
+            "Sloth",
+            "shard#99999/x",
+            "Nap",
+            Codec::Json,
+            b"1",
+            "INVALID_OBJECT_ID",
+        ),
     ];
     for (type_name, id, method, codec, body, code) in cases {
-        let error = node.call_encoded(type_name, id, method, codec, body.to_vec(), None).await.unwrap_err();
+        let error = node
+            .call_encoded(type_name, id, method, codec, body.to_vec(), None)
+            .await
+            .unwrap_err();
         assert_eq!(error.code(), code, "{type_name}/{id}.{method}: {error}");
     }
-    let error = node.call_encoded("Sloth", "e", "Nap", Codec::Json, b"0".to_vec(), Some(Duration::from_millis(1))).await;
+    let error = node
+        .call_encoded(
+            "Sloth",
+            "e",
+            "Nap",
+            Codec::Json,
+            b"0".to_vec(),
+            Some(Duration::from_millis(1)),
+        )
+        .await;
     assert!(error.is_ok() || error.as_ref().unwrap_err().code() == "DEADLINE_EXCEEDED");
     assert_eq!(node.stats().panics, 0);
 }
@@ -241,9 +397,15 @@ async fn calls_by_name_decode_protobuf_and_json_and_reject_bad_input_with_codes(
 #[tokio::test]
 async fn a_node_that_shut_down_refuses_calls() {
     let node = node(Duration::from_secs(30)).await;
-    FragileClient::new(&node, "s").bump(Empty {}).await.expect("bump");
+    FragileClient::new(&node, "s")
+        .bump(Empty {})
+        .await
+        .expect("bump");
     node.shutdown().await;
-    let error = FragileClient::new(&node, "s").bump(Empty {}).await.unwrap_err();
+    let error = FragileClient::new(&node, "s")
+        .bump(Empty {})
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "NODE_SHUTTING_DOWN");
     assert_eq!(node.stats().active, 0);
 }

@@ -12,11 +12,21 @@ use goverse_tests::{PATIENCE, wait_until};
 static EVENTS: LazyLock<Mutex<HashMap<String, Vec<String>>>> = LazyLock::new(Default::default);
 
 fn record(id: &str, event: impl Into<String>) {
-    EVENTS.lock().expect("events").entry(id.to_string()).or_default().push(event.into());
+    EVENTS
+        .lock()
+        .expect("events")
+        .entry(id.to_string())
+        .or_default()
+        .push(event.into());
 }
 
 fn events(id: &str) -> Vec<String> {
-    EVENTS.lock().expect("events").get(id).cloned().unwrap_or_default()
+    EVENTS
+        .lock()
+        .expect("events")
+        .get(id)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn count(id: &str, event: &str) -> usize {
@@ -41,15 +51,24 @@ impl Sleepy {
         Ok(Empty {})
     }
 
-    pub async fn stop(&mut self, ctx: &Context, request: StringValue) -> goverse::Result<BoolValue> {
-        Ok(BoolValue { value: ctx.stop_timer(&request.value) })
+    pub async fn stop(
+        &mut self,
+        ctx: &Context,
+        request: StringValue,
+    ) -> goverse::Result<BoolValue> {
+        Ok(BoolValue {
+            value: ctx.stop_timer(&request.value),
+        })
     }
 
     #[on_activate]
     async fn activated(&mut self, ctx: &Context) -> goverse::Result<()> {
         record(ctx.id(), "activate");
         if ctx.id().starts_with("refuse") {
-            return Err(goverse::Error::application("NOT_TODAY", "refusing to activate"));
+            return Err(goverse::Error::application(
+                "NOT_TODAY",
+                "refusing to activate",
+            ));
         }
         Ok(())
     }
@@ -79,7 +98,11 @@ pub struct Saved {
 
 #[goverse::object(persistent, idle_timeout = "200ms", name = "SavedCounter")]
 impl Saved {
-    pub async fn add(&mut self, _ctx: &Context, request: Int64Value) -> goverse::Result<Int64Value> {
+    pub async fn add(
+        &mut self,
+        _ctx: &Context,
+        request: Int64Value,
+    ) -> goverse::Result<Int64Value> {
         self.total += request.value;
         self.note = format!("last add {}", request.value);
         Ok(Int64Value { value: self.total })
@@ -108,11 +131,17 @@ async fn the_first_call_activates_and_hooks_run_once() {
 #[tokio::test]
 async fn a_failing_on_activate_fails_the_call_and_is_retried_next_time() {
     let node = node().await;
-    let error = SleepyClient::new(&node, "refuse-1").touch(Empty {}).await.unwrap_err();
+    let error = SleepyClient::new(&node, "refuse-1")
+        .touch(Empty {})
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), "ACTIVATION_FAILED", "{error}");
     assert!(error.to_string().contains("NOT_TODAY"), "{error}");
     assert_eq!(node.stats().active, 0);
-    let _ = SleepyClient::new(&node, "refuse-1").touch(Empty {}).await.unwrap_err();
+    let _ = SleepyClient::new(&node, "refuse-1")
+        .touch(Empty {})
+        .await
+        .unwrap_err();
     assert_eq!(count("refuse-1", "activate"), 2);
 }
 
@@ -120,18 +149,27 @@ async fn a_failing_on_activate_fails_the_call_and_is_retried_next_time() {
 async fn explicit_create_and_delete() {
     let node = node().await;
     node.create("Sleepy", "explicit").await.expect("create");
-    node.create("Sleepy", "explicit").await.expect("create again is fine");
+    node.create("Sleepy", "explicit")
+        .await
+        .expect("create again is fine");
     assert_eq!(events("explicit"), vec!["activate"]);
     let sleepy = SleepyClient::new(&node, "explicit");
     assert_eq!(sleepy.touch(Empty {}).await.expect("touch").value, 1);
 
     node.delete("Sleepy", "explicit").await.expect("delete");
     assert_eq!(events("explicit"), vec!["activate", "deactivate"]);
-    node.delete("Sleepy", "explicit").await.expect("deleting again is fine");
-    node.delete("Sleepy", "never-existed").await.expect("deleting the unknown is fine");
+    node.delete("Sleepy", "explicit")
+        .await
+        .expect("deleting again is fine");
+    node.delete("Sleepy", "never-existed")
+        .await
+        .expect("deleting the unknown is fine");
     // Objects exist virtually: the next call activates a fresh one.
     assert_eq!(sleepy.touch(Empty {}).await.expect("touch").value, 1);
-    assert_eq!(node.create("Nope", "x").await.unwrap_err().code(), "UNKNOWN_OBJECT_TYPE");
+    assert_eq!(
+        node.create("Nope", "x").await.unwrap_err().code(),
+        "UNKNOWN_OBJECT_TYPE"
+    );
 }
 
 #[tokio::test]
@@ -145,8 +183,15 @@ async fn idle_objects_deactivate_and_busy_ones_stay() {
         busy.touch(Empty {}).await.expect("touch");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_until("the idle object deactivates", PATIENCE, || async { count("idle", "deactivate") == 1 }).await;
-    assert_eq!(count("busy", "deactivate"), 0, "an object in use was deactivated");
+    wait_until("the idle object deactivates", PATIENCE, || async {
+        count("idle", "deactivate") == 1
+    })
+    .await;
+    assert_eq!(
+        count("busy", "deactivate"),
+        0,
+        "an object in use was deactivated"
+    );
     // A call after deactivation activates a fresh instance.
     assert_eq!(idle.touch(Empty {}).await.expect("touch").value, 1);
     assert_eq!(count("idle", "activate"), 2);
@@ -156,10 +201,28 @@ async fn idle_objects_deactivate_and_busy_ones_stay() {
 async fn timers_fire_as_turns_and_stop_on_request() {
     let node = node().await;
     let sleepy = SleepyClient::new(&node, "ticker");
-    sleepy.start(StringValue { value: "a".into() }).await.expect("start");
-    wait_until("timer a fires three times", PATIENCE, || async { count("ticker", "timer:a") >= 3 }).await;
-    assert!(sleepy.stop(StringValue { value: "a".into() }).await.expect("stop").value);
-    assert!(!sleepy.stop(StringValue { value: "a".into() }).await.expect("stop").value);
+    sleepy
+        .start(StringValue { value: "a".into() })
+        .await
+        .expect("start");
+    wait_until("timer a fires three times", PATIENCE, || async {
+        count("ticker", "timer:a") >= 3
+    })
+    .await;
+    assert!(
+        sleepy
+            .stop(StringValue { value: "a".into() })
+            .await
+            .expect("stop")
+            .value
+    );
+    assert!(
+        !sleepy
+            .stop(StringValue { value: "a".into() })
+            .await
+            .expect("stop")
+            .value
+    );
     let fired = count("ticker", "timer:a");
     // A negative check needs a window: ten periods without a firing.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -170,13 +233,26 @@ async fn timers_fire_as_turns_and_stop_on_request() {
 async fn timers_stop_when_the_object_deactivates_and_do_not_keep_it_alive() {
     let node = node().await;
     let sleepy = SleepyClient::new(&node, "timer-idle");
-    sleepy.start(StringValue { value: "t".into() }).await.expect("start");
-    wait_until("the timer fires", PATIENCE, || async { count("timer-idle", "timer:t") >= 1 }).await;
+    sleepy
+        .start(StringValue { value: "t".into() })
+        .await
+        .expect("start");
+    wait_until("the timer fires", PATIENCE, || async {
+        count("timer-idle", "timer:t") >= 1
+    })
+    .await;
     // Timer turns are not calls: the object still goes idle and deactivates.
-    wait_until("the object deactivates", PATIENCE, || async { count("timer-idle", "deactivate") == 1 }).await;
+    wait_until("the object deactivates", PATIENCE, || async {
+        count("timer-idle", "deactivate") == 1
+    })
+    .await;
     let fired = count("timer-idle", "timer:t");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count("timer-idle", "timer:t"), fired, "a timer outlived its object");
+    assert_eq!(
+        count("timer-idle", "timer:t"),
+        fired,
+        "a timer outlived its object"
+    );
 }
 
 #[tokio::test]
@@ -184,10 +260,26 @@ async fn a_panicking_timer_discards_the_activation() {
     let node = node().await;
     let sleepy = SleepyClient::new(&node, "timer-panic");
     sleepy.touch(Empty {}).await.expect("touch");
-    sleepy.start(StringValue { value: "panic".into() }).await.expect("start");
-    wait_until("the panic is counted", PATIENCE, || async { node.stats().panics == 1 }).await;
-    assert_eq!(count("timer-panic", "timer:panic"), 1, "the timer kept firing after a panic");
-    assert_eq!(sleepy.touch(Empty {}).await.expect("touch").value, 1, "the activation was not discarded");
+    sleepy
+        .start(StringValue {
+            value: "panic".into(),
+        })
+        .await
+        .expect("start");
+    wait_until("the panic is counted", PATIENCE, || async {
+        node.stats().panics == 1
+    })
+    .await;
+    assert_eq!(
+        count("timer-panic", "timer:panic"),
+        1,
+        "the timer kept firing after a panic"
+    );
+    assert_eq!(
+        sleepy.touch(Empty {}).await.expect("touch").value,
+        1,
+        "the activation was not discarded"
+    );
 }
 
 #[tokio::test]
@@ -200,20 +292,63 @@ async fn persistent_state_survives_deactivation_and_shutdown() {
         .await
         .expect("node");
     let saved = SavedClient::new(&node, "s1");
-    assert_eq!(saved.add(Int64Value { value: 5 }).await.expect("add").value, 5);
-    wait_until("the object is saved and deactivated", PATIENCE, || async { node.stats().deactivations == 1 }).await;
-    assert_eq!(saved.add(Int64Value { value: 2 }).await.expect("add").value, 7, "state was not loaded");
+    assert_eq!(
+        saved.add(Int64Value { value: 5 }).await.expect("add").value,
+        5
+    );
+    wait_until("the object is saved and deactivated", PATIENCE, || async {
+        node.stats().deactivations == 1
+    })
+    .await;
+    assert_eq!(
+        saved.add(Int64Value { value: 2 }).await.expect("add").value,
+        7,
+        "state was not loaded"
+    );
     node.shutdown().await;
 
     // A new node on the same storage sees the state saved at shutdown.
-    let again = Node::builder().register::<Saved>().storage(storage.clone()).start().await.expect("node");
-    assert_eq!(SavedClient::new(&again, "s1").add(Int64Value { value: 1 }).await.expect("add").value, 8);
+    let again = Node::builder()
+        .register::<Saved>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    assert_eq!(
+        SavedClient::new(&again, "s1")
+            .add(Int64Value { value: 1 })
+            .await
+            .expect("add")
+            .value,
+        8
+    );
     // Rows written before a field existed still load (serde default).
     use goverse::storage::{Fence, Storage};
-    storage.save("SavedCounter", "old", br#"{"total":40}"#, Fence { epoch: 1 }).await.expect("seed");
-    assert_eq!(SavedClient::new(&again, "old").add(Int64Value { value: 2 }).await.expect("add").value, 42);
+    storage
+        .save(
+            "SavedCounter",
+            "old",
+            br#"{"total":40}"#,
+            Fence { epoch: 1 },
+        )
+        .await
+        .expect("seed");
+    assert_eq!(
+        SavedClient::new(&again, "old")
+            .add(Int64Value { value: 2 })
+            .await
+            .expect("add")
+            .value,
+        42
+    );
     // Delete removes stored state too.
     again.delete("SavedCounter", "s1").await.expect("delete");
-    assert_eq!(SavedClient::new(&again, "s1").add(Int64Value { value: 1 }).await.expect("add").value, 1);
+    assert_eq!(
+        SavedClient::new(&again, "s1")
+            .add(Int64Value { value: 1 })
+            .await
+            .expect("add")
+            .value,
+        1
+    );
 }
-

@@ -20,8 +20,14 @@ pub struct Sequencer {
 #[goverse::object]
 impl Sequencer {
     /// Appends a value, yielding in the middle so an overlapping turn would show.
-    pub async fn append(&mut self, _ctx: &Context, request: Int32Value) -> goverse::Result<Int32Value> {
-        if self.writers.fetch_add(1, Ordering::SeqCst) > 0 || self.readers.load(Ordering::SeqCst) > 0 {
+    pub async fn append(
+        &mut self,
+        _ctx: &Context,
+        request: Int32Value,
+    ) -> goverse::Result<Int32Value> {
+        if self.writers.fetch_add(1, Ordering::SeqCst) > 0
+            || self.readers.load(Ordering::SeqCst) > 0
+        {
             self.overlaps.fetch_add(1, Ordering::SeqCst);
         }
         tokio::task::yield_now().await;
@@ -44,7 +50,9 @@ impl Sequencer {
         }
         self.readers.fetch_sub(1, Ordering::SeqCst);
         let len = self.log.lock().expect("log").len();
-        Ok(Int32Value { value: i32::try_from(len).unwrap_or(i32::MAX) })
+        Ok(Int32Value {
+            value: i32::try_from(len).unwrap_or(i32::MAX),
+        })
     }
 
     /// `overlaps,max_readers,log...`
@@ -55,7 +63,9 @@ impl Sequencer {
             self.max_readers.load(Ordering::SeqCst).to_string(),
         ];
         parts.extend(log.iter().map(i32::to_string));
-        Ok(StringValue { value: parts.join(",") })
+        Ok(StringValue {
+            value: parts.join(","),
+        })
     }
 }
 
@@ -67,7 +77,10 @@ struct Report {
 
 async fn report(sequencer: &SequencerClient) -> Report {
     let text = sequencer.report(Empty {}).await.expect("report").value;
-    let mut parts = text.split(',').filter(|p| !p.is_empty()).map(|p| p.parse::<i64>().expect("number"));
+    let mut parts = text
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<i64>().expect("number"));
     Report {
         overlaps: parts.next().expect("overlaps") as usize,
         max_readers: parts.next().expect("max_readers") as usize,
@@ -76,7 +89,11 @@ async fn report(sequencer: &SequencerClient) -> Report {
 }
 
 async fn node() -> Node {
-    Node::builder().register::<Sequencer>().start().await.expect("node starts")
+    Node::builder()
+        .register::<Sequencer>()
+        .start()
+        .await
+        .expect("node starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -90,7 +107,11 @@ async fn mutating_calls_from_one_caller_run_one_at_a_time_in_arrival_order() {
     }
     let report = report(&sequencer).await;
     assert_eq!(report.overlaps, 0, "two exclusive turns overlapped");
-    assert_eq!(report.log, (0..60).collect::<Vec<_>>(), "turns ran out of arrival order");
+    assert_eq!(
+        report.log,
+        (0..60).collect::<Vec<_>>(),
+        "turns ran out of arrival order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,7 +122,12 @@ async fn mutating_calls_from_many_callers_never_overlap_and_keep_per_caller_orde
         let sequencer = SequencerClient::new(&node, "shared");
         tasks.spawn(async move {
             for i in 0..20 {
-                sequencer.append(Int32Value { value: caller * 1000 + i }).await.expect("append");
+                sequencer
+                    .append(Int32Value {
+                        value: caller * 1000 + i,
+                    })
+                    .await
+                    .expect("append");
             }
         });
     }
@@ -112,7 +138,12 @@ async fn mutating_calls_from_many_callers_never_overlap_and_keep_per_caller_orde
     assert_eq!(report.overlaps, 0, "two exclusive turns overlapped");
     assert_eq!(report.log.len(), 160);
     for caller in 0..8 {
-        let mine: Vec<i32> = report.log.iter().copied().filter(|v| v / 1000 == caller).collect();
+        let mine: Vec<i32> = report
+            .log
+            .iter()
+            .copied()
+            .filter(|v| v / 1000 == caller)
+            .collect();
         assert_eq!(mine, (0..20).map(|i| caller * 1000 + i).collect::<Vec<_>>());
     }
 }
@@ -125,11 +156,16 @@ async fn reads_run_side_by_side_but_never_beside_a_write() {
     for round in 0..5 {
         for _ in 0..6 {
             let sequencer = sequencer.clone();
-            calls.push(tokio::spawn(async move { sequencer.peek(Empty {}).await.map(drop) }));
+            calls.push(tokio::spawn(async move {
+                sequencer.peek(Empty {}).await.map(drop)
+            }));
         }
         let sequencer = sequencer.clone();
         calls.push(tokio::spawn(async move {
-            sequencer.append(Int32Value { value: round }).await.map(drop)
+            sequencer
+                .append(Int32Value { value: round })
+                .await
+                .map(drop)
         }));
     }
     for call in calls {
@@ -137,7 +173,11 @@ async fn reads_run_side_by_side_but_never_beside_a_write() {
     }
     let report = report(&sequencer).await;
     assert_eq!(report.overlaps, 0, "a read overlapped a write");
-    assert!(report.max_readers > 1, "reads never overlapped (max {})", report.max_readers);
+    assert!(
+        report.max_readers > 1,
+        "reads never overlapped (max {})",
+        report.max_readers
+    );
     assert_eq!(report.log.len(), 5);
 }
 
@@ -145,11 +185,26 @@ async fn reads_run_side_by_side_but_never_beside_a_write() {
 async fn different_objects_are_independent_and_nodes_do_not_share_state() {
     let first = node().await;
     let second = node().await;
-    SequencerClient::new(&first, "x").append(Int32Value { value: 1 }).await.expect("append");
-    SequencerClient::new(&first, "y").append(Int32Value { value: 2 }).await.expect("append");
-    assert_eq!(report(&SequencerClient::new(&first, "x")).await.log, vec![1]);
-    assert_eq!(report(&SequencerClient::new(&first, "y")).await.log, vec![2]);
-    assert_eq!(report(&SequencerClient::new(&second, "x")).await.log, Vec::<i32>::new());
+    SequencerClient::new(&first, "x")
+        .append(Int32Value { value: 1 })
+        .await
+        .expect("append");
+    SequencerClient::new(&first, "y")
+        .append(Int32Value { value: 2 })
+        .await
+        .expect("append");
+    assert_eq!(
+        report(&SequencerClient::new(&first, "x")).await.log,
+        vec![1]
+    );
+    assert_eq!(
+        report(&SequencerClient::new(&first, "y")).await.log,
+        vec![2]
+    );
+    assert_eq!(
+        report(&SequencerClient::new(&second, "x")).await.log,
+        Vec::<i32>::new()
+    );
     assert_eq!(first.stats().active, 2);
     assert_eq!(second.stats().active, 1);
 }

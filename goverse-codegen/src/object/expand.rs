@@ -69,7 +69,7 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
         let mutates = method.mutates;
         let request = &method.request;
         let response = &method.response;
-        quote! {
+        quote_spanned! {request.span()=>
             #p::MethodDescriptor {
                 name: #rpc_name,
                 rust_name: #rust_name,
@@ -88,6 +88,7 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
         .map(|(index, method)| dispatch_arm(index, method));
     let hooks = hook_fns(ir);
     let state = state_fns(ir);
+    let create = quote_spanned! {self_ty.span()=> <Self as #p::Default>::default() };
     quote! {
         impl #p::Object for #self_ty {
             const DESCRIPTOR: &'static #p::ObjectDescriptor = &#p::ObjectDescriptor {
@@ -98,7 +99,7 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
             };
 
             fn create() -> Self {
-                <Self as #p::Default>::default()
+                #create
             }
 
             fn dispatch<'a>(
@@ -134,11 +135,12 @@ fn dispatch_arm(index: usize, method: &RpcMethod) -> TokenStream {
     } else {
         quote!(let this = receiver.into_ref();)
     };
+    let decode = quote_spanned! {request.span()=> #p::decode::<#request>(codec, body) };
     quote! {
         #index => {
             #this
             #p::Box::pin(async move {
-                let request = #p::decode::<#request>(codec, body)?;
+                let request = #decode?;
                 let response = Self::#ident(this, ctx, request).await?;
                 #p::encode(codec, &response)
             })
@@ -177,13 +179,16 @@ fn state_fns(ir: &ObjectIr) -> TokenStream {
     if !ir.persistent {
         return TokenStream::new();
     }
+    let span = ir.self_ty.span();
+    let save = quote_spanned! {span=> #p::save_state(self) };
+    let load = quote_spanned! {span=> #p::load_state(data) };
     quote! {
         fn save_state(&self) -> #p::Option<#p::Result<#p::Vec<u8>>> {
-            #p::Some(#p::save_state(self))
+            #p::Some(#save)
         }
 
         fn load_state(data: &[u8]) -> #p::Result<Self> {
-            #p::load_state(data)
+            #load
         }
     }
 }
@@ -207,11 +212,14 @@ fn proxy(ir: &ObjectIr) -> TokenStream {
             docs,
             ..
         } = method;
+        let call_span = request.span();
         let (call, receiver) = if method.mutates {
             (quote!(call_mut), quote!(&'a mut #self_ty))
         } else {
             (quote!(call_ref), quote!(&'a #self_ty))
         };
+        let call_expr =
+            quote_spanned! {call_span=> self.inner.#call(#index, invoke, request).await };
         quote! {
             #(#docs)*
             pub async fn #ident(&self, request: #request) -> #p::Result<#response> {
@@ -222,7 +230,7 @@ fn proxy(ir: &ObjectIr) -> TokenStream {
                 ) -> #p::BoxFuture<'a, #p::Result<#response>> {
                     #p::Box::pin(<#self_ty>::#ident(this, ctx, request))
                 }
-                self.inner.#call(#index, invoke, request).await
+                #call_expr
             }
         }
     });

@@ -266,8 +266,9 @@ fn rpc_method(
         );
     }
 
-    let mut inputs = sig.inputs.iter();
-    let mutates = match inputs.next() {
+    let mut inputs = sig.inputs.iter().peekable();
+    let receiver_form = "object methods take `&self` or `&mut self` first: `(&mut self, ctx: &Context, request: Request)`";
+    let mutates = match inputs.peek() {
         Some(FnArg::Receiver(receiver)) => {
             if receiver.reference.is_none() || receiver.colon_token.is_some() {
                 errors_here.spanned(
@@ -275,64 +276,71 @@ fn rpc_method(
                     "expected `&self` or `&mut self`: the runtime owns the object and lends it to each call",
                 );
             }
+            inputs.next();
             receiver.mutability.is_some()
         }
         Some(other) => {
-            errors_here.spanned(
-                other,
-                "object methods take `&self` or `&mut self` first: `(&mut self, ctx: &Context, request: Request)`",
-            );
+            errors_here.spanned(other, receiver_form);
             false
         }
         None => {
-            errors_here.spanned(
-                &sig.ident,
-                "object methods take `&self` or `&mut self` first: `(&mut self, ctx: &Context, request: Request)`",
-            );
+            errors_here.spanned(&sig.ident, receiver_form);
             false
         }
     };
 
-    match inputs.next() {
-        Some(FnArg::Typed(ctx)) if is_context_ref(&ctx.ty) => {}
-        Some(other) => errors_here.spanned(
-            other,
-            "the second argument must be the call context: `ctx: &Context`",
-        ),
-        None => errors_here.spanned(
-            &sig.inputs,
-            "missing `ctx: &Context` argument: object methods take `(&self, ctx: &Context, request: Request)`",
-        ),
-    }
-
-    let request = match inputs.next() {
-        Some(FnArg::Typed(request)) => match &*request.ty {
-            Type::Reference(_) | Type::ImplTrait(_) | Type::Infer(_) => {
+    // With the receiver missing, the other arguments cannot be told apart.
+    let mut request = None;
+    if let Some(FnArg::Receiver(_)) = sig.inputs.first() {
+        let remaining = sig.inputs.len() - 1;
+        let ctx_missing =
+            !matches!(sig.inputs.iter().nth(1), Some(FnArg::Typed(ctx)) if is_context_ref(&ctx.ty));
+        match inputs.next() {
+            Some(FnArg::Typed(ctx)) if is_context_ref(&ctx.ty) => {}
+            Some(other) if remaining == 1 => errors_here.spanned(
+                other,
+                "missing `ctx: &Context` argument before the request: object methods take `(&self, ctx: &Context, request: Request)`",
+            ),
+            Some(other) => errors_here.spanned(
+                other,
+                "the second argument must be the call context: `ctx: &Context`",
+            ),
+            None => errors_here.spanned(
+                &sig.inputs,
+                "missing `ctx: &Context` and request arguments: object methods take `(&self, ctx: &Context, request: Request)`",
+            ),
+        }
+        request = match inputs.next() {
+            Some(FnArg::Typed(request)) => match &*request.ty {
+                Type::Reference(_) | Type::ImplTrait(_) | Type::Infer(_) => {
+                    errors_here.spanned(
+                        &request.ty,
+                        "the request must be an owned protobuf message type, such as `AddRequest` or `goverse::types::Int32Value`",
+                    );
+                    None
+                }
+                ty => Some(ty.clone()),
+            },
+            Some(other) => {
                 errors_here.spanned(
-                    &request.ty,
-                    "the request must be an owned protobuf message type, such as `AddRequest` or `goverse::types::Int32Value`",
+                    other,
+                    "expected a request argument such as `request: AddRequest`",
                 );
                 None
             }
-            ty => Some(ty.clone()),
-        },
-        Some(other) => {
-            errors_here.spanned(
-                other,
-                "expected a request argument such as `request: AddRequest`",
-            );
-            None
-        }
-        None => {
-            errors_here.spanned(
-                &sig.inputs,
-                "missing request argument: object methods take `(&self, ctx: &Context, request: Request)`; \
-                 use `goverse::types::Empty` for a method without input",
-            );
-            None
-        }
-    };
-    for extra in inputs {
+            None if remaining == 1 && ctx_missing => None,
+            None => {
+                errors_here.spanned(
+                    &sig.inputs,
+                    "missing request argument: object methods take `(&self, ctx: &Context, request: Request)`; \
+                     use `goverse::types::Empty` for a method without input",
+                );
+                None
+            }
+        };
+    }
+    let has_receiver = matches!(sig.inputs.first(), Some(FnArg::Receiver(_)));
+    for extra in inputs.filter(|_| has_receiver) {
         errors_here.spanned(
             extra,
             "unexpected argument: object methods take exactly `(&self, ctx: &Context, request: Request)`; \

@@ -66,15 +66,30 @@ pub trait Storage: Send + Sync + 'static {
 
 /// A shared store: several nodes in one process (tests, tools) can use one.
 impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
-    fn load<'a>(&'a self, type_name: &'a str, id: &'a str) -> BoxFuture<'a, Result<Option<StoredState>>> {
+    fn load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
         (**self).load(type_name, id)
     }
 
-    fn save<'a>(&'a self, type_name: &'a str, id: &'a str, data: &'a [u8], fence: Fence) -> BoxFuture<'a, Result<()>> {
+    fn save<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        data: &'a [u8],
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>> {
         (**self).save(type_name, id, data, fence)
     }
 
-    fn delete<'a>(&'a self, type_name: &'a str, id: &'a str, fence: Fence) -> BoxFuture<'a, Result<()>> {
+    fn delete<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>> {
         (**self).delete(type_name, id, fence)
     }
 }
