@@ -184,7 +184,14 @@ impl<O: Object> TypeHost<O> {
             activation.touch(node.now_ms());
             if work.mutates() {
                 let mut guard = activation.state.clone().write_owned().await;
-                self.check_deadline(&id, &work, deadline)?;
+                if let Err(expired) = self.check_deadline(&id, &work, deadline) {
+                    // Leave no never-activated entry behind.
+                    if matches!(&*guard, Slot::Fresh) {
+                        *guard = Slot::Gone;
+                        self.directory.remove_if_same(&activation.id, &activation);
+                    }
+                    return Err(expired);
+                }
                 match &*guard {
                     Slot::Gone => continue,
                     Slot::Fresh => {

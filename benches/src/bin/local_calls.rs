@@ -1,0 +1,142 @@
+//! Local call throughput and latency: goverse object calls vs a raw tokio
+//! mpsc + oneshot request/response loop and vs kameo's `ask`, all against
+//! one target, with 1 and 64 concurrent callers.
+//!
+//! Run with: cargo run --release -p goverse-benches --bin local_calls
+
+use std::time::Duration;
+
+use goverse::prelude::*;
+use goverse_benches::{Measurement, measure, print_row, timed_loop};
+use kameo::actor::Spawn;
+use tokio::sync::{mpsc, oneshot};
+
+/// The goverse object under test.
+#[derive(Debug, Default)]
+pub struct Counter {
+    value: i32,
+}
+
+#[goverse::object]
+impl Counter {
+    /// Adds and returns the total.
+    pub async fn add(&mut self, _ctx: &Context, request: Int32Value) -> goverse::Result<Int32Value> {
+        self.value = self.value.wrapping_add(request.value);
+        Ok(Int32Value { value: self.value })
+    }
+}
+
+/// The kameo actor under test: the same work.
+#[derive(Debug, kameo::Actor)]
+struct KameoCounter {
+    value: i32,
+}
+
+struct Add(i32);
+
+impl kameo::message::Message<Add> for KameoCounter {
+    type Reply = i32;
+
+    async fn handle(&mut self, msg: Add, _ctx: &mut kameo::message::Context<Self, Self::Reply>) -> i32 {
+        self.value = self.value.wrapping_add(msg.0);
+        self.value
+    }
+}
+
+type RawRequest = (i32, oneshot::Sender<i32>);
+
+async fn raw(callers: usize, calls: usize) -> Measurement {
+    let (sender, mut receiver) = mpsc::channel::<RawRequest>(1024);
+    let server = tokio::spawn(async move {
+        let mut value = 0i32;
+        while let Some((add, reply)) = receiver.recv().await {
+            value = value.wrapping_add(add);
+            let _ = reply.send(value);
+        }
+    });
+    let result = measure(callers, calls, |_| {
+        let sender = sender.clone();
+        timed_loop(calls, move || {
+            let sender = sender.clone();
+            async move {
+                let (reply, response) = oneshot::channel();
+                sender.send((1, reply)).await.expect("server alive");
+                response.await.expect("reply");
+            }
+        })
+    })
+    .await;
+    drop(sender);
+    server.await.expect("server");
+    result
+}
+
+async fn kameo(callers: usize, calls: usize) -> Measurement {
+    let actor = KameoCounter::spawn(KameoCounter { value: 0 });
+    measure(callers, calls, |_| {
+        let actor = actor.clone();
+        timed_loop(calls, move || {
+            let actor = actor.clone();
+            async move {
+                actor.ask(Add(1)).await.expect("ask");
+            }
+        })
+    })
+    .await
+}
+
+async fn goverse_calls(node: &Node, callers: usize, calls: usize) -> Measurement {
+    let counter = CounterClient::new(node, "bench");
+    counter.add(Int32Value { value: 0 }).await.expect("warm up");
+    measure(callers, calls, |_| {
+        let counter = counter.clone();
+        timed_loop(calls, move || {
+            let counter = counter.clone();
+            async move {
+                counter.add(Int32Value { value: 1 }).await.expect("call");
+            }
+        })
+    })
+    .await
+}
+
+#[tokio::main]
+async fn main() -> goverse::Result<()> {
+    let total_calls: usize = std::env::var("BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400_000);
+    let node = Node::builder().register::<Counter>().call_timeout(Duration::from_secs(60)).start().await?;
+    println!("local calls: one target, {total_calls} calls per configuration (best of 3 runs each)");
+    let mut summary = Vec::new();
+    for callers in [1usize, 64] {
+        let calls = total_calls / callers;
+        let mut best = [None::<Measurement>; 3];
+        for _round in 0..3 {
+            let results = [
+                raw(callers, calls).await,
+                kameo(callers, calls).await,
+                goverse_calls(&node, callers, calls).await,
+            ];
+            for (slot, result) in best.iter_mut().zip(results) {
+                if slot.is_none_or(|b| result.per_second > b.per_second) {
+                    *slot = Some(result);
+                }
+            }
+        }
+        let [Some(raw), Some(kameo), Some(ours)] = best else { unreachable!("three rounds ran") };
+        println!("\n{callers} caller(s):");
+        print_row("tokio mpsc+oneshot (raw)", &raw);
+        print_row("kameo ask", &kameo);
+        print_row("goverse typed proxy", &ours);
+        let vs_raw = ours.per_second / raw.per_second;
+        let vs_kameo = ours.per_second / kameo.per_second;
+        println!("  ratio goverse/raw   = {vs_raw:.2}x   (target >= 0.50x: within 2x of raw)");
+        println!("  ratio goverse/kameo = {vs_kameo:.2}x   (target > 1.00x)");
+        summary.push((callers, vs_raw, vs_kameo));
+    }
+    println!("\nsummary:");
+    for (callers, vs_raw, vs_kameo) in summary {
+        let verdict = if vs_raw >= 0.5 && vs_kameo > 1.0 { "meets target" } else { "MISSES target" };
+        println!("  {callers:>2} caller(s): {vs_raw:.2}x raw tokio, {vs_kameo:.2}x kameo -> {verdict}");
+    }
+    node.shutdown().await;
+    Ok(())
+}

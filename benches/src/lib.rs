@@ -1,0 +1,73 @@
+//! Shared pieces of goverse's benchmarks: a latency recorder and a table
+//! printer. Each benchmark measures its baselines in the same run and prints
+//! ratios, because absolute numbers on a shared machine mean little.
+
+use std::time::{Duration, Instant};
+
+/// Throughput and latency of one measured configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Measurement {
+    /// Completed calls per second.
+    pub per_second: f64,
+    /// Median call latency.
+    pub p50: Duration,
+    /// 99th-percentile call latency.
+    pub p99: Duration,
+}
+
+/// Runs `callers` concurrent loops of `calls_per_caller` calls each and
+/// measures them. `make_caller(i)` builds the loop of caller `i`; each loop
+/// returns the latency of every call it made.
+pub async fn measure<F, Fut>(callers: usize, calls_per_caller: usize, make_caller: F) -> Measurement
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Vec<Duration>> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..callers {
+        tasks.spawn(make_caller(caller));
+    }
+    let mut latencies = Vec::with_capacity(callers * calls_per_caller);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.expect("benchmark caller panicked"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Measurement {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// Times each of `calls` runs of `call`.
+pub async fn timed_loop<F, Fut>(calls: usize, mut call: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut latencies = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        call().await;
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+/// Prints one row of a results table.
+pub fn print_row(name: &str, m: &Measurement) {
+    println!(
+        "  {name:<28} {:>12.0} calls/s   p50 {:>9.2?}   p99 {:>9.2?}",
+        m.per_second, m.p50, m.p99
+    );
+}
+
+/// Resident set size of this process in bytes (Linux), if known.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
