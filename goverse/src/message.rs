@@ -6,11 +6,12 @@ use crate::error::{Error, Result};
 /// A protobuf message goverse can carry: prost binary encoding, proto3 JSON
 /// through serde, and its full protobuf name.
 ///
-/// Implemented for the well-known types in [`types`] and, by the build helper
-/// in `goverse-codegen`, for every message of your own `.proto` files.
+/// Implemented for the well-known types in [`types`]. For messages of your
+/// own `.proto` files, generate prost types with proto3 JSON serde impls
+/// (e.g. with `pbjson-build`) and implement this trait with their full name.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a goverse message",
-    note = "request and response types must be protobuf messages: generate them from .proto files with `goverse_codegen::build::compile_protos` in build.rs, or use a well-known type from `goverse::types` such as `Int32Value` or `Empty`"
+    note = "request and response types must be protobuf messages: use a well-known type from `goverse::types` such as `Int32Value` or `Empty`, or a prost message with proto3 JSON serde impls that implements `goverse::Message`"
 )]
 pub trait Message:
     prost::Message + Default + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static

@@ -20,7 +20,11 @@ pub struct Counter {
 #[goverse::object(idle_timeout = "1h")]
 impl Counter {
     /// Adds and returns the total.
-    pub async fn add(&mut self, _ctx: &Context, request: Int32Value) -> goverse::Result<Int32Value> {
+    pub async fn add(
+        &mut self,
+        _ctx: &Context,
+        request: Int32Value,
+    ) -> goverse::Result<Int32Value> {
         self.value += request.value;
         Ok(Int32Value { value: self.value })
     }
@@ -28,7 +32,10 @@ impl Counter {
 
 #[tokio::main]
 async fn main() -> goverse::Result<()> {
-    let objects: usize = std::env::var("BENCH_OBJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let objects: usize = std::env::var("BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let tasks = 64;
     let ids: Vec<String> = (0..objects).map(|i| format!("counter-{i}")).collect();
     let state_bytes = std::mem::size_of::<Counter>();
@@ -44,7 +51,11 @@ async fn main() -> goverse::Result<()> {
     let plain_bytes = resident_bytes().unwrap_or(0).saturating_sub(before) as f64 / objects as f64;
     drop(plain);
 
-    let node = Node::builder().register::<Counter>().call_timeout(Duration::from_secs(120)).start().await?;
+    let node = Node::builder()
+        .register::<Counter>()
+        .call_timeout(Duration::from_secs(120))
+        .start()
+        .await?;
     let before = resident_bytes().unwrap_or(0);
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -54,7 +65,9 @@ async fn main() -> goverse::Result<()> {
         let chunk = chunk.to_vec();
         set.spawn(async move {
             for id in chunk {
-                CounterClient::new(&node, id).add(Int32Value { value: 1 }).await?;
+                CounterClient::new(&node, id)
+                    .add(Int32Value { value: 1 })
+                    .await?;
             }
             goverse::Result::Ok(())
         });
@@ -71,14 +84,26 @@ async fn main() -> goverse::Result<()> {
     let rate = objects as f64 / elapsed.as_secs_f64();
     let plain_rate = objects as f64 / plain_elapsed.as_secs_f64();
     println!("activation of {objects} objects ({tasks} tasks, first call activates):");
-    println!("  goverse: {rate:>12.0} activations/s   {per_activation:>7.0} bytes resident per idle activation");
-    println!("  HashMap<String, state> baseline: {plain_rate:>12.0} inserts/s   {plain_bytes:>7.0} bytes per entry");
+    println!(
+        "  goverse: {rate:>12.0} activations/s   {per_activation:>7.0} bytes resident per idle activation"
+    );
+    println!(
+        "  HashMap<String, state> baseline: {plain_rate:>12.0} inserts/s   {plain_bytes:>7.0} bytes per entry"
+    );
     println!(
         "  memory beyond the object's own state ({state_bytes} bytes): {:.0} bytes per activation (target < 1024) -> {}",
         per_activation - state_bytes as f64,
-        if per_activation - (state_bytes as f64) < 1024.0 { "meets target" } else { "MISSES target" }
+        if per_activation - (state_bytes as f64) < 1024.0 {
+            "meets target"
+        } else {
+            "MISSES target"
+        }
     );
-    println!("  ratio goverse/HashMap: {:.2}x the memory, {:.2}x the rate", per_activation / plain_bytes.max(1.0), rate / plain_rate);
+    println!(
+        "  ratio goverse/HashMap: {:.2}x the memory, {:.2}x the rate",
+        per_activation / plain_bytes.max(1.0),
+        rate / plain_rate
+    );
     node.shutdown().await;
     Ok(())
 }

@@ -20,7 +20,11 @@ pub struct Counter {
 #[goverse::object]
 impl Counter {
     /// Adds and returns the total.
-    pub async fn add(&mut self, _ctx: &Context, request: Int32Value) -> goverse::Result<Int32Value> {
+    pub async fn add(
+        &mut self,
+        _ctx: &Context,
+        request: Int32Value,
+    ) -> goverse::Result<Int32Value> {
         self.value = self.value.wrapping_add(request.value);
         Ok(Int32Value { value: self.value })
     }
@@ -37,7 +41,11 @@ struct Add(i32);
 impl kameo::message::Message<Add> for KameoCounter {
     type Reply = i32;
 
-    async fn handle(&mut self, msg: Add, _ctx: &mut kameo::message::Context<Self, Self::Reply>) -> i32 {
+    async fn handle(
+        &mut self,
+        msg: Add,
+        _ctx: &mut kameo::message::Context<Self, Self::Reply>,
+    ) -> i32 {
         self.value = self.value.wrapping_add(msg.0);
         self.value
     }
@@ -102,9 +110,18 @@ async fn goverse_calls(node: &Node, callers: usize, calls: usize) -> Measurement
 
 #[tokio::main]
 async fn main() -> goverse::Result<()> {
-    let total_calls: usize = std::env::var("BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(400_000);
-    let node = Node::builder().register::<Counter>().call_timeout(Duration::from_secs(60)).start().await?;
-    println!("local calls: one target, {total_calls} calls per configuration (best of 3 runs each)");
+    let total_calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400_000);
+    let node = Node::builder()
+        .register::<Counter>()
+        .call_timeout(Duration::from_secs(60))
+        .start()
+        .await?;
+    println!(
+        "local calls: one target, {total_calls} calls per configuration (best of 3 runs each)"
+    );
     let mut summary = Vec::new();
     for callers in [1usize, 64] {
         let calls = total_calls / callers;
@@ -121,7 +138,9 @@ async fn main() -> goverse::Result<()> {
                 }
             }
         }
-        let [Some(raw), Some(kameo), Some(ours)] = best else { unreachable!("three rounds ran") };
+        let [Some(raw), Some(kameo), Some(ours)] = best else {
+            unreachable!("three rounds ran")
+        };
         println!("\n{callers} caller(s):");
         print_row("tokio mpsc+oneshot (raw)", &raw);
         print_row("kameo ask", &kameo);
@@ -134,8 +153,14 @@ async fn main() -> goverse::Result<()> {
     }
     println!("\nsummary:");
     for (callers, vs_raw, vs_kameo) in summary {
-        let verdict = if vs_raw >= 0.5 && vs_kameo > 1.0 { "meets target" } else { "MISSES target" };
-        println!("  {callers:>2} caller(s): {vs_raw:.2}x raw tokio, {vs_kameo:.2}x kameo -> {verdict}");
+        let verdict = if vs_raw >= 0.5 && vs_kameo > 1.0 {
+            "meets target"
+        } else {
+            "MISSES target"
+        };
+        println!(
+            "  {callers:>2} caller(s): {vs_raw:.2}x raw tokio, {vs_kameo:.2}x kameo -> {verdict}"
+        );
     }
     node.shutdown().await;
     Ok(())
