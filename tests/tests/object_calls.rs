@@ -329,7 +329,9 @@ async fn calls_by_name_decode_protobuf_and_json_and_reject_bad_input_with_codes(
         Int32Value { value: 2 }
     );
 
-    let cases: [(&str, &str, &str, Codec, &[u8], &str); 7] = [
+    // (type, id, method, codec, body, expected code)
+    type Case<'a> = (&'a str, &'a str, &'a str, Codec, &'a [u8], &'a str);
+    let cases: [Case<'_>; 7] = [
         (
             "Nope",
             "e",

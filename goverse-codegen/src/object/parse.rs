@@ -21,7 +21,7 @@ const HOOK_ATTRS: &[&str] = &["on_activate", "on_deactivate", "on_timer"];
 pub(crate) struct Failure {
     pub(crate) errors: syn::Error,
     /// The impl block with helper attributes stripped, when it parsed.
-    pub(crate) item: Option<ItemImpl>,
+    pub(crate) item: Option<Box<ItemImpl>>,
 }
 
 pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<(ObjectIr, ItemImpl), Failure> {
@@ -61,7 +61,7 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<(ObjectIr, I
     if let Err(errors) = errors.into_result() {
         return Err(Failure {
             errors,
-            item: Some(item_impl),
+            item: Some(Box::new(item_impl)),
         });
     }
     let Some(ident) = ident else {
@@ -69,7 +69,7 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<(ObjectIr, I
         let error = syn::Error::new(item_impl.self_ty.span(), "expected a type name");
         return Err(Failure {
             errors: error,
-            item: Some(item_impl),
+            item: Some(Box::new(item_impl)),
         });
     };
     let type_name = args
@@ -108,7 +108,7 @@ fn check_impl_header(item: &ItemImpl, errors: &mut Errors) -> Option<syn::Ident>
             "object types cannot be generic: the runtime registers one concrete type per name",
         );
     }
-    let ident = match &*item.self_ty {
+    match &*item.self_ty {
         Type::Path(path) if path.qself.is_none() => path.path.segments.last().and_then(|last| {
             if last.arguments.is_empty() {
                 Some(last.ident.clone())
@@ -124,8 +124,7 @@ fn check_impl_header(item: &ItemImpl, errors: &mut Errors) -> Option<syn::Ident>
             errors.spanned(other, "expected a plain type name such as `impl Counter`");
             None
         }
-    };
-    ident
+    }
 }
 
 /// Removes a lifecycle attribute from the method and returns its name.
