@@ -8,27 +8,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use example_counter::{Counter, CounterClient};
 use goverse::prelude::*;
 use goverse_benches::resident_bytes;
-
-/// A small object: 4 bytes of state.
-#[derive(Debug, Default)]
-pub struct Counter {
-    value: i32,
-}
-
-#[goverse::object(idle_timeout = "1h")]
-impl Counter {
-    /// Adds and returns the total.
-    pub async fn add(
-        &mut self,
-        _ctx: &Context,
-        request: Int32Value,
-    ) -> goverse::Result<Int32Value> {
-        self.value += request.value;
-        Ok(Int32Value { value: self.value })
-    }
-}
 
 #[tokio::main]
 async fn main() -> goverse::Result<()> {
@@ -45,7 +27,7 @@ async fn main() -> goverse::Result<()> {
     let started = Instant::now();
     let mut plain: HashMap<String, Counter> = HashMap::with_capacity(0);
     for id in &ids {
-        plain.insert(id.clone(), Counter { value: 1 });
+        plain.insert(id.clone(), Counter::default());
     }
     let plain_elapsed = started.elapsed();
     let plain_bytes = resident_bytes().unwrap_or(0).saturating_sub(before) as f64 / objects as f64;

@@ -1,34 +1,17 @@
 //! Local call throughput and latency: goverse object calls vs a raw tokio
 //! mpsc + oneshot request/response loop and vs kameo's `ask`, all against
-//! one target, with 1 and 64 concurrent callers.
+//! one target, with 1 and 64 concurrent callers. The object is the quick
+//! start's `Counter`.
 //!
 //! Run with: cargo run --release -p goverse-benches --bin local_calls
 
 use std::time::Duration;
 
+use example_counter::{Counter, CounterClient};
 use goverse::prelude::*;
 use goverse_benches::{Measurement, measure, print_row, timed_loop};
 use kameo::actor::Spawn;
 use tokio::sync::{mpsc, oneshot};
-
-/// The goverse object under test.
-#[derive(Debug, Default)]
-pub struct Counter {
-    value: i32,
-}
-
-#[goverse::object]
-impl Counter {
-    /// Adds and returns the total.
-    pub async fn add(
-        &mut self,
-        _ctx: &Context,
-        request: Int32Value,
-    ) -> goverse::Result<Int32Value> {
-        self.value = self.value.wrapping_add(request.value);
-        Ok(Int32Value { value: self.value })
-    }
-}
 
 /// The kameo actor under test: the same work.
 #[derive(Debug, kameo::Actor)]
