@@ -172,6 +172,13 @@ impl<O: Object> ObjectRef<O> {
             let name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
             format!("{}/{}.{}", O::DESCRIPTOR.type_name, self.id, name)
         };
+        if deadline <= started {
+            // An inherited deadline that already passed: never start the turn.
+            return Err(Error::DeadlineExceeded {
+                target: target(),
+                timeout: Duration::ZERO,
+            });
+        }
         if let Some(chain) = &self.caller.chain
             && chain.contains(O::DESCRIPTOR.type_name, &self.id)
         {
@@ -182,16 +189,15 @@ impl<O: Object> ObjectRef<O> {
         }
         let turn = node.typed_turn::<O, Req, Resp>(
             self.id.clone(),
-            method,
-            invoke,
-            request,
+            (method, invoke, request),
             deadline,
             self.caller.chain.clone(),
+            started,
         )?;
         let turn = Detached::new(node.runtime.clone(), turn);
-        match tokio::time::timeout_at(deadline, turn).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(Error::DeadlineExceeded {
+        match turn.within(deadline).await {
+            Some(result) => result,
+            None => Err(Error::DeadlineExceeded {
                 target: target(),
                 timeout: deadline.saturating_duration_since(started),
             }),
@@ -213,6 +219,19 @@ impl<T: Send + 'static> Detached<T> {
         Self {
             turn: Some(turn),
             runtime,
+        }
+    }
+}
+
+impl<T: Send + 'static> Detached<T> {
+    /// Waits for the turn until `deadline`; `None` if it passed first. The
+    /// timer is armed only if the turn does not finish at its first poll,
+    /// which an uncontended local turn usually does.
+    pub(crate) async fn within(mut self, deadline: Instant) -> Option<T> {
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self).poll(cx))).await;
+        match first {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => tokio::time::timeout_at(deadline, self).await.ok(),
         }
     }
 }

@@ -105,6 +105,18 @@ async fn main() -> goverse::Result<()> {
     println!(
         "local calls: one target, {total_calls} calls per configuration (best of 3 runs each)"
     );
+    // Profiling aid: BENCH_PROFILE=64 runs only the goverse loop at 64
+    // callers, repeatedly, so a profiler sees nothing else.
+    let profile: Option<usize> = std::env::var("BENCH_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if let Some(callers) = profile {
+        for _ in 0..10 {
+            goverse_calls(&node, callers, total_calls / callers).await;
+        }
+        node.shutdown().await;
+        return Ok(());
+    }
     let mut summary = Vec::new();
     for callers in [1usize, 64] {
         let calls = total_calls / callers;
@@ -115,6 +127,7 @@ async fn main() -> goverse::Result<()> {
                 kameo(callers, calls).await,
                 goverse_calls(&node, callers, calls).await,
             ];
+
             for (slot, result) in best.iter_mut().zip(results) {
                 if slot.is_none_or(|b| result.per_second > b.per_second) {
                     *slot = Some(result);

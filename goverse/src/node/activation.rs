@@ -2,6 +2,7 @@
 //! clock and its timers.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context as TaskContext, Poll};
 
-use super::host::{TimerControl, TypeHost};
+use super::host::{QueuedTurn, TimerControl, TypeHost};
 use crate::object::Object;
 use tokio::sync::RwLock;
 
@@ -23,11 +24,23 @@ pub(crate) enum Slot<O> {
     Gone,
 }
 
+/// Exclusive turns waiting for the task that holds the write lock.
+pub(crate) struct Mailbox<O: Object> {
+    /// A task owns the exclusive turns of this activation: it runs its own
+    /// turn and then everything queued here, in order.
+    pub(crate) draining: bool,
+    pub(crate) queue: VecDeque<Box<dyn QueuedTurn<O>>>,
+}
+
 pub(crate) struct Activation<O: Object> {
     pub(crate) id: Arc<str>,
     /// Turns: a write lock for `&mut self` calls, a read lock for `&self`
     /// calls. tokio's lock is fair (FIFO), which gives arrival order.
-    pub(crate) state: Arc<RwLock<Slot<O>>>,
+    pub(crate) state: RwLock<Slot<O>>,
+    /// `&mut self` turns that arrived while another one was running: the
+    /// running turn's task drains them under one hold of the write lock,
+    /// instead of handing the lock from task to task for every turn.
+    pub(crate) mailbox: Mutex<Mailbox<O>>,
     /// Milliseconds since the node started, at the last call.
     last_used: AtomicU64,
     pub(crate) host: Weak<TypeHost<O>>,
@@ -38,15 +51,26 @@ impl<O: Object> Activation<O> {
     pub(crate) fn new(id: Arc<str>, host: Weak<TypeHost<O>>, now_ms: u64) -> Self {
         Self {
             id,
-            state: Arc::new(RwLock::new(Slot::Fresh)),
+            state: RwLock::new(Slot::Fresh),
+            mailbox: Mutex::new(Mailbox {
+                draining: false,
+                queue: VecDeque::new(),
+            }),
             last_used: AtomicU64::new(now_ms),
             host,
             timers: Mutex::new(Vec::new()),
         }
     }
 
+    pub(crate) fn mailbox(&self) -> std::sync::MutexGuard<'_, Mailbox<O>> {
+        self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn touch(&self, now_ms: u64) {
-        self.last_used.store(now_ms, Ordering::Relaxed);
+        // Only a new millisecond writes: busy objects keep the line shared.
+        if self.last_used.load(Ordering::Relaxed) != now_ms {
+            self.last_used.store(now_ms, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn last_used(&self) -> u64 {

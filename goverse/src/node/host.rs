@@ -2,11 +2,12 @@
 //! timers and idle collection for every object of that type.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedRwLockWriteGuard};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::NodeInner;
@@ -140,9 +141,9 @@ impl<O: Object> TypeHost<O> {
         })
     }
 
-    fn activation(&self, node: &NodeInner, id: &Arc<str>) -> Arc<Activation<O>> {
+    fn activation(&self, id: &Arc<str>, now_ms: u64) -> Arc<Activation<O>> {
         self.directory.get_or_insert_with(id, || {
-            Activation::new(id.clone(), self.this.clone(), node.now_ms())
+            Activation::new(id.clone(), self.this.clone(), now_ms)
         })
     }
 
@@ -178,54 +179,59 @@ impl<O: Object> TypeHost<O> {
         mut work: W,
         deadline: Instant,
         parent: Option<Arc<CallChain>>,
+        arrived: Instant,
     ) -> Result<W::Output> {
+        let arrived_ms = node.ms_at(arrived);
         loop {
-            let activation = self.activation(&node, &id);
-            activation.touch(node.now_ms());
+            let activation = self.activation(&id, arrived_ms);
+            activation.touch(arrived_ms);
             if work.mutates() {
-                let mut guard = activation.state.clone().write_owned().await;
-                if let Err(expired) = self.check_deadline(&id, &work, deadline) {
-                    // Leave no never-activated entry behind.
-                    if matches!(&*guard, Slot::Fresh) {
-                        *guard = Slot::Gone;
-                        self.directory.remove_if_same(&activation.id, &activation);
+                let permit = match self.enter(&activation, id.clone(), work, deadline, &parent) {
+                    Entry::Run(returned, permit) => {
+                        work = returned;
+                        permit
                     }
-                    return Err(expired);
-                }
-                match &*guard {
-                    Slot::Gone => continue,
-                    Slot::Fresh => {
-                        self.activate(&node, &activation, &mut guard, deadline)
-                            .await?
-                    }
-                    Slot::Active(_) => {}
-                }
-                let Slot::Active(object) = &mut *guard else {
-                    continue;
-                };
-                let ctx = self.context(&node, &activation, parent.clone(), deadline);
-                let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
-                drop(ctx);
-                return match outcome {
-                    Ok(result) => result,
-                    Err(message) => {
-                        self.discard(&node, &activation, &mut guard);
-                        Err(Error::MethodPanicked {
-                            target: Self::target(&id, work.method_name()),
-                            message,
-                        })
+                    Entry::Wait(response) => {
+                        return response.await.unwrap_or_else(|_| {
+                            Err(Error::Unavailable("the node dropped a queued turn".into()))
+                        });
                     }
                 };
+                // An uncontended turn skips the clock: its deadline was
+                // checked by the caller a moment ago.
+                let (mut guard, waited) = match activation.state.try_write() {
+                    Ok(guard) => (guard, false),
+                    Err(_) => (activation.state.write().await, true),
+                };
+                let outcome = self
+                    .exclusive(
+                        &node,
+                        &activation,
+                        &mut guard,
+                        &mut work,
+                        TurnDeadline {
+                            at: deadline,
+                            waited,
+                        },
+                        &parent,
+                    )
+                    .await;
+                let gone = matches!(&*guard, Slot::Gone);
+                drop(guard);
+                self.finish_exclusive(&node, permit, gone);
+                match outcome {
+                    Some(result) => return result,
+                    None => continue,
+                }
             }
 
-            let mut guard = activation.state.clone().read_owned().await;
+            let mut guard = activation.state.read().await;
             self.check_deadline(&id, &work, deadline)?;
             if matches!(&*guard, Slot::Fresh) {
                 drop(guard);
-                let mut write = activation.state.clone().write_owned().await;
+                let mut write = activation.state.write().await;
                 if matches!(&*write, Slot::Fresh) {
-                    self.activate(&node, &activation, &mut write, deadline)
-                        .await?;
+                    Box::pin(self.activate(&node, &activation, &mut write, deadline)).await?;
                 }
                 guard = write.downgrade();
             }
@@ -239,7 +245,7 @@ impl<O: Object> TypeHost<O> {
                 Ok(result) => result,
                 Err(message) => {
                     drop(guard);
-                    let mut write = activation.state.clone().write_owned().await;
+                    let mut write = activation.state.write().await;
                     self.discard(&node, &activation, &mut write);
                     Err(Error::MethodPanicked {
                         target: Self::target(&id, work.method_name()),
@@ -259,6 +265,172 @@ impl<O: Object> TypeHost<O> {
             });
         }
         Ok(())
+    }
+
+    /// Takes the right to run the activation's exclusive turns, or queues
+    /// the work behind the task that has it.
+    fn enter<W: Work<O>>(
+        &self,
+        activation: &Arc<Activation<O>>,
+        id: Arc<str>,
+        work: W,
+        deadline: Instant,
+        parent: &Option<Arc<CallChain>>,
+    ) -> Entry<W, W::Output, O> {
+        let mut mailbox = activation.mailbox();
+        if !mailbox.draining {
+            mailbox.draining = true;
+            return Entry::Run(
+                work,
+                DrainPermit {
+                    activation: Some(activation.clone()),
+                },
+            );
+        }
+        let (reply, response) = oneshot::channel();
+        mailbox.queue.push_back(Box::new(Queued {
+            id,
+            work,
+            deadline,
+            parent: parent.clone(),
+            reply,
+        }));
+        Entry::Wait(response)
+    }
+
+    /// Runs one exclusive turn on a slot whose write lock the caller holds.
+    /// `None` means the activation is gone and the turn must be routed again.
+    async fn exclusive<W: Work<O>>(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Arc<Activation<O>>,
+        slot: &mut Slot<O>,
+        work: &mut W,
+        deadline: TurnDeadline,
+        parent: &Option<Arc<CallChain>>,
+    ) -> Option<Result<W::Output>> {
+        let TurnDeadline {
+            at: deadline,
+            waited,
+        } = deadline;
+        if waited && let Err(expired) = self.check_deadline(&activation.id, work, deadline) {
+            // Leave no never-activated entry behind.
+            if matches!(slot, Slot::Fresh) {
+                *slot = Slot::Gone;
+                self.directory.remove_if_same(&activation.id, activation);
+            }
+            return Some(Err(expired));
+        }
+        match slot {
+            Slot::Gone => return None,
+            Slot::Fresh => {
+                // Boxed: activation is rare, and keeps every turn's future small.
+                if let Err(error) = Box::pin(self.activate(node, activation, slot, deadline)).await
+                {
+                    return Some(Err(error));
+                }
+            }
+            Slot::Active(_) => {}
+        }
+        let Slot::Active(object) = slot else {
+            return None;
+        };
+        let ctx = self.context(node, activation, parent.clone(), deadline);
+        let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
+        drop(ctx);
+        Some(match outcome {
+            Ok(result) => result,
+            Err(message) => {
+                self.discard(node, activation, slot);
+                Err(Error::MethodPanicked {
+                    target: Self::target(&activation.id, work.method_name()),
+                    message,
+                })
+            }
+        })
+    }
+
+    /// After the inline exclusive turn: release the turns, or hand the
+    /// write lock to a task that drains what queued meanwhile, so the
+    /// caller gets its reply without waiting for the others.
+    fn finish_exclusive(&self, node: &Arc<NodeInner>, permit: DrainPermit<O>, gone: bool) {
+        if gone {
+            self.reroute_queued(node, permit);
+            return;
+        }
+        let Some(activation) = permit.activation.as_ref() else {
+            return;
+        };
+        {
+            let mut mailbox = activation.mailbox();
+            if mailbox.queue.is_empty() {
+                mailbox.draining = false;
+                drop(mailbox);
+                permit.disarm();
+                return;
+            }
+        }
+        let Some(host) = self.this.upgrade() else {
+            return;
+        };
+        node.runtime.spawn(host.drain(node.clone(), permit));
+    }
+
+    /// Runs queued exclusive turns in order until none are left. The write
+    /// lock is released every [`DRAIN_BATCH`] turns so shared turns, timers
+    /// and idle collection waiting on the fair lock get their go.
+    async fn drain(self: Arc<Self>, node: Arc<NodeInner>, permit: DrainPermit<O>) {
+        let Some(activation) = permit.activation.clone() else {
+            return;
+        };
+        let mut guard = activation.state.write().await;
+        let mut ran = 0;
+        loop {
+            let next = {
+                let mut mailbox = activation.mailbox();
+                let next = mailbox.queue.pop_front();
+                if next.is_none() {
+                    mailbox.draining = false;
+                }
+                next
+            };
+            let Some(turn) = next else {
+                permit.disarm();
+                return;
+            };
+            if let Some(turn) = turn.run(&self, &node, &activation, &mut guard).await {
+                // The activation went away: this turn and the rest start over.
+                drop(guard);
+                turn.reroute(self.clone(), node.clone());
+                self.reroute_queued(&node, permit);
+                return;
+            }
+            if matches!(&*guard, Slot::Gone) {
+                drop(guard);
+                self.reroute_queued(&node, permit);
+                return;
+            }
+            ran += 1;
+            if ran % DRAIN_BATCH == 0 {
+                // Let shared turns, timers and idle collection waiting on
+                // the fair lock in, and let the callers just answered on
+                // this worker run (a woken task cannot be stolen from it).
+                drop(guard);
+                tokio::task::yield_now().await;
+                guard = activation.state.write().await;
+            }
+        }
+    }
+
+    /// The activation is gone: every queued turn looks its object up again.
+    fn reroute_queued(&self, node: &Arc<NodeInner>, permit: DrainPermit<O>) {
+        let queued = permit.release();
+        let Some(host) = self.this.upgrade() else {
+            return;
+        };
+        for turn in queued {
+            turn.reroute(host.clone(), node.clone());
+        }
     }
 
     /// Creates or loads the instance and runs `on_activate`. On failure the
@@ -342,11 +514,11 @@ impl<O: Object> TypeHost<O> {
         &self,
         node: &Arc<NodeInner>,
         activation: &Arc<Activation<O>>,
-        mut guard: OwnedRwLockWriteGuard<Slot<O>>,
+        slot: &mut Slot<O>,
         save: bool,
     ) -> Result<()> {
         activation.stop_timers();
-        if let Slot::Active(object) = &mut *guard {
+        if let Slot::Active(object) = slot {
             let deadline = Instant::now() + node.config.call_timeout;
             let ctx = self.context(node, activation, None, deadline);
             match CatchUnwind(object.on_deactivate(&ctx)).await {
@@ -382,7 +554,7 @@ impl<O: Object> TypeHost<O> {
             }
             node.stats.deactivated();
         }
-        *guard = Slot::Gone;
+        *slot = Slot::Gone;
         self.directory.remove_if_same(&activation.id, activation);
         Ok(())
     }
@@ -391,7 +563,7 @@ impl<O: Object> TypeHost<O> {
         let Some(node) = self.node.upgrade() else {
             return false;
         };
-        let mut guard = activation.state.clone().write_owned().await;
+        let mut guard = activation.state.write().await;
         if timer.stopped.load(Ordering::Acquire) {
             return false;
         }
@@ -418,6 +590,137 @@ impl<O: Object> TypeHost<O> {
                 self.discard(&node, activation, &mut guard);
                 false
             }
+        }
+    }
+}
+
+/// A turn's deadline, and whether the turn waited for the object (a turn
+/// that did not was checked by its caller a moment ago).
+#[derive(Clone, Copy)]
+struct TurnDeadline {
+    at: Instant,
+    waited: bool,
+}
+
+/// What [`TypeHost::enter`] decided.
+enum Entry<W, T, O: Object> {
+    /// Run the turn now, then whatever queues behind it.
+    Run(W, DrainPermit<O>),
+    /// Queued; the reply comes from the task running the turns.
+    Wait(oneshot::Receiver<Result<T>>),
+}
+
+/// Exclusive turns one drain runs before letting waiting lock holders in.
+const DRAIN_BATCH: usize = 64;
+
+/// An exclusive turn waiting in an activation's mailbox.
+pub(crate) trait QueuedTurn<O: Object>: Send {
+    /// Runs the turn on the drainer's slot and replies to its caller; hands
+    /// the turn back if the activation is gone.
+    fn run<'a>(
+        self: Box<Self>,
+        host: &'a TypeHost<O>,
+        node: &'a Arc<NodeInner>,
+        activation: &'a Arc<Activation<O>>,
+        slot: &'a mut Slot<O>,
+    ) -> BoxFuture<'a, Option<Box<dyn QueuedTurn<O>>>>;
+
+    /// Starts the turn over on whatever activation the id has now.
+    fn reroute(self: Box<Self>, host: Arc<TypeHost<O>>, node: Arc<NodeInner>);
+}
+
+struct Queued<W: Work<O>, O: Object> {
+    id: Arc<str>,
+    work: W,
+    deadline: Instant,
+    parent: Option<Arc<CallChain>>,
+    reply: oneshot::Sender<Result<W::Output>>,
+}
+
+impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
+    fn run<'a>(
+        mut self: Box<Self>,
+        host: &'a TypeHost<O>,
+        node: &'a Arc<NodeInner>,
+        activation: &'a Arc<Activation<O>>,
+        slot: &'a mut Slot<O>,
+    ) -> BoxFuture<'a, Option<Box<dyn QueuedTurn<O>>>> {
+        Box::pin(async move {
+            let this = &mut *self;
+            let outcome = host
+                .exclusive(
+                    node,
+                    activation,
+                    slot,
+                    &mut this.work,
+                    TurnDeadline {
+                        at: this.deadline,
+                        waited: true,
+                    },
+                    &this.parent,
+                )
+                .await;
+            match outcome {
+                Some(result) => {
+                    // The caller may have stopped waiting; the turn ran anyway.
+                    let _ = self.reply.send(result);
+                    None
+                }
+                None => Some(self as Box<dyn QueuedTurn<O>>),
+            }
+        })
+    }
+
+    fn reroute(self: Box<Self>, host: Arc<TypeHost<O>>, node: Arc<NodeInner>) {
+        let Queued {
+            id,
+            work,
+            deadline,
+            parent,
+            reply,
+        } = *self;
+        let runtime = node.runtime.clone();
+        runtime.spawn(async move {
+            let result = host
+                .run_turn(node, id, work, deadline, parent, Instant::now())
+                .await;
+            let _ = reply.send(result);
+        });
+    }
+}
+
+/// The right to run an activation's exclusive turns. Dropped without being
+/// released (the runtime is going away), it empties the mailbox so no
+/// caller waits on a turn that will never run.
+pub(crate) struct DrainPermit<O: Object> {
+    activation: Option<Arc<Activation<O>>>,
+}
+
+impl<O: Object> DrainPermit<O> {
+    /// Gives up the right with the mailbox empty.
+    fn disarm(mut self) {
+        self.activation = None;
+    }
+
+    /// Gives up the right and returns what was queued.
+    fn release(mut self) -> VecDeque<Box<dyn QueuedTurn<O>>> {
+        match self.activation.take() {
+            Some(activation) => {
+                let mut mailbox = activation.mailbox();
+                mailbox.draining = false;
+                std::mem::take(&mut mailbox.queue)
+            }
+            None => VecDeque::new(),
+        }
+    }
+}
+
+impl<O: Object> Drop for DrainPermit<O> {
+    fn drop(&mut self) {
+        if let Some(activation) = self.activation.take() {
+            let mut mailbox = activation.mailbox();
+            mailbox.draining = false;
+            mailbox.queue.clear();
         }
     }
 }
@@ -498,12 +801,14 @@ pub(crate) trait ErasedHost: Send + Sync {
         work: EncodedWork,
         deadline: Instant,
         parent: Option<Arc<CallChain>>,
+        arrived: Instant,
     ) -> BoxFuture<'static, Result<Vec<u8>>>;
     fn create(
         self: Arc<Self>,
         node: Arc<NodeInner>,
         id: Arc<str>,
         deadline: Instant,
+        arrived: Instant,
     ) -> BoxFuture<'static, Result<()>>;
     fn delete(
         self: Arc<Self>,
@@ -538,8 +843,9 @@ impl<O: Object> ErasedHost for TypeHost<O> {
         work: EncodedWork,
         deadline: Instant,
         parent: Option<Arc<CallChain>>,
+        arrived: Instant,
     ) -> BoxFuture<'static, Result<Vec<u8>>> {
-        Box::pin(self.run_turn(node, id, work, deadline, parent))
+        Box::pin(self.run_turn(node, id, work, deadline, parent, arrived))
     }
 
     fn create(
@@ -547,8 +853,9 @@ impl<O: Object> ErasedHost for TypeHost<O> {
         node: Arc<NodeInner>,
         id: Arc<str>,
         deadline: Instant,
+        arrived: Instant,
     ) -> BoxFuture<'static, Result<()>> {
-        Box::pin(self.run_turn(node, id, ActivateWork, deadline, None))
+        Box::pin(self.run_turn(node, id, ActivateWork, deadline, None, arrived))
     }
 
     fn delete(
@@ -558,11 +865,12 @@ impl<O: Object> ErasedHost for TypeHost<O> {
     ) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
             while let Some(activation) = self.directory.get(&id) {
-                let guard = activation.state.clone().write_owned().await;
+                let mut guard = activation.state.write().await;
                 if matches!(&*guard, Slot::Gone) {
                     continue;
                 }
-                self.deactivate(&node, &activation, guard, false).await?;
+                self.deactivate(&node, &activation, &mut guard, false)
+                    .await?;
             }
             if O::DESCRIPTOR.persistent {
                 let fence = node.fence_for(&id);
@@ -583,13 +891,13 @@ impl<O: Object> ErasedHost for TypeHost<O> {
             let mut collected = 0;
             for activation in self.directory.collect(is_idle) {
                 // A turn running or queued means the object is not idle.
-                let Ok(guard) = activation.state.clone().try_write_owned() else {
+                let Ok(mut guard) = activation.state.try_write() else {
                     continue;
                 };
                 if !is_idle(&activation) {
                     continue;
                 }
-                match self.deactivate(&node, &activation, guard, true).await {
+                match self.deactivate(&node, &activation, &mut guard, true).await {
                     Ok(()) => collected += 1,
                     Err(error) => tracing::warn!(
                         object_type = O::DESCRIPTOR.type_name,
@@ -607,8 +915,7 @@ impl<O: Object> ErasedHost for TypeHost<O> {
         Box::pin(async move {
             for activation in self.directory.collect(|_| true) {
                 let wait = node.config.call_timeout;
-                let Ok(guard) =
-                    tokio::time::timeout(wait, activation.state.clone().write_owned()).await
+                let Ok(mut guard) = tokio::time::timeout(wait, activation.state.write()).await
                 else {
                     tracing::warn!(
                         object_type = O::DESCRIPTOR.type_name,
@@ -617,7 +924,7 @@ impl<O: Object> ErasedHost for TypeHost<O> {
                     );
                     continue;
                 };
-                if let Err(error) = self.deactivate(&node, &activation, guard, true).await {
+                if let Err(error) = self.deactivate(&node, &activation, &mut guard, true).await {
                     tracing::error!(
                         object_type = O::DESCRIPTOR.type_name,
                         object_id = %activation.id,

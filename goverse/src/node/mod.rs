@@ -298,8 +298,9 @@ impl Node {
         let inner = &self.inner;
         let host = inner.host_by_name(type_name)?;
         let id = inner.admit(id)?;
-        let deadline = Instant::now() + inner.config.call_timeout;
-        let turn = host.create(inner.clone(), id, deadline);
+        let arrived = Instant::now();
+        let deadline = arrived + inner.config.call_timeout;
+        let turn = host.create(inner.clone(), id, deadline, arrived);
         inner
             .await_turn(turn, deadline, || format!("{type_name}/create"))
             .await
@@ -347,7 +348,8 @@ impl Node {
             });
         };
         let id = inner.admit(id)?;
-        let deadline = Instant::now() + timeout.unwrap_or(inner.config.call_timeout);
+        let arrived = Instant::now();
+        let deadline = arrived + timeout.unwrap_or(inner.config.call_timeout);
         let work = EncodedWork {
             method: index,
             mutates: found.mutates,
@@ -356,9 +358,9 @@ impl Node {
             body,
         };
         let target = || format!("{type_name}/{id}.{}", found.name);
-        let turn = host
-            .clone()
-            .call_encoded(inner.clone(), id.clone(), work, deadline, None);
+        let turn =
+            host.clone()
+                .call_encoded(inner.clone(), id.clone(), work, deadline, None, arrived);
         inner.await_turn(turn, deadline, target).await
     }
 
@@ -424,7 +426,12 @@ impl NodeInner {
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_at(Instant::now())
+    }
+
+    /// Milliseconds from the node's start to `at`.
+    pub(crate) fn ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn host_by_name(&self, type_name: &str) -> Result<Arc<dyn ErasedHost>> {
@@ -483,11 +490,10 @@ impl NodeInner {
     pub(crate) fn typed_turn<O: Object, Req: Send + 'static, Resp: Send + 'static>(
         self: &Arc<Self>,
         id: Arc<str>,
-        method: usize,
-        invoke: Invoke<O, Req, Resp>,
-        request: Req,
+        (method, invoke, request): (usize, Invoke<O, Req, Resp>, Req),
         deadline: Instant,
         parent: Option<Arc<CallChain>>,
+        arrived: Instant,
     ) -> Result<BoxFuture<'static, Result<Resp>>> {
         let host = self.host::<O>()?;
         self.check_admission(&id)?;
@@ -502,6 +508,7 @@ impl NodeInner {
             work,
             deadline,
             parent,
+            arrived,
         )))
     }
 
@@ -513,9 +520,9 @@ impl NodeInner {
     ) -> Result<T> {
         let started = Instant::now();
         let turn = Detached::new(self.runtime.clone(), turn);
-        match tokio::time::timeout_at(deadline, turn).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(Error::DeadlineExceeded {
+        match turn.within(deadline).await {
+            Some(result) => result,
+            None => Err(Error::DeadlineExceeded {
                 target: target(),
                 timeout: deadline.saturating_duration_since(started),
             }),
