@@ -16,11 +16,11 @@ step "format"
 cargo fmt --all -- --check
 
 step "tests"
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+cargo test --workspace --all-features --all-targets
+cargo test --workspace --all-features --doc
 
 step "lints"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-features --all-targets -- -D warnings
 
 step "book"
 if ! command -v mdbook >/dev/null 2>&1; then

@@ -22,6 +22,29 @@ pub use message::{Codec, Message, decode, encode, types};
 pub use node::{Node, NodeBuilder, NodeConfig, NodeStats};
 pub use object::{BoxFuture, Object, descriptor_of};
 
+/// Includes the messages of one protobuf package, generated in `build.rs` by
+/// `goverse_codegen::build`.
+///
+/// ```ignore
+/// // build.rs: goverse_codegen::build::compile_protos(&["proto/chat.proto"], &["proto"])?;
+/// pub mod chat {
+///     goverse::include_proto!("chat");
+/// }
+/// ```
+///
+/// The argument is the package name as written in the `.proto` file.
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        ::core::include!(::core::concat!(
+            ::core::env!("OUT_DIR"),
+            "/",
+            $package,
+            ".rs"
+        ));
+    };
+}
+
 /// Turns an inherent `impl` block into a goverse object type.
 ///
 /// ```

@@ -6,12 +6,13 @@ use crate::error::{Error, Result};
 /// A protobuf message goverse can carry: prost binary encoding, proto3 JSON
 /// through serde, and its full protobuf name.
 ///
-/// Implemented for the well-known types in [`types`]. For messages of your
-/// own `.proto` files, generate prost types with proto3 JSON serde impls
-/// (e.g. with `pbjson-build`) and implement this trait with their full name.
+/// Implemented for the well-known types in [`types`]. For the messages of
+/// your own `.proto` files, `goverse_codegen::build` (in `build.rs`)
+/// generates the types and this impl; bring them in with
+/// [`include_proto!`](crate::include_proto).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a goverse message",
-    note = "request and response types must be protobuf messages: use a well-known type from `goverse::types` such as `Int32Value` or `Empty`, or a prost message with proto3 JSON serde impls that implements `goverse::Message`"
+    note = "request and response types must be protobuf messages: use a well-known type from `goverse::types` such as `Int32Value` or `Empty`, or a message of your own .proto files compiled by `goverse_codegen::build` in build.rs and included with `goverse::include_proto!`"
 )]
 pub trait Message:
     prost::Message + Default + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static
@@ -78,11 +79,11 @@ pub fn encode<T: Message>(codec: Codec, message: &T) -> Result<Vec<u8>> {
 ///
 /// Wrapper types such as [`Int32Value`](types::Int32Value) encode in JSON as
 /// the bare value (`5`), as the proto3 JSON mapping says.
+///
+/// Messages generated from your own `.proto` files by
+/// `goverse_codegen::build` refer to the well-known types here.
 pub mod types {
-    pub use pbjson_types::{
-        Any, BoolValue, BytesValue, DoubleValue, Duration, Empty, FloatValue, Int32Value,
-        Int64Value, ListValue, StringValue, Struct, Timestamp, UInt32Value, UInt64Value, Value,
-    };
+    pub use pbjson_types::*;
 }
 
 macro_rules! well_known {
