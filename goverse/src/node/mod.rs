@@ -312,12 +312,18 @@ impl Node {
     ///
     /// # Errors
     ///
-    /// `UNKNOWN_OBJECT_TYPE`, `INVALID_OBJECT_ID`, `NODE_SHUTTING_DOWN`, storage errors.
+    /// `UNKNOWN_OBJECT_TYPE`, `INVALID_OBJECT_ID`, `NODE_SHUTTING_DOWN`,
+    /// `DEADLINE_EXCEEDED` (a turn held the object past the node's call
+    /// timeout; the delete still happens once it ends), storage errors.
     pub async fn delete(&self, type_name: &str, id: &str) -> Result<()> {
         let inner = &self.inner;
         let host = inner.host_by_name(type_name)?;
         let id = inner.admit(id)?;
-        host.delete(inner.clone(), id).await
+        let deadline = Instant::now() + inner.config.call_timeout;
+        let deleting = host.delete(inner.clone(), id);
+        inner
+            .await_turn(deleting, deadline, || format!("{type_name}/delete"))
+            .await
     }
 
     /// Calls `method` of `type_name/id` with an encoded request and returns
