@@ -1,7 +1,13 @@
 //! Where an object lives: object id validation and the id -> shard mapping.
 //!
 //! `shard = fnv1a32(id) % shard_count`, as in GoVerse, except for ids of the
-//! form `shard#<N>/<rest>`, which are pinned to shard `N`.
+//! form `shard#<N>/<rest>`, which are pinned to shard `N`. Which node owns a
+//! shard is decided by [`plan`], a pure function of the live nodes and the
+//! current shard map.
+
+mod plan;
+
+pub use plan::{Move, ShardPlacement, plan};
 
 use crate::error::{Error, Result};
 
