@@ -301,18 +301,17 @@ mod tests {
         let mut spare = 20;
         for _step in 0..200 {
             let leaving = live.len() > 12 && next() % 2 == 0;
-            let moved_out;
-            if leaving {
+            let moved_out = if leaving {
                 let gone = live.remove((next() % live.len() as u64) as usize);
-                moved_out = shards
+                shards
                     .iter()
                     .filter(|s| s.target.as_deref() == Some(&*gone))
-                    .count();
+                    .count()
             } else {
                 live.push(Arc::from(format!("node-{spare:02}")));
                 spare += 1;
-                moved_out = 0;
-            }
+                0
+            };
             let moves = plan(&live, &shards);
             let fair = shard_count / live.len();
             if leaving {
