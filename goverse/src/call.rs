@@ -187,21 +187,14 @@ impl<O: Object> ObjectRef<O> {
                 target: format!("{}/{}", O::DESCRIPTOR.type_name, self.id),
             });
         }
-        let turn = node.typed_turn::<O, Req, Resp>(
+        node.call_typed::<O, Req, Resp>(
             self.id.clone(),
             (method, invoke, request),
             deadline,
             self.caller.chain.clone(),
             started,
-        )?;
-        let turn = Detached::new(node.runtime.clone(), turn);
-        match turn.within(deadline).await {
-            Some(result) => result,
-            None => Err(Error::DeadlineExceeded {
-                target: target(),
-                timeout: deadline.saturating_duration_since(started),
-            }),
-        }
+        )
+        .await
     }
 }
 

@@ -82,7 +82,7 @@ impl Context {
     /// The call chain a nested call from this turn carries.
     pub(crate) fn chain(&self) -> Arc<CallChain> {
         Arc::new(CallChain {
-            type_name: self.type_name,
+            type_name: self.type_name.into(),
             id: self.id.clone(),
             parent: self.parent.clone(),
         })
@@ -109,7 +109,7 @@ pub(crate) trait ActivationScope: Send + Sync {
 /// One link of a call chain: an object whose turn waits on a nested call.
 #[derive(Debug)]
 pub(crate) struct CallChain {
-    pub(crate) type_name: &'static str,
+    pub(crate) type_name: std::borrow::Cow<'static, str>,
     pub(crate) id: Arc<str>,
     pub(crate) parent: Option<Arc<CallChain>>,
 }

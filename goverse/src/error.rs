@@ -111,6 +111,26 @@ pub enum Error {
     /// No node can serve this object right now.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The node asked does not serve the object's shard (it is moving, or
+    /// the caller's view of the cluster is older); the router retries.
+    #[error("shard {shard} is not served by node `{node}`")]
+    ShardMoved {
+        /// The shard.
+        shard: u32,
+        /// The node that refused.
+        node: String,
+    },
+    /// The node's configuration disagrees with the cluster's, or is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An error raised on another node, carried back with its code.
+    #[error("{message}")]
+    Remote {
+        /// The code the other node gave.
+        code: Cow<'static, str>,
+        /// Its message.
+        message: String,
+    },
     /// An error returned by an object's own code, with the object's own code.
     #[error("{code}: {message}")]
     Application {
@@ -150,6 +170,9 @@ impl Error {
             Error::StaleOwner { .. } => "STALE_OWNER",
             Error::NodeShuttingDown => "NODE_SHUTTING_DOWN",
             Error::Unavailable(_) => "UNAVAILABLE",
+            Error::ShardMoved { .. } => "SHARD_MOVED",
+            Error::Config(_) => "INVALID_CONFIG",
+            Error::Remote { code, .. } => code,
             Error::Application { code, .. } => code,
             Error::Internal(_) => "INTERNAL",
         }

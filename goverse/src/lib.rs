@@ -10,6 +10,7 @@ mod node;
 mod object;
 pub mod placement;
 pub mod storage;
+mod transport;
 
 #[doc(hidden)]
 pub mod __private;

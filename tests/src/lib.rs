@@ -37,3 +37,75 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub mod chat {
     goverse::include_proto!("goverse.tests.chat");
 }
+
+/// Where a test cluster coordinates: the in-process store, or real etcd.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A [`goverse::cluster::MemoryStore`] shared by the test's nodes.
+    Memory(goverse::cluster::MemoryStore),
+    /// etcd at this endpoint, under a prefix of the test's own.
+    Etcd(String),
+}
+
+impl Backend {
+    /// An in-process store.
+    pub fn memory() -> Self {
+        Backend::Memory(goverse::cluster::MemoryStore::new())
+    }
+
+    /// The test etcd started by `scripts/test.sh` (`GOVERSE_TEST_ETCD`).
+    ///
+    /// # Panics
+    ///
+    /// When no etcd is configured: tests that need etcd fail rather than
+    /// skip, so a green run means they ran.
+    pub fn etcd() -> Self {
+        match std::env::var("GOVERSE_TEST_ETCD") {
+            Ok(endpoint) if !endpoint.is_empty() => Backend::Etcd(endpoint),
+            _ => panic!(
+                "GOVERSE_TEST_ETCD is not set: run the tests with scripts/test.sh, which starts etcd, \
+                 or point GOVERSE_TEST_ETCD at an etcd endpoint"
+            ),
+        }
+    }
+
+    /// A coordinator for one node of the cluster at `prefix`.
+    ///
+    /// # Panics
+    ///
+    /// When etcd cannot be reached.
+    pub async fn coordinator(
+        &self,
+        prefix: &str,
+        lease_ttl: Duration,
+    ) -> goverse::cluster::ClusterCoordinator {
+        let options = goverse::cluster::ClusterOptions::default()
+            .prefix(prefix)
+            .lease_ttl(lease_ttl);
+        match self {
+            Backend::Memory(store) => {
+                goverse::cluster::ClusterCoordinator::in_memory(store, options)
+            }
+            Backend::Etcd(endpoint) => {
+                goverse::cluster::ClusterCoordinator::etcd(&[endpoint.as_str()], options)
+                    .await
+                    .expect("etcd is reachable")
+            }
+        }
+    }
+}
+
+/// A key prefix no other test (or run) uses.
+pub fn unique_prefix(test: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "/goverse-test/{test}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use super::{Coordinator, Membership, ShardMap};
+use super::{ClusterView, Coordinator, Membership, NodeInfo};
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
 
@@ -10,7 +10,7 @@ use crate::object::BoxFuture;
 ///
 /// It keeps the cluster rules that do not need a network: the shard count
 /// is fixed by the first node to join, and it serves a single node (several
-/// nodes form a cluster through etcd).
+/// nodes form a cluster through a [`ClusterCoordinator`](super::ClusterCoordinator)).
 #[derive(Debug, Default)]
 pub struct LocalCoordinator {
     state: Mutex<LocalState>,
@@ -20,7 +20,7 @@ pub struct LocalCoordinator {
 struct LocalState {
     shard_count: Option<u32>,
     member: Option<String>,
-    epoch: u64,
+    incarnation: i64,
 }
 
 impl LocalCoordinator {
@@ -31,40 +31,55 @@ impl LocalCoordinator {
 }
 
 impl Coordinator for LocalCoordinator {
-    fn join<'a>(&'a self, node_id: &'a str, shard_count: u32) -> BoxFuture<'a, Result<Membership>> {
+    fn join<'a>(
+        &'a self,
+        id: &'a str,
+        address: &'a str,
+        shard_count: u32,
+    ) -> BoxFuture<'a, Result<Membership>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let result = (|| {
             if let Some(existing) = state.shard_count
                 && existing != shard_count
             {
-                return Err(Error::Unavailable(format!(
-                    "this cluster has {existing} shards but node `{node_id}` is configured with {shard_count}; \
+                return Err(Error::Config(format!(
+                    "this cluster has {existing} shards but node `{id}` is configured with {shard_count}; \
                      use the same shard count on every node"
                 )));
             }
             if let Some(member) = &state.member {
-                return Err(Error::Unavailable(format!(
-                    "the local coordinator serves one node and `{member}` has joined; run a cluster on etcd for several nodes"
+                return Err(Error::Config(format!(
+                    "the local coordinator serves one node and `{member}` has joined; run a cluster for several nodes"
                 )));
             }
             state.shard_count = Some(shard_count);
-            state.member = Some(node_id.to_string());
-            state.epoch += 1;
-            let map = ShardMap::owned_by(node_id, shard_count, state.epoch);
-            let (_sender, shards) = watch::channel(Arc::new(map));
-            Ok(Membership {
-                shard_count,
-                shards,
-            })
+            state.member = Some(id.to_string());
+            state.incarnation += 1;
+            let node = NodeInfo {
+                id: id.into(),
+                address: address.into(),
+                leaving: false,
+                since: state.incarnation,
+            };
+            let (_sender, view) = watch::channel(Arc::new(ClusterView::single(node, shard_count)));
+            Ok(Membership { shard_count, view })
         })();
         Box::pin(std::future::ready(result))
     }
 
-    fn leave<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Result<()>> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.member.as_deref() == Some(node_id) {
-            state.member = None;
-        }
+    fn hand_over<'a>(&'a self, _shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn begin_leave(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<()>> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .member = None;
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -76,22 +91,20 @@ mod tests {
     #[tokio::test]
     async fn the_first_node_fixes_the_shard_count() {
         let coordinator = LocalCoordinator::new();
-        let membership = coordinator.join("a", 16).await.expect("join");
-        assert_eq!(
-            membership.shards.borrow().owner(3).map(|o| &*o.node),
-            Some("a")
-        );
-        coordinator.leave("a").await.expect("leave");
-        let error = coordinator.join("b", 32).await.unwrap_err();
+        let membership = coordinator.join("a", "", 16).await.expect("join");
+        let view = membership.view.borrow().clone();
+        assert_eq!(view.current_owner(3).map(|n| &*n.id), Some("a"));
+        coordinator.leave().await.expect("leave");
+        let error = coordinator.join("b", "", 32).await.unwrap_err();
+        assert_eq!(error.code(), "INVALID_CONFIG");
         assert!(error.to_string().contains("16 shards"), "{error}");
-        let again = coordinator.join("b", 16).await.expect("rejoin");
-        assert_eq!(again.shards.borrow().owner(0).map(|o| o.epoch), Some(2));
+        coordinator.join("b", "", 16).await.expect("rejoin");
     }
 
     #[tokio::test]
     async fn it_serves_one_node() {
         let coordinator = LocalCoordinator::new();
-        let _a = coordinator.join("a", 8).await.expect("join");
-        assert!(coordinator.join("b", 8).await.is_err());
+        let _a = coordinator.join("a", "", 8).await.expect("join");
+        assert!(coordinator.join("b", "", 8).await.is_err());
     }
 }

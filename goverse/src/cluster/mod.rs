@@ -1,14 +1,30 @@
-//! The `Coordinator` seam: membership and shard ownership.
+//! The `Coordinator` seam: membership, leadership and shard ownership.
 //!
-//! A node asks its coordinator which node owns each shard, and under which
-//! epoch. [`LocalCoordinator`] is the embedded, single-node implementation:
-//! the node owns every shard. A coordinator backed by etcd implements the
-//! same trait for clusters; the code above this seam does not change.
+//! A node joins through a coordinator and from then on watches a
+//! [`ClusterView`]: the live nodes, and for every shard its owner, the node
+//! it is moving to, its ownership epoch and whether it is pinned. Two kinds
+//! of coordinator exist:
+//!
+//! - [`LocalCoordinator`], the embedded default: one node owning every shard;
+//! - [`ClusterCoordinator`], the cluster protocol over a coordination store:
+//!   etcd (feature `etcd`) in production, or a [`MemoryStore`] shared by
+//!   several nodes in one process for tests and demos.
+//!
+//! Everything above this seam (routing, turns, storage fencing, proxies) is
+//! the same code in every mode.
 
+mod coordinator;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod local;
+mod memory;
+mod store;
 
+pub use coordinator::{ClusterCoordinator, ClusterOptions};
 pub use local::LocalCoordinator;
+pub use memory::MemoryStore;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -16,67 +32,153 @@ use tokio::sync::watch;
 use crate::error::Result;
 use crate::object::BoxFuture;
 
-/// The owner of one shard and the epoch of its ownership.
+/// A node as the cluster sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardOwner {
-    /// The owning node's id.
-    pub node: Arc<str>,
-    /// Increases every time the shard changes owner; storage writes are fenced by it.
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: Arc<str>,
+    /// Where other nodes reach it (`host:port`).
+    pub address: Arc<str>,
+    /// It is shutting down: it gets no new shards and hands its own over.
+    pub leaving: bool,
+    /// The coordination revision at which this incarnation of the node
+    /// registered. Ownership recorded before it belonged to an earlier
+    /// incarnation with the same id and is not trusted.
+    pub since: i64,
+}
+
+/// One shard's ownership.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardState {
+    /// The node serving the shard, if any.
+    pub owner: Option<Arc<str>>,
+    /// The node the shard should be served by; differs from `owner` while
+    /// the shard moves.
+    pub target: Option<Arc<str>>,
+    /// Increases on every change of owner; storage writes are fenced by it.
     pub epoch: u64,
+    /// A pinned shard is not moved to balance load.
+    pub pinned: bool,
+    /// The coordination revision of the last change to this shard.
+    pub revision: i64,
 }
 
-/// Who owns each shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardMap {
-    owners: Vec<Option<ShardOwner>>,
+/// What a node knows of the cluster at one moment.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// The live nodes by id.
+    pub nodes: Arc<BTreeMap<Arc<str>, NodeInfo>>,
+    /// Every shard, by number.
+    pub shards: Arc<Vec<ShardState>>,
+    /// The node acting as leader, if one is elected.
+    pub leader: Option<Arc<str>>,
+    /// Whether this node's membership is current. A node that can no longer
+    /// prove it (its lease lapsed) serves nothing until it rejoins.
+    pub online: bool,
 }
 
-impl ShardMap {
-    /// A map of `shard_count` shards, all owned by `node` at `epoch`.
-    pub fn owned_by(node: &str, shard_count: u32, epoch: u64) -> Self {
-        let owner = ShardOwner {
-            node: node.into(),
-            epoch,
+impl ClusterView {
+    /// A view of one node owning every shard (the embedded mode).
+    pub fn single(node: NodeInfo, shard_count: u32) -> Self {
+        let id = node.id.clone();
+        let state = ShardState {
+            owner: Some(id.clone()),
+            target: Some(id.clone()),
+            epoch: 1,
+            pinned: false,
+            revision: node.since,
         };
         Self {
-            owners: vec![Some(owner); shard_count as usize],
+            nodes: Arc::new(BTreeMap::from([(id.clone(), node)])),
+            shards: Arc::new(vec![state; shard_count as usize]),
+            leader: Some(id),
+            online: true,
         }
     }
 
     /// The number of shards.
     pub fn shard_count(&self) -> u32 {
-        u32::try_from(self.owners.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.shards.len()).unwrap_or(u32::MAX)
     }
 
-    /// The owner of `shard`, if it has one.
-    pub fn owner(&self, shard: u32) -> Option<&ShardOwner> {
-        self.owners.get(shard as usize).and_then(Option::as_ref)
+    /// The state of `shard`.
+    pub fn shard(&self, shard: u32) -> Option<&ShardState> {
+        self.shards.get(shard as usize)
+    }
+
+    /// The owner of `shard` if it is a live node of this incarnation: the
+    /// node whose ownership is trusted.
+    pub fn current_owner(&self, shard: u32) -> Option<&NodeInfo> {
+        let state = self.shard(shard)?;
+        let node = self.nodes.get(state.owner.as_ref()?)?;
+        (state.revision >= node.since).then_some(node)
+    }
+
+    /// Whether `shard` is moving: its target is another node than its owner.
+    pub fn is_moving(&self, shard: u32) -> bool {
+        self.shard(shard)
+            .is_some_and(|s| s.target.is_some() && s.target != s.owner)
+    }
+
+    /// The live node whose address is `address`.
+    pub fn node_at(&self, address: &str) -> Option<&NodeInfo> {
+        self.nodes.values().find(|n| &*n.address == address)
     }
 }
 
-/// What a node learns when it joins.
+/// What a node gets when it joins.
 #[derive(Debug)]
 pub struct Membership {
     /// The cluster's shard count (agreed by every node).
     pub shard_count: u32,
-    /// The shard map, updated as ownership changes.
-    pub shards: watch::Receiver<Arc<ShardMap>>,
+    /// The cluster as this node sees it, updated as it changes.
+    pub view: watch::Receiver<Arc<ClusterView>>,
 }
 
-/// Membership and shard ownership for nodes.
+/// Membership and shard ownership for one node.
+///
+/// A node owns its coordinator: one coordinator per node.
 pub trait Coordinator: Send + Sync + 'static {
-    /// Registers node `node_id`, which expects `shard_count` shards.
+    /// Registers the node (`id`, reachable at `address`), which expects
+    /// `shard_count` shards.
     ///
     /// # Errors
     ///
-    /// When the cluster was created with a different shard count, or the
-    /// coordinator cannot be reached.
-    fn join<'a>(&'a self, node_id: &'a str, shard_count: u32) -> BoxFuture<'a, Result<Membership>>;
+    /// `INVALID_CONFIG` when the cluster has a different shard count;
+    /// `UNAVAILABLE` when the coordinator cannot be reached.
+    fn join<'a>(
+        &'a self,
+        id: &'a str,
+        address: &'a str,
+        shard_count: u32,
+    ) -> BoxFuture<'a, Result<Membership>>;
 
-    /// Deregisters the node; its shards go to others.
+    /// The node has drained these shards (`(shard, epoch)`): ownership goes
+    /// to their targets, with the epoch increased.
     ///
     /// # Errors
     ///
     /// When the coordinator cannot be reached.
-    fn leave<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn hand_over<'a>(&'a self, shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>>;
+
+    /// The node is shutting down: it should get no new shards and its own
+    /// should be moved away.
+    ///
+    /// # Errors
+    ///
+    /// When the coordinator cannot be reached.
+    fn begin_leave(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Deregisters the node.
+    ///
+    /// # Errors
+    ///
+    /// When the coordinator cannot be reached.
+    fn leave(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Stops all activity at once without deregistering, as if the process
+    /// died: the cluster notices when the node's lease expires. For tests
+    /// of failover.
+    #[doc(hidden)]
+    fn crash(&self) {}
 }

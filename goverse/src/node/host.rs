@@ -18,6 +18,7 @@ use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
 use crate::message::Codec;
 use crate::object::{BoxFuture, Invoke, Object, Receiver};
+use crate::placement;
 
 /// The work of one turn: a typed call, an encoded call, or a bare activation.
 pub(crate) trait Work<O>: Send + 'static {
@@ -168,32 +169,36 @@ impl<O: Object> TypeHost<O> {
         }
     }
 
-    /// Runs one turn of object `id`, activating it first if needed.
+    /// Runs one turn of object `call.id`, activating it first if needed.
     ///
-    /// Exclusive work takes the write side of the turn lock, shared work the
-    /// read side; the lock is fair, so turns start in arrival order.
+    /// Exclusive work goes through the activation's mailbox and the write
+    /// side of the turn lock, shared work takes the read side. If this node
+    /// does not serve the object's shard (any more), the work is handed back
+    /// untouched as [`Turn::Moved`] for the router to send elsewhere.
     pub(crate) async fn run_turn<W: Work<O>>(
         self: Arc<Self>,
         node: Arc<NodeInner>,
-        id: Arc<str>,
+        call: TurnCall,
         mut work: W,
-        deadline: Instant,
-        parent: Option<Arc<CallChain>>,
-        arrived: Instant,
-    ) -> Result<W::Output> {
-        let arrived_ms = node.ms_at(arrived);
+    ) -> Turn<W, W::Output> {
+        let arrived_ms = node.ms_at(call.arrived);
         loop {
-            let activation = self.activation(&id, arrived_ms);
+            if !node.serves(call.shard) {
+                return Turn::Moved(work);
+            }
+            let activation = self.activation(&call.id, arrived_ms);
             activation.touch(arrived_ms);
             if work.mutates() {
-                let permit = match self.enter(&activation, id.clone(), work, deadline, &parent) {
+                let permit = match self.enter(&activation, &call, work) {
                     Entry::Run(returned, permit) => {
                         work = returned;
                         permit
                     }
                     Entry::Wait(response) => {
                         return response.await.unwrap_or_else(|_| {
-                            Err(Error::Unavailable("the node dropped a queued turn".into()))
+                            Turn::Done(Err(Error::Unavailable(
+                                "the node dropped a queued turn".into(),
+                            )))
                         });
                     }
                 };
@@ -204,56 +209,62 @@ impl<O: Object> TypeHost<O> {
                     Err(_) => (activation.state.write().await, true),
                 };
                 let outcome = self
-                    .exclusive(
-                        &node,
-                        &activation,
-                        &mut guard,
-                        &mut work,
-                        TurnDeadline {
-                            at: deadline,
-                            waited,
-                        },
-                        &parent,
-                    )
+                    .exclusive(&node, &activation, &mut guard, &mut work, &call, waited)
                     .await;
                 let gone = matches!(&*guard, Slot::Gone);
                 drop(guard);
                 self.finish_exclusive(&node, permit, gone);
                 match outcome {
-                    Some(result) => return result,
+                    Some(result) => return Turn::Done(result),
                     None => continue,
                 }
             }
 
             let mut guard = activation.state.read().await;
-            self.check_deadline(&id, &work, deadline)?;
+            if let Err(expired) = self.check_deadline(&call.id, &work, call.deadline) {
+                return Turn::Done(Err(expired));
+            }
             if matches!(&*guard, Slot::Fresh) {
                 drop(guard);
                 let mut write = activation.state.write().await;
                 if matches!(&*write, Slot::Fresh) {
-                    Box::pin(self.activate(&node, &activation, &mut write, deadline)).await?;
+                    if !node.serves(call.shard) {
+                        self.forget(&activation, &mut write);
+                        continue;
+                    }
+                    let activated =
+                        Box::pin(self.activate(&node, &activation, &mut write, call.deadline));
+                    if let Err(error) = activated.await {
+                        return Turn::Done(Err(error));
+                    }
                 }
                 guard = write.downgrade();
             }
             let Slot::Active(object) = &*guard else {
                 continue;
             };
-            let ctx = self.context(&node, &activation, parent.clone(), deadline);
+            let ctx = self.context(&node, &activation, call.parent.clone(), call.deadline);
             let outcome = CatchUnwind(work.run(Receiver::Ref(object), &ctx)).await;
             drop(ctx);
-            return match outcome {
+            return Turn::Done(match outcome {
                 Ok(result) => result,
                 Err(message) => {
                     drop(guard);
                     let mut write = activation.state.write().await;
                     self.discard(&node, &activation, &mut write);
                     Err(Error::MethodPanicked {
-                        target: Self::target(&id, work.method_name()),
+                        target: Self::target(&call.id, work.method_name()),
                         message,
                     })
                 }
-            };
+            });
         }
+    }
+
+    /// Drops a never-activated entry, so a later turn looks the id up anew.
+    fn forget(&self, activation: &Arc<Activation<O>>, slot: &mut Slot<O>) {
+        *slot = Slot::Gone;
+        self.directory.remove_if_same(&activation.id, activation);
     }
 
     /// A turn whose deadline passed while it queued is not run at all.
@@ -272,10 +283,8 @@ impl<O: Object> TypeHost<O> {
     fn enter<W: Work<O>>(
         &self,
         activation: &Arc<Activation<O>>,
-        id: Arc<str>,
+        call: &TurnCall,
         work: W,
-        deadline: Instant,
-        parent: &Option<Arc<CallChain>>,
     ) -> Entry<W, W::Output, O> {
         let mut mailbox = activation.mailbox();
         if !mailbox.draining {
@@ -289,10 +298,8 @@ impl<O: Object> TypeHost<O> {
         }
         let (reply, response) = oneshot::channel();
         mailbox.queue.push_back(Box::new(Queued {
-            id,
+            call: call.clone(),
             work,
-            deadline,
-            parent: parent.clone(),
             reply,
         }));
         Entry::Wait(response)
@@ -306,27 +313,27 @@ impl<O: Object> TypeHost<O> {
         activation: &Arc<Activation<O>>,
         slot: &mut Slot<O>,
         work: &mut W,
-        deadline: TurnDeadline,
-        parent: &Option<Arc<CallChain>>,
+        call: &TurnCall,
+        waited: bool,
     ) -> Option<Result<W::Output>> {
-        let TurnDeadline {
-            at: deadline,
-            waited,
-        } = deadline;
-        if waited && let Err(expired) = self.check_deadline(&activation.id, work, deadline) {
+        if waited && let Err(expired) = self.check_deadline(&activation.id, work, call.deadline) {
             // Leave no never-activated entry behind.
             if matches!(slot, Slot::Fresh) {
-                *slot = Slot::Gone;
-                self.directory.remove_if_same(&activation.id, activation);
+                self.forget(activation, slot);
             }
             return Some(Err(expired));
         }
         match slot {
             Slot::Gone => return None,
             Slot::Fresh => {
+                if !node.serves(call.shard) {
+                    // The shard left this node while the turn waited.
+                    self.forget(activation, slot);
+                    return None;
+                }
                 // Boxed: activation is rare, and keeps every turn's future small.
-                if let Err(error) = Box::pin(self.activate(node, activation, slot, deadline)).await
-                {
+                let activated = Box::pin(self.activate(node, activation, slot, call.deadline));
+                if let Err(error) = activated.await {
                     return Some(Err(error));
                 }
             }
@@ -335,7 +342,7 @@ impl<O: Object> TypeHost<O> {
         let Slot::Active(object) = slot else {
             return None;
         };
-        let ctx = self.context(node, activation, parent.clone(), deadline);
+        let ctx = self.context(node, activation, call.parent.clone(), call.deadline);
         let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
         drop(ctx);
         Some(match outcome {
@@ -541,7 +548,8 @@ impl<O: Object> TypeHost<O> {
             }
             drop(ctx);
             if save && let Some(state) = object.save_state() {
-                let fence = node.fence_for(&activation.id);
+                let shard = placement::shard_for(&activation.id, node.config.shard_count);
+                let fence = node.fence_for(shard);
                 let saved = match state {
                     Ok(data) => {
                         node.storage
@@ -594,12 +602,25 @@ impl<O: Object> TypeHost<O> {
     }
 }
 
-/// A turn's deadline, and whether the turn waited for the object (a turn
-/// that did not was checked by its caller a moment ago).
-#[derive(Clone, Copy)]
-struct TurnDeadline {
-    at: Instant,
-    waited: bool,
+/// Who a turn is for and when it must be done by: everything about a call
+/// except its work.
+#[derive(Clone)]
+pub(crate) struct TurnCall {
+    pub(crate) id: Arc<str>,
+    pub(crate) shard: u32,
+    pub(crate) deadline: Instant,
+    /// When the call arrived; stamps the object's idle clock.
+    pub(crate) arrived: Instant,
+    /// The chain of turns waiting on this call (for cycle detection).
+    pub(crate) parent: Option<Arc<CallChain>>,
+}
+
+/// How a turn ended.
+pub(crate) enum Turn<W, T> {
+    /// It ran (or failed) here.
+    Done(Result<T>),
+    /// This node does not serve the object's shard: the work, untouched.
+    Moved(W),
 }
 
 /// What [`TypeHost::enter`] decided.
@@ -607,7 +628,7 @@ enum Entry<W, T, O: Object> {
     /// Run the turn now, then whatever queues behind it.
     Run(W, DrainPermit<O>),
     /// Queued; the reply comes from the task running the turns.
-    Wait(oneshot::Receiver<Result<T>>),
+    Wait(oneshot::Receiver<Turn<W, T>>),
 }
 
 /// Exclusive turns one drain runs before letting waiting lock holders in.
@@ -630,11 +651,9 @@ pub(crate) trait QueuedTurn<O: Object>: Send {
 }
 
 struct Queued<W: Work<O>, O: Object> {
-    id: Arc<str>,
+    call: TurnCall,
     work: W,
-    deadline: Instant,
-    parent: Option<Arc<CallChain>>,
-    reply: oneshot::Sender<Result<W::Output>>,
+    reply: oneshot::Sender<Turn<W, W::Output>>,
 }
 
 impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
@@ -648,22 +667,12 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
         Box::pin(async move {
             let this = &mut *self;
             let outcome = host
-                .exclusive(
-                    node,
-                    activation,
-                    slot,
-                    &mut this.work,
-                    TurnDeadline {
-                        at: this.deadline,
-                        waited: true,
-                    },
-                    &this.parent,
-                )
+                .exclusive(node, activation, slot, &mut this.work, &this.call, true)
                 .await;
             match outcome {
                 Some(result) => {
                     // The caller may have stopped waiting; the turn ran anyway.
-                    let _ = self.reply.send(result);
+                    let _ = self.reply.send(Turn::Done(result));
                     None
                 }
                 None => Some(self as Box<dyn QueuedTurn<O>>),
@@ -672,19 +681,11 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
     }
 
     fn reroute(self: Box<Self>, host: Arc<TypeHost<O>>, node: Arc<NodeInner>) {
-        let Queued {
-            id,
-            work,
-            deadline,
-            parent,
-            reply,
-        } = *self;
+        let Queued { call, work, reply } = *self;
         let runtime = node.runtime.clone();
         runtime.spawn(async move {
-            let result = host
-                .run_turn(node, id, work, deadline, parent, Instant::now())
-                .await;
-            let _ = reply.send(result);
+            let outcome = host.run_turn(node, call, work).await;
+            let _ = reply.send(outcome);
         });
     }
 }
@@ -793,30 +794,32 @@ pub(crate) trait ErasedHost: Send + Sync {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn idle_timeout(&self) -> Duration;
     fn len(&self) -> usize;
-    #[allow(clippy::too_many_arguments)]
     fn call_encoded(
         self: Arc<Self>,
         node: Arc<NodeInner>,
-        id: Arc<str>,
+        call: TurnCall,
         work: EncodedWork,
-        deadline: Instant,
-        parent: Option<Arc<CallChain>>,
-        arrived: Instant,
-    ) -> BoxFuture<'static, Result<Vec<u8>>>;
+    ) -> BoxFuture<'static, Turn<EncodedWork, Vec<u8>>>;
     fn create(
         self: Arc<Self>,
         node: Arc<NodeInner>,
-        id: Arc<str>,
-        deadline: Instant,
-        arrived: Instant,
-    ) -> BoxFuture<'static, Result<()>>;
+        call: TurnCall,
+    ) -> BoxFuture<'static, Turn<ActivateWork, ()>>;
     fn delete(
         self: Arc<Self>,
         node: Arc<NodeInner>,
-        id: Arc<str>,
+        call: TurnCall,
     ) -> BoxFuture<'static, Result<()>>;
     fn collect_idle(self: Arc<Self>, node: Arc<NodeInner>) -> BoxFuture<'static, usize>;
-    fn deactivate_all(self: Arc<Self>, node: Arc<NodeInner>) -> BoxFuture<'static, ()>;
+    /// Deactivates every object in a shard of `shards` (every object, if
+    /// `None`), saving state if `save` (a handoff or shutdown), or
+    /// discarding it (ownership lost).
+    fn deactivate_shards(
+        self: Arc<Self>,
+        node: Arc<NodeInner>,
+        shards: Option<Arc<Vec<bool>>>,
+        save: bool,
+    ) -> BoxFuture<'static, ()>;
 }
 
 impl<O: Object> ErasedHost for TypeHost<O> {
@@ -839,31 +842,27 @@ impl<O: Object> ErasedHost for TypeHost<O> {
     fn call_encoded(
         self: Arc<Self>,
         node: Arc<NodeInner>,
-        id: Arc<str>,
+        call: TurnCall,
         work: EncodedWork,
-        deadline: Instant,
-        parent: Option<Arc<CallChain>>,
-        arrived: Instant,
-    ) -> BoxFuture<'static, Result<Vec<u8>>> {
-        Box::pin(self.run_turn(node, id, work, deadline, parent, arrived))
+    ) -> BoxFuture<'static, Turn<EncodedWork, Vec<u8>>> {
+        Box::pin(self.run_turn(node, call, work))
     }
 
     fn create(
         self: Arc<Self>,
         node: Arc<NodeInner>,
-        id: Arc<str>,
-        deadline: Instant,
-        arrived: Instant,
-    ) -> BoxFuture<'static, Result<()>> {
-        Box::pin(self.run_turn(node, id, ActivateWork, deadline, None, arrived))
+        call: TurnCall,
+    ) -> BoxFuture<'static, Turn<ActivateWork, ()>> {
+        Box::pin(self.run_turn(node, call, ActivateWork))
     }
 
     fn delete(
         self: Arc<Self>,
         node: Arc<NodeInner>,
-        id: Arc<str>,
+        call: TurnCall,
     ) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            let id = call.id;
             while let Some(activation) = self.directory.get(&id) {
                 let mut guard = activation.state.write().await;
                 if matches!(&*guard, Slot::Gone) {
@@ -872,8 +871,11 @@ impl<O: Object> ErasedHost for TypeHost<O> {
                 self.deactivate(&node, &activation, &mut guard, false)
                     .await?;
             }
+            if !node.serves(call.shard) {
+                return Err(node.moved(call.shard));
+            }
             if O::DESCRIPTOR.persistent {
-                let fence = node.fence_for(&id);
+                let fence = node.fence_for(call.shard);
                 node.storage
                     .delete(O::DESCRIPTOR.type_name, &id, fence)
                     .await?;
@@ -911,26 +913,49 @@ impl<O: Object> ErasedHost for TypeHost<O> {
         })
     }
 
-    fn deactivate_all(self: Arc<Self>, node: Arc<NodeInner>) -> BoxFuture<'static, ()> {
+    fn deactivate_shards(
+        self: Arc<Self>,
+        node: Arc<NodeInner>,
+        shards: Option<Arc<Vec<bool>>>,
+        save: bool,
+    ) -> BoxFuture<'static, ()> {
         Box::pin(async move {
-            for activation in self.directory.collect(|_| true) {
+            let count = node.config.shard_count;
+            let in_set = |activation: &Activation<O>| match &shards {
+                None => true,
+                Some(shards) => shards
+                    .get(placement::shard_for(&activation.id, count) as usize)
+                    .copied()
+                    .unwrap_or(false),
+            };
+            for activation in self.directory.collect(in_set) {
                 let wait = node.config.call_timeout;
                 let Ok(mut guard) = tokio::time::timeout(wait, activation.state.write()).await
                 else {
                     tracing::warn!(
                         object_type = O::DESCRIPTOR.type_name,
                         object_id = %activation.id,
-                        "a turn did not finish before shutdown; object not saved"
+                        "a turn did not finish in time; object deactivated without saving"
                     );
+                    activation.stop_timers();
+                    self.directory.remove_if_same(&activation.id, &activation);
                     continue;
                 };
+                if !save {
+                    activation.stop_timers();
+                    *guard = Slot::Gone;
+                    self.directory.remove_if_same(&activation.id, &activation);
+                    continue;
+                }
                 if let Err(error) = self.deactivate(&node, &activation, &mut guard, true).await {
                     tracing::error!(
                         object_type = O::DESCRIPTOR.type_name,
                         object_id = %activation.id,
                         %error,
-                        "saving state at shutdown failed"
+                        "saving state before the object left this node failed"
                     );
+                    *guard = Slot::Gone;
+                    self.directory.remove_if_same(&activation.id, &activation);
                 }
             }
         })

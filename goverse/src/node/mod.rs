@@ -1,14 +1,19 @@
-//! The node: hosts objects, runs their turns, deactivates idle ones.
+//! The node: hosts objects, runs their turns, deactivates idle ones, routes
+//! calls to the node that owns an object's shard, and follows the cluster's
+//! shard moves.
 
 mod activation;
 mod directory;
 mod host;
+mod routing;
+mod shards;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -16,16 +21,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use self::host::{EncodedWork, ErasedHost, TypeHost, TypedWork};
-use crate::call::Detached;
-use crate::cluster::{Coordinator, LocalCoordinator, ShardMap};
-use crate::context::CallChain;
+use self::host::{ErasedHost, TypeHost};
+use crate::cluster::{ClusterView, Coordinator, LocalCoordinator};
 use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
 use crate::message::Codec;
-use crate::object::{BoxFuture, Invoke, Object};
+use crate::object::{BoxFuture, Object};
 use crate::placement;
 use crate::storage::{Fence, MemoryStorage, Storage};
+use crate::transport::{self, Peers};
 
 /// Settings of a node. Every field has a sensible default.
 #[derive(Debug, Clone)]
@@ -41,6 +45,12 @@ pub struct NodeConfig {
     /// Number of shards objects are placed in (default 8192); every node of
     /// a cluster must agree.
     pub shard_count: u32,
+    /// Where the node serves calls from other nodes (default: nowhere, for
+    /// an embedded node; `127.0.0.1:0` picks a free port).
+    pub listen: Option<SocketAddr>,
+    /// The address other nodes reach this node at (default: the address
+    /// it listens on).
+    pub advertise: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +65,8 @@ impl Default for NodeConfig {
             call_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(15 * 60),
             shard_count: placement::DEFAULT_SHARD_COUNT,
+            listen: None,
+            advertise: None,
         }
     }
 }
@@ -71,6 +83,8 @@ pub struct NodeStats {
     pub deactivations: u64,
     /// Panics caught in object code since start.
     pub panics: u64,
+    /// Shards this node serves now.
+    pub shards: u64,
 }
 
 #[derive(Debug, Default)]
@@ -171,15 +185,30 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves calls from other nodes on `address` (`127.0.0.1:0` picks a
+    /// free port). Needed to be part of a cluster.
+    pub fn listen(mut self, address: SocketAddr) -> Self {
+        self.config.listen = Some(address);
+        self
+    }
+
+    /// The address other nodes reach this node at, when it differs from the
+    /// listening address (NAT, containers).
+    pub fn advertise(mut self, address: impl Into<String>) -> Self {
+        self.config.advertise = Some(address.into());
+        self
+    }
+
     /// Keeps persistent state in `storage` (default: [`MemoryStorage`]).
     pub fn storage(mut self, storage: impl Storage) -> Self {
         self.storage = Some(Arc::new(storage));
         self
     }
 
-    /// Joins through `coordinator` (default: a [`LocalCoordinator`] of its own).
-    pub fn coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
-        self.coordinator = Some(coordinator);
+    /// Joins through `coordinator` (default: a [`LocalCoordinator`] of its
+    /// own). Each node needs a coordinator of its own.
+    pub fn coordinator(mut self, coordinator: impl Coordinator) -> Self {
+        self.coordinator = Some(Arc::new(coordinator));
         self
     }
 
@@ -201,21 +230,19 @@ impl NodeBuilder {
             coordinator,
         } = self;
         if config.shard_count == 0 {
-            return Err(Error::Unavailable("shard count must be at least 1".into()));
+            return Err(Error::Config("shard count must be at least 1".into()));
         }
         let mut names = std::collections::HashSet::new();
         for (name, _) in &registrations {
             if !names.insert(*name) {
-                return Err(Error::Unavailable(format!(
+                return Err(Error::Config(format!(
                     "object type name `{name}` is registered twice"
                 )));
             }
         }
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
-        let membership = coordinator
-            .join(&config.node_id, config.shard_count)
-            .await?;
         let storage = storage.unwrap_or_else(|| Arc::new(MemoryStorage::new()));
+        let shard_count = config.shard_count;
         let inner = Arc::new_cyclic(|weak: &Weak<NodeInner>| {
             let mut by_name = HashMap::new();
             let mut by_type = HashMap::new();
@@ -225,6 +252,12 @@ impl NodeBuilder {
                 by_type.insert((*any).type_id(), any);
                 by_name.insert(name, host);
             }
+            let (_, view) = watch::channel(Arc::new(ClusterView {
+                nodes: Arc::default(),
+                shards: Arc::default(),
+                leader: None,
+                online: false,
+            }));
             NodeInner {
                 config,
                 runtime: Handle::current(),
@@ -232,14 +265,45 @@ impl NodeBuilder {
                 by_type,
                 storage,
                 coordinator,
-                shards: membership.shards,
+                view: RwLock::new(view),
+                serving: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+                address: RwLock::new(Arc::from("")),
+                peers: Peers::default(),
                 started: Instant::now(),
                 stats: Stats::default(),
                 shutting_down: AtomicBool::new(false),
+                crashed: AtomicBool::new(false),
                 background: Mutex::new(Vec::new()),
             }
         });
+        let address = match inner.config.listen {
+            Some(listen) => {
+                let bound = transport::serve(listen, Arc::downgrade(&inner)).await?;
+                let address = inner
+                    .config
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| bound.address.to_string());
+                inner.add_background(bound.task);
+                address
+            }
+            None => inner.config.advertise.clone().unwrap_or_default(),
+        };
+        inner.set_address(&address);
+        let membership = match inner
+            .coordinator
+            .join(inner.id(), &address, shard_count)
+            .await
+        {
+            Ok(membership) => membership,
+            Err(error) => {
+                inner.stop_background();
+                return Err(error);
+            }
+        };
+        inner.set_view(membership.view.clone());
         inner.start_idle_collector();
+        shards::start(&inner, membership.view);
         Ok(Node { inner })
     }
 }
@@ -287,28 +351,32 @@ impl Node {
             .collect()
     }
 
-    /// Activates object `type_name/id` now, without calling a method.
-    /// Creating an object that is already active is not an error.
+    /// The address other nodes reach this node at (empty for an embedded
+    /// node that does not listen).
+    pub fn address(&self) -> Arc<str> {
+        self.inner.address()
+    }
+
+    /// The cluster as this node sees it now.
+    pub fn cluster_view(&self) -> Arc<ClusterView> {
+        self.inner.view()
+    }
+
+    /// Activates object `type_name/id` now, without calling a method, on
+    /// whichever node owns it. Creating an object that is already active is
+    /// not an error.
     ///
     /// # Errors
     ///
     /// `UNKNOWN_OBJECT_TYPE`, `INVALID_OBJECT_ID`, `ACTIVATION_FAILED`,
     /// `DEADLINE_EXCEEDED`, `NODE_SHUTTING_DOWN`.
     pub async fn create(&self, type_name: &str, id: &str) -> Result<()> {
-        let inner = &self.inner;
-        let host = inner.host_by_name(type_name)?;
-        let id = inner.admit(id)?;
-        let arrived = Instant::now();
-        let deadline = arrived + inner.config.call_timeout;
-        let turn = host.create(inner.clone(), id, deadline, arrived);
-        inner
-            .await_turn(turn, deadline, || format!("{type_name}/create"))
-            .await
+        self.inner.create(type_name, id).await
     }
 
     /// Deactivates object `type_name/id` (running `on_deactivate`) and deletes
-    /// its stored state. Deleting an object that does not exist is not an
-    /// error; a later call activates it afresh.
+    /// its stored state, on whichever node owns it. Deleting an object that
+    /// does not exist is not an error; a later call activates it afresh.
     ///
     /// # Errors
     ///
@@ -316,18 +384,12 @@ impl Node {
     /// `DEADLINE_EXCEEDED` (a turn held the object past the node's call
     /// timeout; the delete still happens once it ends), storage errors.
     pub async fn delete(&self, type_name: &str, id: &str) -> Result<()> {
-        let inner = &self.inner;
-        let host = inner.host_by_name(type_name)?;
-        let id = inner.admit(id)?;
-        let deadline = Instant::now() + inner.config.call_timeout;
-        let deleting = host.delete(inner.clone(), id);
-        inner
-            .await_turn(deleting, deadline, || format!("{type_name}/delete"))
-            .await
+        self.inner.delete(type_name, id).await
     }
 
     /// Calls `method` of `type_name/id` with an encoded request and returns
-    /// the encoded response: the path used by gates and remote nodes.
+    /// the encoded response, on whichever node owns the object: the path
+    /// used by gates and tools.
     ///
     /// `method` is the rpc name (`Add`) or the Rust name (`add`).
     ///
@@ -344,30 +406,9 @@ impl Node {
         body: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>> {
-        let inner = &self.inner;
-        let host = inner.host_by_name(type_name)?;
-        let descriptor = host.descriptor();
-        let Some((index, found)) = descriptor.method(method) else {
-            return Err(Error::UnknownMethod {
-                type_name: type_name.to_string(),
-                method: method.chars().take(128).collect(),
-            });
-        };
-        let id = inner.admit(id)?;
-        let arrived = Instant::now();
-        let deadline = arrived + timeout.unwrap_or(inner.config.call_timeout);
-        let work = EncodedWork {
-            method: index,
-            mutates: found.mutates,
-            name: found.name,
-            codec,
-            body,
-        };
-        let target = || format!("{type_name}/{id}.{}", found.name);
-        let turn =
-            host.clone()
-                .call_encoded(inner.clone(), id.clone(), work, deadline, None, arrived);
-        inner.await_turn(turn, deadline, target).await
+        self.inner
+            .call_encoded(type_name, id, method, codec, body, timeout)
+            .await
     }
 
     /// What the node has done so far.
@@ -378,6 +419,11 @@ impl Node {
             activations: inner.stats.activations.load(Ordering::Relaxed),
             deactivations: inner.stats.deactivations.load(Ordering::Relaxed),
             panics: inner.stats.panics.load(Ordering::Relaxed),
+            shards: inner
+                .serving
+                .iter()
+                .filter(|s| s.load(Ordering::Relaxed) & ADMITTING != 0)
+                .count() as u64,
         }
     }
 
@@ -388,29 +434,34 @@ impl Node {
         self.inner.clone().collect_idle_once().await
     }
 
-    /// Stops taking calls, deactivates every object (saving persistent
-    /// state), and leaves the cluster.
-    pub async fn shutdown(&self) {
+    /// Stops the node at once as if its process died: no handoff, no saves,
+    /// no deregistration; its connections drop and the cluster moves its
+    /// shards when its lease expires. For failover tests.
+    #[doc(hidden)]
+    pub fn crash(&self) {
         let inner = &self.inner;
-        if inner.shutting_down.swap(true, Ordering::SeqCst) {
-            return;
+        inner.shutting_down.store(true, Ordering::SeqCst);
+        inner.crashed.store(true, Ordering::SeqCst);
+        for serving in inner.serving.iter() {
+            serving.store(0, Ordering::SeqCst);
         }
-        for task in std::mem::take(
-            &mut *inner
-                .background
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) {
-            task.abort();
-        }
-        for host in inner.by_name.values() {
-            host.clone().deactivate_all(inner.clone()).await;
-        }
-        if let Err(error) = inner.coordinator.leave(inner.id()).await {
-            tracing::warn!(%error, "leaving the cluster failed");
-        }
+        inner.stop_background();
+        inner.coordinator.crash();
+    }
+
+    /// Leaves the cluster gracefully: asks for its shards to be moved,
+    /// hands each over once its objects are deactivated (state saved), then
+    /// deactivates whatever is left, deregisters and stops serving. Calls
+    /// to its objects move with them; callers see no errors.
+    ///
+    /// Waits at most the call timeout for the shards to move.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown().await;
     }
 }
+
+/// The flag of a shard whose calls this node takes.
+pub(crate) const ADMITTING: u64 = 1 << 63;
 
 pub(crate) struct NodeInner {
     pub(crate) config: NodeConfig,
@@ -419,16 +470,56 @@ pub(crate) struct NodeInner {
     by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) storage: Arc<dyn Storage>,
     coordinator: Arc<dyn Coordinator>,
-    shards: watch::Receiver<Arc<ShardMap>>,
+    /// The cluster view, set once the node has joined.
+    view: RwLock<watch::Receiver<Arc<ClusterView>>>,
+    /// Per shard: the epoch of this node's ownership (0 if it has none),
+    /// with [`ADMITTING`] set while it takes calls for the shard. Read on
+    /// every call, written only when ownership changes. A draining shard
+    /// keeps its epoch, so the state saved on the way out is fenced right.
+    serving: Box<[AtomicU64]>,
+    address: RwLock<Arc<str>>,
+    peers: Peers,
     started: Instant,
     pub(crate) stats: Stats,
     shutting_down: AtomicBool,
+    /// Stopped as if dead (tests): peers' streams are dropped.
+    crashed: AtomicBool,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl NodeInner {
     pub(crate) fn id(&self) -> &str {
         &self.config.node_id
+    }
+
+    pub(crate) fn address(&self) -> Arc<str> {
+        self.address
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_address(&self, address: &str) {
+        *self.address.write().unwrap_or_else(PoisonError::into_inner) = address.into();
+    }
+
+    pub(crate) fn view(&self) -> Arc<ClusterView> {
+        self.view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .borrow()
+            .clone()
+    }
+
+    fn view_receiver(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_view(&self, view: watch::Receiver<Arc<ClusterView>>) {
+        *self.view.write().unwrap_or_else(PoisonError::into_inner) = view;
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -438,6 +529,100 @@ impl NodeInner {
     /// Milliseconds from the node's start to `at`.
     pub(crate) fn ms_at(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this node serves `shard` now (objects pinned to this node
+    /// are always served here).
+    pub(crate) fn serves(&self, shard: u32) -> bool {
+        if shard == placement::NODE_PINNED {
+            return true;
+        }
+        self.serving
+            .get(shard as usize)
+            .is_some_and(|state| state.load(Ordering::SeqCst) & ADMITTING != 0)
+    }
+
+    /// The error for a call this node cannot serve.
+    pub(crate) fn moved(&self, shard: u32) -> Error {
+        Error::ShardMoved {
+            shard,
+            node: self.id().to_string(),
+        }
+    }
+
+    /// The fence for writes of objects in `shard`: its ownership epoch.
+    pub(crate) fn fence_for(&self, shard: u32) -> Fence {
+        let epoch = self
+            .serving
+            .get(shard as usize)
+            .map_or(0, |state| state.load(Ordering::SeqCst) & !ADMITTING);
+        Fence { epoch }
+    }
+
+    fn add_background(&self, task: JoinHandle<()>) {
+        self.background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    fn stop_background(&self) {
+        for task in std::mem::take(
+            &mut *self
+                .background
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            task.abort();
+        }
+    }
+
+    async fn shutdown(self: &Arc<Self>) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        // Move the shards away while still routing calls.
+        if let Err(error) = self.coordinator.begin_leave().await {
+            tracing::warn!(%error, "announcing the leave failed");
+        }
+        let mut view = self.view_receiver();
+        let moved = async {
+            loop {
+                let current = view.borrow_and_update().clone();
+                let others = current
+                    .nodes
+                    .values()
+                    .any(|n| &*n.id != self.id() && !n.leaving);
+                let owns = (0..current.shard_count()).any(|s| {
+                    current.shard(s).and_then(|st| st.owner.as_deref()) == Some(self.id())
+                });
+                if !others || !owns {
+                    break;
+                }
+                if view.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.call_timeout, moved)
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.id(), "shards did not all move before the shutdown deadline");
+        }
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.stop_background();
+        for serving in self.serving.iter() {
+            serving.fetch_and(!ADMITTING, Ordering::SeqCst);
+        }
+        for host in self.by_name.values() {
+            host.clone()
+                .deactivate_shards(self.clone(), None, true)
+                .await;
+        }
+        if let Err(error) = self.coordinator.leave().await {
+            tracing::warn!(%error, "leaving the cluster failed");
+        }
     }
 
     fn host_by_name(&self, type_name: &str) -> Result<Arc<dyn ErasedHost>> {
@@ -456,83 +641,6 @@ impl NodeInner {
             .ok_or_else(|| Error::UnknownType {
                 type_name: O::DESCRIPTOR.type_name.to_string(),
             })
-    }
-
-    /// Checks that the node takes calls and the id is valid and placed here.
-    fn admit(&self, id: &str) -> Result<Arc<str>> {
-        self.check_admission(id)?;
-        Ok(Arc::from(id))
-    }
-
-    fn check_admission(&self, id: &str) -> Result<()> {
-        if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(Error::NodeShuttingDown);
-        }
-        placement::validate_id(id, self.config.shard_count)?;
-        let shard = placement::shard_of(id, self.config.shard_count);
-        let map = self.shards.borrow();
-        match map.owner(shard) {
-            Some(owner) if &*owner.node == self.id() => Ok(()),
-            Some(owner) => Err(Error::Unavailable(format!(
-                "shard {shard} of `{id}` is owned by node `{}`",
-                owner.node
-            ))),
-            None => Err(Error::Unavailable(format!("shard {shard} has no owner"))),
-        }
-    }
-
-    /// The fence for writes of object `id`: its shard's ownership epoch.
-    pub(crate) fn fence_for(&self, id: &str) -> Fence {
-        let shard = placement::shard_of(id, self.config.shard_count);
-        let epoch = self
-            .shards
-            .borrow()
-            .owner(shard)
-            .map_or(0, |owner| owner.epoch);
-        Fence { epoch }
-    }
-
-    /// The turn of a typed call, ready to be polled by the caller.
-    pub(crate) fn typed_turn<O: Object, Req: Send + 'static, Resp: Send + 'static>(
-        self: &Arc<Self>,
-        id: Arc<str>,
-        (method, invoke, request): (usize, Invoke<O, Req, Resp>, Req),
-        deadline: Instant,
-        parent: Option<Arc<CallChain>>,
-        arrived: Instant,
-    ) -> Result<BoxFuture<'static, Result<Resp>>> {
-        let host = self.host::<O>()?;
-        self.check_admission(&id)?;
-        let work = TypedWork {
-            method,
-            invoke,
-            request: Some(request),
-        };
-        Ok(Box::pin(host.run_turn(
-            self.clone(),
-            id,
-            work,
-            deadline,
-            parent,
-            arrived,
-        )))
-    }
-
-    async fn await_turn<T: Send + 'static>(
-        &self,
-        turn: BoxFuture<'static, Result<T>>,
-        deadline: Instant,
-        target: impl FnOnce() -> String,
-    ) -> Result<T> {
-        let started = Instant::now();
-        let turn = Detached::new(self.runtime.clone(), turn);
-        match turn.within(deadline).await {
-            Some(result) => result,
-            None => Err(Error::DeadlineExceeded {
-                target: target(),
-                timeout: deadline.saturating_duration_since(started),
-            }),
-        }
     }
 
     fn collect_idle_once(self: Arc<Self>) -> BoxFuture<'static, usize> {
@@ -564,9 +672,6 @@ impl NodeInner {
                 node.collect_idle_once().await;
             }
         });
-        self.background
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(task);
+        self.add_background(task);
     }
 }

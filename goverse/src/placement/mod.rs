@@ -57,6 +57,37 @@ pub fn validate_id(id: &str, shard_count: u32) -> Result<()> {
     Ok(())
 }
 
+/// The pseudo-shard of objects pinned to one node by an id of the form
+/// `<host>:<port>/<rest>` (the node's address, then anything).
+pub const NODE_PINNED: u32 = u32::MAX;
+
+/// The node address an id is pinned to: the part before the first `/`, when
+/// it has the form `host:port`.
+///
+/// # Examples
+///
+/// ```
+/// use goverse::placement::pinned_node;
+/// assert_eq!(pinned_node("10.0.0.7:7001/monitor"), Some("10.0.0.7:7001"));
+/// assert_eq!(pinned_node("room/7"), None);
+/// assert_eq!(pinned_node("shard#3/x"), None);
+/// ```
+pub fn pinned_node(id: &str) -> Option<&str> {
+    let (prefix, _) = id.split_once('/')?;
+    let (host, port) = prefix.rsplit_once(':')?;
+    let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    (!host.is_empty() && port_ok).then_some(prefix)
+}
+
+/// Where an object id is placed: its shard, or [`NODE_PINNED`] for an id
+/// pinned to a node. Assumes [`validate_id`] passed.
+pub fn shard_for(id: &str, shard_count: u32) -> u32 {
+    if pinned_node(id).is_some() {
+        return NODE_PINNED;
+    }
+    shard_of(id, shard_count)
+}
+
 /// The shard an object id belongs to. Assumes [`validate_id`] passed.
 ///
 /// # Examples

@@ -1,0 +1,737 @@
+//! The cluster protocol over a coordination store (etcd, or the in-process
+//! [`MemoryStore`]).
+//!
+//! Each node:
+//! - registers `<prefix>/nodes/<id>` under a lease it renews every third of
+//!   the TTL, and stops claiming anything once it can no longer prove the
+//!   lease is alive (it re-registers as soon as it can);
+//! - watches everything under the prefix and publishes a [`ClusterView`];
+//! - campaigns for `<prefix>/leader`, a key bound to its lease.
+//!
+//! The leader reacts to every change of the view (no polling, no stability
+//! window): it plans with [`placement::plan`] and writes, each as a
+//! compare-and-swap on the shard record's revision,
+//! - for a shard without a trusted owner: owner and target set directly,
+//!   epoch + 1 (failover, first start);
+//! - for a shard whose owner should change: the target only; the owner
+//!   drains the shard and hands it over with [`Coordinator::hand_over`],
+//!   which sets the owner to the target with epoch + 1.
+//!
+//! At most `max_moving` shards move at once, so a scale-out proceeds in
+//! bounded waves.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::store::{
+    ClusterKey, Compare, KeyValue, Keys, LeaseId, NodeRecord, Op, ShardRecord, Store, WatchEvent,
+};
+use super::{ClusterView, Coordinator, Membership, MemoryStore, NodeInfo, ShardState};
+use crate::error::{Error, Result};
+use crate::object::BoxFuture;
+use crate::placement::{self, ShardPlacement};
+
+/// Writes per transaction (etcd allows 128 operations by default).
+const TXN_BATCH: usize = 64;
+
+/// Settings of a clustered coordinator.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterOptions {
+    /// The key prefix of the cluster in the store (default `/goverse`).
+    /// Clusters with different prefixes share a store without meeting.
+    pub prefix: String,
+    /// The TTL of a node's lease (default 5 s; etcd's minimum is 2 s). A
+    /// node that dies loses its shards once this has passed.
+    pub lease_ttl: Duration,
+    /// How many shards may be moving at once (default 1024).
+    pub max_moving: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "/goverse".into(),
+            lease_ttl: Duration::from_secs(5),
+            max_moving: 1024,
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// Sets the key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the lease TTL.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Sets how many shards may move at once.
+    pub fn max_moving(mut self, shards: usize) -> Self {
+        self.max_moving = shards.max(1);
+        self
+    }
+}
+
+/// A coordinator running the cluster protocol over a coordination store.
+///
+/// One per node. Build it with [`ClusterCoordinator::in_memory`] (nodes in
+/// one process sharing a [`MemoryStore`]) or, with the `etcd` feature,
+/// `ClusterCoordinator::etcd`.
+pub struct ClusterCoordinator {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ClusterCoordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterCoordinator")
+            .field("options", &self.shared.options)
+            .field("node", &self.shared.session.get().map(|s| s.id.clone()))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    options: ClusterOptions,
+    keys: Keys,
+    session: OnceLock<Arc<Session>>,
+}
+
+/// What a joined node's coordinator keeps.
+struct Session {
+    id: Arc<str>,
+    address: Arc<str>,
+    lease: Mutex<LeaseId>,
+    /// The lease is known to be alive (renewed within its TTL).
+    lease_valid: AtomicBool,
+    leaving: AtomicBool,
+    state: Mutex<State>,
+    view: watch::Sender<Arc<ClusterView>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The master copy of the cluster state, rebuilt from the store's watch.
+struct State {
+    nodes: Arc<BTreeMap<Arc<str>, NodeInfo>>,
+    shards: Arc<Vec<ShardState>>,
+    leader: Option<Arc<str>>,
+    revision: i64,
+}
+
+impl ClusterCoordinator {
+    /// A coordinator for a node of a cluster living in `store`, in this
+    /// process.
+    pub fn in_memory(store: &MemoryStore, options: ClusterOptions) -> Self {
+        Self::over(Arc::new(store.clone()), options)
+    }
+
+    pub(crate) fn over(store: Arc<dyn Store>, options: ClusterOptions) -> Self {
+        let keys = Keys::new(&options.prefix);
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                options,
+                keys,
+                session: OnceLock::new(),
+            }),
+        }
+    }
+
+    fn session(&self) -> Result<&Arc<Session>> {
+        self.shared
+            .session
+            .get()
+            .ok_or_else(|| Error::Internal("the coordinator has not joined".into()))
+    }
+}
+
+impl Drop for ClusterCoordinator {
+    fn drop(&mut self) {
+        if let Some(session) = self.shared.session.get() {
+            session.stop_tasks();
+        }
+    }
+}
+
+fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+impl Coordinator for ClusterCoordinator {
+    fn join<'a>(
+        &'a self,
+        id: &'a str,
+        address: &'a str,
+        shard_count: u32,
+    ) -> BoxFuture<'a, Result<Membership>> {
+        Box::pin(async move {
+            if !valid_node_id(id) {
+                return Err(Error::Config(format!(
+                    "node id `{id}` must be 1-128 characters of letters, digits, `-`, `_`, `.` or `:`"
+                )));
+            }
+            if self.shared.session.get().is_some() {
+                return Err(Error::Config("this coordinator has already joined".into()));
+            }
+            let shared = &self.shared;
+            check_shard_count(shared, shard_count).await?;
+            let (initial, revision) = shared.store.get_prefix(&shared.keys.root()).await?;
+            let mut state = State {
+                nodes: Arc::default(),
+                shards: Arc::new(vec![ShardState::default(); shard_count as usize]),
+                leader: None,
+                revision,
+            };
+            state.reset(&shared.keys, initial);
+            let (view, receiver) = watch::channel(Arc::new(ClusterView {
+                nodes: state.nodes.clone(),
+                shards: state.shards.clone(),
+                leader: state.leader.clone(),
+                online: false,
+            }));
+            let session = Arc::new(Session {
+                id: id.into(),
+                address: address.into(),
+                lease: Mutex::new(0),
+                lease_valid: AtomicBool::new(false),
+                leaving: AtomicBool::new(false),
+                state: Mutex::new(state),
+                view,
+                tasks: Mutex::new(Vec::new()),
+            });
+            if shared.session.set(session.clone()).is_err() {
+                return Err(Error::Config("this coordinator has already joined".into()));
+            }
+            register(shared, &session).await?;
+            let tasks = vec![
+                tokio::spawn(watch_cluster(shared.clone(), session.clone(), revision + 1)),
+                tokio::spawn(keep_alive(shared.clone(), session.clone())),
+                tokio::spawn(lead(shared.clone(), session.clone())),
+            ];
+            session
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(tasks);
+            Ok(Membership {
+                shard_count,
+                view: receiver,
+            })
+        })
+    }
+
+    fn hand_over<'a>(&'a self, shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let session = self.session()?;
+            let view = session.view.borrow().clone();
+            let mut writes = Vec::new();
+            for &(shard, epoch) in shards {
+                let Some(state) = view.shard(shard) else {
+                    continue;
+                };
+                let Some(target) = &state.target else {
+                    continue;
+                };
+                if state.owner.as_deref() != Some(&*session.id)
+                    || state.epoch != epoch
+                    || **target == *session.id
+                {
+                    continue;
+                }
+                writes.push((
+                    shard,
+                    state.revision,
+                    ShardRecord {
+                        owner: Some(target.clone()),
+                        target: Some(target.clone()),
+                        epoch: epoch + 1,
+                        pinned: state.pinned,
+                    },
+                ));
+            }
+            write_shards(&self.shared, writes).await.map(|_| ())
+        })
+    }
+
+    fn begin_leave(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let session = self.session()?;
+            session.leaving.store(true, Ordering::SeqCst);
+            let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            let record = NodeRecord {
+                address: session.address.clone(),
+                leaving: true,
+            };
+            self.shared
+                .store
+                .txn(
+                    vec![],
+                    vec![Op::Put {
+                        key: self.shared.keys.node(&session.id),
+                        value: record.encode(),
+                        lease: Some(lease),
+                    }],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn crash(&self) {
+        if let Some(session) = self.shared.session.get() {
+            session.stop_tasks();
+        }
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let session = self.session()?;
+            session.stop_tasks();
+            session.lease_valid.store(false, Ordering::SeqCst);
+            session.publish();
+            let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            self.shared.store.revoke(lease).await
+        })
+    }
+}
+
+/// Stores the shard count at the first start; refuses a different one.
+async fn check_shard_count(shared: &Shared, shard_count: u32) -> Result<()> {
+    let key = shared.keys.shard_count();
+    let created = shared
+        .store
+        .txn(
+            vec![Compare {
+                key: key.clone(),
+                mod_revision: 0,
+            }],
+            vec![Op::Put {
+                key: key.clone(),
+                value: shard_count.to_string().into_bytes(),
+                lease: None,
+            }],
+        )
+        .await?;
+    if created.is_some() {
+        return Ok(());
+    }
+    let (found, _) = shared.store.get_prefix(&key).await?;
+    let stored = found
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse::<u32>().ok());
+    match stored {
+        Some(stored) if stored == shard_count => Ok(()),
+        Some(stored) => Err(Error::Config(format!(
+            "the cluster at `{}` has {stored} shards but this node is configured with {shard_count}; \
+             every node must use the cluster's shard count",
+            shared.options.prefix
+        ))),
+        None => Err(Error::Config(format!(
+            "the cluster at `{}` has an unreadable shard count",
+            shared.options.prefix
+        ))),
+    }
+}
+
+/// Takes a lease and writes the node's record under it. An earlier
+/// incarnation's record with the same id is replaced; its ownership is no
+/// longer trusted because this registration has a newer revision.
+async fn register(shared: &Shared, session: &Session) -> Result<()> {
+    let (lease, ttl) = shared.store.grant(shared.options.lease_ttl).await?;
+    let granted_at = Instant::now();
+    let record = NodeRecord {
+        address: session.address.clone(),
+        leaving: session.leaving.load(Ordering::SeqCst),
+    };
+    let key = shared.keys.node(&session.id);
+    // Delete first so the key is created anew: its create revision marks
+    // this incarnation. (etcd refuses two writes of one key in one txn.)
+    shared
+        .store
+        .txn(vec![], vec![Op::Delete { key: key.clone() }])
+        .await?;
+    shared
+        .store
+        .txn(
+            vec![],
+            vec![Op::Put {
+                key,
+                value: record.encode(),
+                lease: Some(lease),
+            }],
+        )
+        .await?;
+    *session.lease.lock().unwrap_or_else(PoisonError::into_inner) = lease;
+    session
+        .lease_valid
+        .store(granted_at.elapsed() < ttl, Ordering::SeqCst);
+    session.publish();
+    Ok(())
+}
+
+/// Renews the lease every third of its TTL; goes offline when it cannot
+/// prove the lease alive, and registers again when the lease is gone.
+async fn keep_alive(shared: Arc<Shared>, session: Arc<Session>) {
+    let ttl = shared.options.lease_ttl;
+    let mut valid_until = Instant::now() + ttl;
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = Instant::now();
+        match shared.store.keep_alive(lease).await {
+            Ok(Some(granted)) => {
+                valid_until = sent + granted;
+                if !session.lease_valid.swap(true, Ordering::SeqCst) {
+                    session.publish();
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(node = %session.id, "lease lost; registering again");
+                session.lease_valid.store(false, Ordering::SeqCst);
+                session.publish();
+                match register(&shared, &session).await {
+                    Ok(()) => valid_until = Instant::now() + ttl,
+                    Err(error) => {
+                        tracing::warn!(node = %session.id, %error, "registering again failed")
+                    }
+                }
+            }
+            Err(error) => {
+                if Instant::now() >= valid_until
+                    && session.lease_valid.swap(false, Ordering::SeqCst)
+                {
+                    tracing::warn!(node = %session.id, %error, "lease expired unrenewed; serving nothing until it is renewed");
+                    session.publish();
+                }
+            }
+        }
+    }
+}
+
+/// Follows every change under the prefix and publishes the view.
+async fn watch_cluster(shared: Arc<Shared>, session: Arc<Session>, mut from: i64) {
+    let root = shared.keys.root();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match shared.store.watch_prefix(&root, from).await {
+            Ok(mut stream) => {
+                while let Some(batch) = stream.recv().await {
+                    let Ok(events) = batch else {
+                        break;
+                    };
+                    backoff = Duration::from_millis(50);
+                    let mut state = session.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.apply(&shared.keys, events);
+                    from = state.revision + 1;
+                    drop(state);
+                    session.publish();
+                }
+            }
+            Err(error) => tracing::debug!(%error, "watch failed"),
+        }
+        // The watch broke: read everything again and watch from there.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        if let Ok((found, revision)) = shared.store.get_prefix(&root).await {
+            let mut state = session.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.reset(&shared.keys, found);
+            state.revision = revision;
+            from = revision + 1;
+            drop(state);
+            session.publish();
+        }
+    }
+}
+
+/// Campaigns for leadership and, while leader, rebalances on every change.
+async fn lead(shared: Arc<Shared>, session: Arc<Session>) {
+    let mut view = session.view.subscribe();
+    loop {
+        let current = view.borrow_and_update().clone();
+        if current.online && current.leader.is_none() {
+            let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = shared.keys.leader();
+            let won = shared
+                .store
+                .txn(
+                    vec![Compare {
+                        key: key.clone(),
+                        mod_revision: 0,
+                    }],
+                    vec![Op::Put {
+                        key,
+                        value: session.id.as_bytes().to_vec(),
+                        lease: Some(lease),
+                    }],
+                )
+                .await;
+            if let Err(error) = won {
+                tracing::debug!(%error, "campaign failed");
+            }
+        }
+        if current.online && current.leader.as_deref() == Some(&*session.id) {
+            match rebalance(&shared, &current).await {
+                Ok(Some(revision)) => {
+                    // Let the view catch up with our own writes before
+                    // planning again.
+                    let caught_up = async {
+                        while session.state_revision() < revision {
+                            if view.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), caught_up).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "rebalancing failed"),
+            }
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One planning round of the leader. Returns the revision of its last
+/// write, if it wrote anything.
+async fn rebalance(shared: &Shared, view: &ClusterView) -> Result<Option<i64>> {
+    let live: Vec<Arc<str>> = view
+        .nodes
+        .values()
+        .filter(|n| !n.leaving)
+        .map(|n| n.id.clone())
+        .collect();
+    if live.is_empty() {
+        return Ok(None);
+    }
+    let is_live = |id: &Option<Arc<str>>| {
+        id.as_ref()
+            .and_then(|id| view.nodes.get(id))
+            .is_some_and(|n| !n.leaving)
+    };
+    let shard_count = view.shard_count();
+    let mut placements = Vec::with_capacity(shard_count as usize);
+    for shard in 0..shard_count {
+        let state = &view.shards[shard as usize];
+        let owner_current = view.current_owner(shard).is_some();
+        let intended = if is_live(&state.target) {
+            state.target.clone()
+        } else if owner_current && is_live(&state.owner) {
+            state.owner.clone()
+        } else {
+            None
+        };
+        placements.push(ShardPlacement {
+            target: intended,
+            pinned: state.pinned,
+        });
+    }
+    for change in placement::plan(&live, &placements) {
+        placements[change.shard as usize].target = Some(change.to);
+    }
+
+    let mut moving = (0..shard_count)
+        .filter(|&s| view.current_owner(s).is_some() && view.is_moving(s))
+        .count();
+    let mut writes = Vec::new();
+    for shard in 0..shard_count {
+        let Some(desired) = placements[shard as usize].target.clone() else {
+            continue;
+        };
+        let state = &view.shards[shard as usize];
+        let record = if view.current_owner(shard).is_some() {
+            if state.target.as_ref() == Some(&desired) {
+                continue;
+            }
+            let starts_move = state.owner.as_ref() != Some(&desired);
+            if starts_move {
+                if moving >= shared.options.max_moving {
+                    continue;
+                }
+                moving += 1;
+            }
+            ShardRecord {
+                owner: state.owner.clone(),
+                target: Some(desired),
+                epoch: state.epoch,
+                pinned: state.pinned,
+            }
+        } else {
+            ShardRecord {
+                owner: Some(desired.clone()),
+                target: Some(desired),
+                epoch: state.epoch + 1,
+                pinned: state.pinned,
+            }
+        };
+        writes.push((shard, state.revision, record));
+    }
+    write_shards(shared, writes).await
+}
+
+/// Writes shard records as compare-and-swaps in batches; a batch that lost
+/// a race is dropped (the next view change plans again). Returns the
+/// store's revision after the last successful batch.
+async fn write_shards(
+    shared: &Shared,
+    writes: Vec<(u32, i64, ShardRecord)>,
+) -> Result<Option<i64>> {
+    let mut last = None;
+    for batch in writes.chunks(TXN_BATCH) {
+        let compares = batch
+            .iter()
+            .map(|(shard, revision, _)| Compare {
+                key: shared.keys.shard(*shard),
+                mod_revision: *revision,
+            })
+            .collect();
+        let ops = batch
+            .iter()
+            .map(|(shard, _, record)| Op::Put {
+                key: shared.keys.shard(*shard),
+                value: record.encode(),
+                lease: None,
+            })
+            .collect();
+        if let Some(revision) = shared.store.txn(compares, ops).await? {
+            last = Some(revision);
+        }
+    }
+    Ok(last)
+}
+
+impl Session {
+    fn stop_tasks(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+
+    fn state_revision(&self) -> i64 {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revision
+    }
+
+    /// Publishes the current state as a new view.
+    fn publish(&self) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let registered = state.nodes.contains_key(&self.id);
+        let view = ClusterView {
+            nodes: state.nodes.clone(),
+            shards: state.shards.clone(),
+            leader: state.leader.clone(),
+            online: registered && self.lease_valid.load(Ordering::SeqCst),
+        };
+        drop(state);
+        let _ = self.view.send(Arc::new(view));
+    }
+}
+
+impl State {
+    /// Replaces everything with a full read.
+    fn reset(&mut self, keys: &Keys, found: Vec<KeyValue>) {
+        self.nodes = Arc::default();
+        let count = self.shards.len();
+        self.shards = Arc::new(vec![ShardState::default(); count]);
+        self.leader = None;
+        for kv in found {
+            self.revision = self.revision.max(kv.mod_revision);
+            self.apply_one(keys, WatchEvent::Put(kv));
+        }
+    }
+
+    fn apply(&mut self, keys: &Keys, events: Vec<WatchEvent>) {
+        for event in events {
+            let revision = match &event {
+                WatchEvent::Put(kv) => kv.mod_revision,
+                WatchEvent::Delete { mod_revision, .. } => *mod_revision,
+            };
+            self.revision = self.revision.max(revision);
+            self.apply_one(keys, event);
+        }
+    }
+
+    fn apply_one(&mut self, keys: &Keys, event: WatchEvent) {
+        let key = match &event {
+            WatchEvent::Put(kv) => kv.key.as_str(),
+            WatchEvent::Delete { key, .. } => key.as_str(),
+        };
+        let Some(parsed) = keys.parse(key) else {
+            return;
+        };
+        match (parsed, &event) {
+            (ClusterKey::Node(id), WatchEvent::Put(kv)) => match NodeRecord::decode(&kv.value) {
+                Ok(record) => {
+                    let id: Arc<str> = id.into();
+                    Arc::make_mut(&mut self.nodes).insert(
+                        id.clone(),
+                        NodeInfo {
+                            id,
+                            address: record.address,
+                            leaving: record.leaving,
+                            since: kv.create_revision,
+                        },
+                    );
+                }
+                Err(error) => tracing::warn!(%error, key, "ignoring a malformed node record"),
+            },
+            (ClusterKey::Node(id), WatchEvent::Delete { .. }) => {
+                Arc::make_mut(&mut self.nodes).remove(id);
+            }
+            (ClusterKey::Shard(shard), WatchEvent::Put(kv)) => {
+                let Some(slot) = Arc::make_mut(&mut self.shards).get_mut(shard as usize) else {
+                    return;
+                };
+                match ShardRecord::decode(&kv.value) {
+                    Ok(record) => {
+                        *slot = ShardState {
+                            owner: record.owner,
+                            target: record.target,
+                            epoch: record.epoch,
+                            pinned: record.pinned,
+                            revision: kv.mod_revision,
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, key, "ignoring a malformed shard record"),
+                }
+            }
+            (ClusterKey::Shard(shard), WatchEvent::Delete { .. }) => {
+                if let Some(slot) = Arc::make_mut(&mut self.shards).get_mut(shard as usize) {
+                    *slot = ShardState::default();
+                }
+            }
+            (ClusterKey::Leader, WatchEvent::Put(kv)) => {
+                self.leader = std::str::from_utf8(&kv.value).ok().map(Arc::from);
+            }
+            (ClusterKey::Leader, WatchEvent::Delete { .. }) => self.leader = None,
+            (ClusterKey::ShardCount, _) => {}
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! Routing: every call goes to the node that owns its object's shard. A
+//! local owner runs the turn in the caller's task; a remote one gets the
+//! call on its multiplexed stream. While a shard moves (or has no owner
+//! yet) the call waits for the cluster view to change and tries again,
+//! within its deadline, so callers see no errors during moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::NodeInner;
+use super::host::{ActivateWork, EncodedWork, Turn, TurnCall, TypedWork};
+use crate::call::Detached;
+use crate::cluster::{ClusterView, NodeInfo};
+use crate::context::CallChain;
+use crate::error::{Error, Result};
+use crate::message::{Codec, Message, decode};
+use crate::object::{BoxFuture, Invoke, Object};
+use crate::placement;
+use crate::transport::proto::{CallFrame, ReplyFrame, call_frame::Kind};
+use crate::transport::{FrameHandler, RemoteFailure, chain_links, error_to_wire};
+
+/// Where a call goes now.
+enum Route {
+    Local,
+    Remote(NodeInfo),
+    /// Nobody can take it right now (the shard is moving or unowned).
+    Wait,
+}
+
+/// The retry state of one routed call.
+struct Retry {
+    view: Option<watch::Receiver<Arc<ClusterView>>>,
+    attempt: u32,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            view: None,
+            attempt: 0,
+        }
+    }
+}
+
+impl NodeInner {
+    /// Checks that the node takes calls and the id is valid; returns the
+    /// id's shard.
+    pub(crate) fn admit(&self, id: &str) -> Result<u32> {
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(Error::NodeShuttingDown);
+        }
+        placement::validate_id(id, self.config.shard_count)?;
+        Ok(placement::shard_for(id, self.config.shard_count))
+    }
+
+    fn route(&self, id: &str, shard: u32) -> Result<Route> {
+        if shard == placement::NODE_PINNED {
+            let Some(address) = placement::pinned_node(id) else {
+                return Err(Error::Internal("a node-pinned id without a node".into()));
+            };
+            if address == &*self.address() {
+                return Ok(Route::Local);
+            }
+            let view = self.view();
+            return match view.node_at(address) {
+                Some(node) => Ok(Route::Remote(node.clone())),
+                None => Err(Error::Unavailable(format!(
+                    "object `{id}` is pinned to node {address}, which is not in the cluster"
+                ))),
+            };
+        }
+        if self.serves(shard) {
+            return Ok(Route::Local);
+        }
+        let view = self.view();
+        Ok(match view.current_owner(shard) {
+            Some(owner) if &*owner.id == self.id() => Route::Wait,
+            Some(owner) => Route::Remote(owner.clone()),
+            None => Route::Wait,
+        })
+    }
+
+    /// Waits for the cluster view to change, or a short backoff, before the
+    /// call is routed again; fails once the deadline has passed.
+    async fn wait_to_reroute(
+        &self,
+        retry: &mut Retry,
+        deadline: Instant,
+        arrived: Instant,
+        target: &(dyn Fn() -> String + Sync),
+    ) -> Result<()> {
+        let expired = || Error::DeadlineExceeded {
+            target: target(),
+            timeout: deadline.saturating_duration_since(arrived),
+        };
+        if Instant::now() >= deadline {
+            return Err(expired());
+        }
+        let view = retry.view.get_or_insert_with(|| {
+            let mut view = self.view_receiver();
+            view.mark_unchanged();
+            view
+        });
+        let pause =
+            Duration::from_millis(2u64 << retry.attempt.min(7)).min(Duration::from_millis(200));
+        retry.attempt += 1;
+        let until = (Instant::now() + pause).min(deadline);
+        tokio::select! {
+            _ = view.changed() => {}
+            _ = tokio::time::sleep_until(until) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(expired());
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &self,
+        kind: Kind,
+        object_type: &str,
+        id: &str,
+        method: &str,
+        (body, json): (Vec<u8>, bool),
+        deadline: Instant,
+        parent: Option<&Arc<CallChain>>,
+    ) -> CallFrame {
+        let left = deadline.saturating_duration_since(Instant::now());
+        CallFrame {
+            call_id: 0,
+            kind: kind as i32,
+            object_type: object_type.to_string(),
+            object_id: id.to_string(),
+            method: method.to_string(),
+            body,
+            json,
+            timeout_micros: u64::try_from(left.as_micros()).unwrap_or(u64::MAX),
+            chain: chain_links(parent),
+            caller_node: self.id().to_string(),
+            trace: Default::default(),
+        }
+    }
+
+    /// A call from a typed proxy.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn call_typed<O: Object, Req: Message, Resp: Message>(
+        self: &Arc<Self>,
+        id: Arc<str>,
+        (method, invoke, request): (usize, Invoke<O, Req, Resp>, Req),
+        deadline: Instant,
+        parent: Option<Arc<CallChain>>,
+        arrived: Instant,
+    ) -> Result<Resp> {
+        let shard = self.admit(&id)?;
+        let method_name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
+        let target = || format!("{}/{}.{}", O::DESCRIPTOR.type_name, id, method_name);
+        let mut work = TypedWork {
+            method,
+            invoke,
+            request: Some(request),
+        };
+        let mut retry = Retry::new();
+        loop {
+            match self.route(&id, shard)? {
+                Route::Local => {
+                    let host = self.host::<O>()?;
+                    let call = TurnCall {
+                        id: id.clone(),
+                        shard,
+                        deadline,
+                        arrived,
+                        parent: parent.clone(),
+                    };
+                    let turn: BoxFuture<'static, _> =
+                        Box::pin(host.run_turn(self.clone(), call, work));
+                    match Detached::new(self.runtime.clone(), turn)
+                        .within(deadline)
+                        .await
+                    {
+                        None => {
+                            return Err(Error::DeadlineExceeded {
+                                target: target(),
+                                timeout: deadline.saturating_duration_since(arrived),
+                            });
+                        }
+                        Some(Turn::Done(result)) => return result,
+                        Some(Turn::Moved(returned)) => work = returned,
+                    }
+                }
+                Route::Remote(owner) => {
+                    let Some(request) = work.request.as_ref() else {
+                        return Err(Error::Internal("a typed call lost its request".into()));
+                    };
+                    let frame = self.frame(
+                        Kind::Call,
+                        O::DESCRIPTOR.type_name,
+                        &id,
+                        method_name,
+                        (request.encode_to_vec(), false),
+                        deadline,
+                        parent.as_ref(),
+                    );
+                    match self.peers.call(&owner.address, frame, deadline).await {
+                        Ok(body) => return decode::<Resp>(Codec::Protobuf, &body),
+                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
+                        Err(RemoteFailure::NotRun(error)) => {
+                            tracing::debug!(%error, node = %owner.id, "call not taken; rerouting");
+                        }
+                    }
+                }
+                Route::Wait => {}
+            }
+            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
+                .await?;
+        }
+    }
+
+    /// A call by name with an encoded body.
+    pub(crate) async fn call_encoded(
+        self: &Arc<Self>,
+        type_name: &str,
+        id: &str,
+        method: &str,
+        codec: Codec,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>> {
+        let arrived = Instant::now();
+        let deadline = arrived + timeout.unwrap_or(self.config.call_timeout);
+        self.call_by_name(
+            type_name,
+            id,
+            method,
+            (codec, body),
+            deadline,
+            None,
+            arrived,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_by_name(
+        self: &Arc<Self>,
+        type_name: &str,
+        id: &str,
+        method: &str,
+        (codec, body): (Codec, Vec<u8>),
+        deadline: Instant,
+        parent: Option<Arc<CallChain>>,
+        arrived: Instant,
+    ) -> Result<Vec<u8>> {
+        let shard = self.admit(id)?;
+        let local_host = self.host_by_name(type_name);
+        // The method is checked where the type is known: here if this node
+        // hosts the type, otherwise by the owner.
+        let (index, mutates, name) = match &local_host {
+            Ok(host) => {
+                let Some((index, found)) = host.descriptor().method(method) else {
+                    return Err(Error::UnknownMethod {
+                        type_name: type_name.to_string(),
+                        method: method.chars().take(128).collect(),
+                    });
+                };
+                (index, found.mutates, found.name)
+            }
+            Err(_) => (0, true, ""),
+        };
+        let id: Arc<str> = id.into();
+        let target = || format!("{type_name}/{id}.{method}");
+        let mut work = EncodedWork {
+            method: index,
+            mutates,
+            name,
+            codec,
+            body,
+        };
+        let mut retry = Retry::new();
+        loop {
+            match self.route(&id, shard)? {
+                Route::Local => {
+                    let host = local_host.clone()?;
+                    let call = TurnCall {
+                        id: id.clone(),
+                        shard,
+                        deadline,
+                        arrived,
+                        parent: parent.clone(),
+                    };
+                    let turn = host.call_encoded(self.clone(), call, work);
+                    match Detached::new(self.runtime.clone(), turn)
+                        .within(deadline)
+                        .await
+                    {
+                        None => {
+                            return Err(Error::DeadlineExceeded {
+                                target: target(),
+                                timeout: deadline.saturating_duration_since(arrived),
+                            });
+                        }
+                        Some(Turn::Done(result)) => return result,
+                        Some(Turn::Moved(returned)) => work = returned,
+                    }
+                }
+                Route::Remote(owner) => {
+                    let method_name = if name.is_empty() { method } else { name };
+                    let frame = self.frame(
+                        Kind::Call,
+                        type_name,
+                        &id,
+                        method_name,
+                        (work.body.clone(), codec == Codec::Json),
+                        deadline,
+                        parent.as_ref(),
+                    );
+                    match self.peers.call(&owner.address, frame, deadline).await {
+                        Ok(body) => return Ok(body),
+                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
+                        Err(RemoteFailure::NotRun(error)) => {
+                            tracing::debug!(%error, node = %owner.id, "call not taken; rerouting");
+                        }
+                    }
+                }
+                Route::Wait => {}
+            }
+            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
+                .await?;
+        }
+    }
+
+    /// Activates an object on its owner.
+    pub(crate) async fn create(self: &Arc<Self>, type_name: &str, id: &str) -> Result<()> {
+        let arrived = Instant::now();
+        let deadline = arrived + self.config.call_timeout;
+        self.create_at(type_name, id, deadline, arrived).await
+    }
+
+    async fn create_at(
+        self: &Arc<Self>,
+        type_name: &str,
+        id: &str,
+        deadline: Instant,
+        arrived: Instant,
+    ) -> Result<()> {
+        let shard = self.admit(id)?;
+        let local_host = self.host_by_name(type_name);
+        let id: Arc<str> = id.into();
+        let target = || format!("{type_name}/{id}.create");
+        let mut retry = Retry::new();
+        loop {
+            match self.route(&id, shard)? {
+                Route::Local => {
+                    let host = local_host.clone()?;
+                    let call = TurnCall {
+                        id: id.clone(),
+                        shard,
+                        deadline,
+                        arrived,
+                        parent: None,
+                    };
+                    let turn = host.create(self.clone(), call);
+                    match Detached::new(self.runtime.clone(), turn)
+                        .within(deadline)
+                        .await
+                    {
+                        None => {
+                            return Err(Error::DeadlineExceeded {
+                                target: target(),
+                                timeout: deadline.saturating_duration_since(arrived),
+                            });
+                        }
+                        Some(Turn::Done(result)) => return result,
+                        Some(Turn::Moved(ActivateWork)) => {}
+                    }
+                }
+                Route::Remote(owner) => {
+                    let frame = self.frame(
+                        Kind::Create,
+                        type_name,
+                        &id,
+                        "",
+                        (Vec::new(), false),
+                        deadline,
+                        None,
+                    );
+                    match self.peers.call(&owner.address, frame, deadline).await {
+                        Ok(_) => return Ok(()),
+                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
+                        Err(RemoteFailure::NotRun(_)) => {}
+                    }
+                }
+                Route::Wait => {}
+            }
+            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
+                .await?;
+        }
+    }
+
+    /// Deactivates an object on its owner and deletes its stored state.
+    pub(crate) async fn delete(self: &Arc<Self>, type_name: &str, id: &str) -> Result<()> {
+        let arrived = Instant::now();
+        let deadline = arrived + self.config.call_timeout;
+        self.delete_at(type_name, id, deadline, arrived).await
+    }
+
+    async fn delete_at(
+        self: &Arc<Self>,
+        type_name: &str,
+        id: &str,
+        deadline: Instant,
+        arrived: Instant,
+    ) -> Result<()> {
+        let shard = self.admit(id)?;
+        let local_host = self.host_by_name(type_name);
+        let id: Arc<str> = id.into();
+        let target = || format!("{type_name}/{id}.delete");
+        let mut retry = Retry::new();
+        loop {
+            match self.route(&id, shard)? {
+                Route::Local => {
+                    let host = local_host.clone()?;
+                    let call = TurnCall {
+                        id: id.clone(),
+                        shard,
+                        deadline,
+                        arrived,
+                        parent: None,
+                    };
+                    let deleting = host.delete(self.clone(), call);
+                    match Detached::new(self.runtime.clone(), deleting)
+                        .within(deadline)
+                        .await
+                    {
+                        None => {
+                            return Err(Error::DeadlineExceeded {
+                                target: target(),
+                                timeout: deadline.saturating_duration_since(arrived),
+                            });
+                        }
+                        Some(Err(Error::ShardMoved { .. })) => {}
+                        Some(result) => return result,
+                    }
+                }
+                Route::Remote(owner) => {
+                    let frame = self.frame(
+                        Kind::Delete,
+                        type_name,
+                        &id,
+                        "",
+                        (Vec::new(), false),
+                        deadline,
+                        None,
+                    );
+                    match self.peers.call(&owner.address, frame, deadline).await {
+                        Ok(_) => return Ok(()),
+                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
+                        Err(RemoteFailure::NotRun(_)) => {}
+                    }
+                }
+                Route::Wait => {}
+            }
+            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
+                .await?;
+        }
+    }
+
+    /// Serves one frame from a peer. The call is run here or refused with
+    /// `SHARD_MOVED` (the caller routes again); it is never forwarded.
+    async fn serve_frame(self: &Arc<Self>, frame: CallFrame) -> Result<Vec<u8>> {
+        let arrived = Instant::now();
+        let timeout = Duration::from_micros(frame.timeout_micros).min(Duration::from_secs(3600));
+        let deadline = arrived + timeout;
+        let shard = self.admit(&frame.object_id)?;
+        if shard == placement::NODE_PINNED {
+            if placement::pinned_node(&frame.object_id) != Some(&*self.address()) {
+                return Err(Error::Unavailable(format!(
+                    "object `{}` is pinned to another node",
+                    frame.object_id
+                )));
+            }
+        } else if !self.serves(shard) {
+            return Err(self.moved(shard));
+        }
+        let host = self.host_by_name(&frame.object_type)?;
+        let parent = chain_from_links(&frame.chain);
+        let id: Arc<str> = frame.object_id.as_str().into();
+        if let Some(chain) = &parent
+            && chain.contains(host.descriptor().type_name, &id)
+        {
+            return Err(Error::CallCycle {
+                chain: chain.render(),
+                target: format!("{}/{}", frame.object_type, id),
+            });
+        }
+        let call = TurnCall {
+            id,
+            shard,
+            deadline,
+            arrived,
+            parent,
+        };
+        let target = || format!("{}/{}.{}", frame.object_type, frame.object_id, frame.method);
+        let expired = || Error::DeadlineExceeded {
+            target: target(),
+            timeout,
+        };
+        match Kind::try_from(frame.kind).unwrap_or(Kind::Call) {
+            Kind::Call => {
+                let descriptor = host.descriptor();
+                let Some((index, found)) = descriptor.method(&frame.method) else {
+                    return Err(Error::UnknownMethod {
+                        type_name: frame.object_type.clone(),
+                        method: frame.method.chars().take(128).collect(),
+                    });
+                };
+                let work = EncodedWork {
+                    method: index,
+                    mutates: found.mutates,
+                    name: found.name,
+                    codec: if frame.json {
+                        Codec::Json
+                    } else {
+                        Codec::Protobuf
+                    },
+                    body: frame.body,
+                };
+                let turn = host.call_encoded(self.clone(), call, work);
+                match Detached::new(self.runtime.clone(), turn)
+                    .within(deadline)
+                    .await
+                {
+                    None => Err(expired()),
+                    Some(Turn::Done(result)) => result,
+                    Some(Turn::Moved(_)) => Err(self.moved(shard)),
+                }
+            }
+            Kind::Create => {
+                let turn = host.create(self.clone(), call);
+                match Detached::new(self.runtime.clone(), turn)
+                    .within(deadline)
+                    .await
+                {
+                    None => Err(expired()),
+                    Some(Turn::Done(result)) => result.map(|()| Vec::new()),
+                    Some(Turn::Moved(_)) => Err(self.moved(shard)),
+                }
+            }
+            Kind::Delete => {
+                let deleting = host.delete(self.clone(), call);
+                match Detached::new(self.runtime.clone(), deleting)
+                    .within(deadline)
+                    .await
+                {
+                    None => Err(expired()),
+                    Some(result) => result.map(|()| Vec::new()),
+                }
+            }
+        }
+    }
+}
+
+impl FrameHandler for NodeInner {
+    fn accepting(&self) -> bool {
+        !self.crashed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn handle(self: Arc<Self>, frame: CallFrame) -> BoxFuture<'static, ReplyFrame> {
+        Box::pin(async move {
+            let call_id = frame.call_id;
+            match self.serve_frame(frame).await {
+                Ok(body) => ReplyFrame {
+                    call_id,
+                    body,
+                    error: None,
+                },
+                Err(error) => ReplyFrame {
+                    call_id,
+                    body: Vec::new(),
+                    error: Some(error_to_wire(&error)),
+                },
+            }
+        })
+    }
+}
+
+/// Rebuilds a call chain from wire links (outermost first).
+fn chain_from_links(links: &[crate::transport::proto::ChainLink]) -> Option<Arc<CallChain>> {
+    let mut chain: Option<Arc<CallChain>> = None;
+    for link in links {
+        chain = Some(Arc::new(CallChain {
+            type_name: link.object_type.clone().into(),
+            id: link.object_id.as_str().into(),
+            parent: chain,
+        }));
+    }
+    chain
+}
+
+/// A remote failure keeps its code; a deadline gets the call's name.
+fn retarget(error: Error, target: &(dyn Fn() -> String + Sync)) -> Error {
+    match error {
+        Error::DeadlineExceeded { timeout, .. } => Error::DeadlineExceeded {
+            target: target(),
+            timeout,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,214 @@
+//! The caller's side: one long-lived stream per peer, many calls in flight
+//! on it, replies matched to calls by id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use super::error_from_wire;
+use super::proto::{self, node_client::NodeClient};
+use crate::error::Error;
+
+/// Frames waiting to be written to one peer's stream.
+const OUTBOUND_QUEUE: usize = 4096;
+
+/// How a remote call failed.
+#[derive(Debug)]
+pub(crate) enum RemoteFailure {
+    /// The call did not run on the peer (no connection, or the peer does
+    /// not serve the shard): safe to send again, elsewhere or later.
+    NotRun(Error),
+    /// The call failed, or may have run: do not send it again.
+    Failed(Error),
+}
+
+/// Connections to the other nodes, one multiplexed stream each.
+#[derive(Default)]
+pub(crate) struct Peers {
+    peers: Mutex<HashMap<Arc<str>, Arc<PeerSlot>>>,
+}
+
+/// The connection to one address, connected by the first call that needs it.
+type PeerSlot = tokio::sync::Mutex<Option<Arc<Peer>>>;
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("Peers").field("peers", &count).finish()
+    }
+}
+
+struct Peer {
+    outbound: mpsc::Sender<proto::CallFrame>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<proto::ReplyFrame>>>>,
+    next_call: AtomicU64,
+    closed: Arc<AtomicBool>,
+}
+
+impl Peers {
+    /// Sends `frame` to the node at `address` and waits for its reply until
+    /// `deadline`. Returns the response body.
+    pub(crate) async fn call(
+        &self,
+        address: &str,
+        frame: proto::CallFrame,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RemoteFailure> {
+        let peer = self.peer(address, deadline).await?;
+        peer.call(frame, deadline).await
+    }
+
+    /// The live stream to `address`, connecting if there is none.
+    async fn peer(&self, address: &str, deadline: Instant) -> Result<Arc<Peer>, RemoteFailure> {
+        let slot = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(address.into())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(peer) = slot.as_ref()
+            && !peer.closed.load(Ordering::Acquire)
+        {
+            return Ok(peer.clone());
+        }
+        let connect_within = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(3));
+        let peer = tokio::time::timeout(connect_within, Peer::connect(address))
+            .await
+            .map_err(|_| {
+                RemoteFailure::NotRun(Error::Unavailable(format!(
+                    "connecting to node at {address} timed out"
+                )))
+            })??;
+        *slot = Some(peer.clone());
+        Ok(peer)
+    }
+}
+
+impl Peer {
+    async fn connect(address: &str) -> Result<Arc<Peer>, RemoteFailure> {
+        let unreachable = |what: String| {
+            RemoteFailure::NotRun(Error::Unavailable(format!(
+                "node at {address} is unreachable: {what}"
+            )))
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| unreachable(e.to_string()))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut client = NodeClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let (outbound, frames) = mpsc::channel(OUTBOUND_QUEUE);
+        let response = client
+            .calls(ReceiverStream::new(frames))
+            .await
+            .map_err(|status| unreachable(status.message().to_string()))?;
+        let mut inbound = response.into_inner();
+        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<proto::ReplyFrame>>>> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_pending = pending.clone();
+        let reader_closed = closed.clone();
+        let peer_address = address.to_string();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(reply)) => {
+                        let waiter = reader_pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&reply.call_id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(reply);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(peer = %peer_address, %status, "stream to peer broke");
+                        break;
+                    }
+                }
+            }
+            reader_closed.store(true, Ordering::Release);
+            // Dropping the waiters tells their callers the stream is gone.
+            reader_pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        });
+        Ok(Arc::new(Peer {
+            outbound,
+            pending,
+            next_call: AtomicU64::new(1),
+            closed,
+        }))
+    }
+
+    async fn call(
+        &self,
+        mut frame: proto::CallFrame,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RemoteFailure> {
+        let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        frame.call_id = call_id;
+        let (waiter, reply) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(call_id, waiter);
+        let forget = || {
+            self.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&call_id);
+        };
+        if self.closed.load(Ordering::Acquire) || self.outbound.send(frame).await.is_err() {
+            forget();
+            return Err(RemoteFailure::NotRun(Error::Unavailable(
+                "the stream to the peer is closed".into(),
+            )));
+        }
+        match tokio::time::timeout_at(deadline, reply).await {
+            Ok(Ok(reply)) => match reply.error {
+                // Refused before running: send it again where it belongs.
+                Some(error)
+                    if error.code == "SHARD_MOVED" || error.code == "NODE_SHUTTING_DOWN" =>
+                {
+                    Err(RemoteFailure::NotRun(error_from_wire(error)))
+                }
+                Some(error) => Err(RemoteFailure::Failed(error_from_wire(error))),
+                None => Ok(reply.body),
+            },
+            Ok(Err(_)) => Err(RemoteFailure::Failed(Error::Unavailable(
+                "the connection to the peer was lost during the call; it may have run".into(),
+            ))),
+            Err(_) => {
+                forget();
+                Err(RemoteFailure::Failed(Error::DeadlineExceeded {
+                    target: format!("{}/{}.{}", "remote", "call", "reply"),
+                    timeout: Duration::ZERO,
+                }))
+            }
+        }
+    }
+}

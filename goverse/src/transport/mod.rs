@@ -1,0 +1,88 @@
+//! Node-to-node calls over gRPC (tonic): the protocol of `proto/node.proto`,
+//! a pool of long-lived multiplexed streams to peers ([`Peers`]), and the
+//! node's side of the service ([`serve`]).
+
+mod client;
+mod server;
+
+pub(crate) use client::{Peers, RemoteFailure};
+pub(crate) use server::{FrameHandler, serve};
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::context::CallChain;
+use crate::error::Error;
+
+/// The generated protocol types and service stubs.
+#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+pub(crate) mod proto {
+    tonic::include_proto!("goverse.node.v1");
+}
+
+/// Turns a call chain into wire links, outermost first.
+pub(crate) fn chain_links(chain: Option<&Arc<CallChain>>) -> Vec<proto::ChainLink> {
+    let mut links = Vec::new();
+    let mut next = chain.map(|c| &**c);
+    while let Some(link) = next {
+        links.push(proto::ChainLink {
+            object_type: link.type_name.to_string(),
+            object_id: link.id.to_string(),
+        });
+        next = link.parent.as_deref();
+    }
+    links.reverse();
+    links
+}
+
+/// The error a peer sent back, with its stable code.
+pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
+    if reply.code == "SHARD_MOVED" {
+        return Error::Remote {
+            code: Cow::Borrowed("SHARD_MOVED"),
+            message: reply.message,
+        };
+    }
+    let known: Option<&'static str> = [
+        "UNKNOWN_OBJECT_TYPE",
+        "UNKNOWN_METHOD",
+        "INVALID_OBJECT_ID",
+        "DEADLINE_EXCEEDED",
+        "CALL_CYCLE",
+        "METHOD_PANICKED",
+        "ACTIVATION_FAILED",
+        "INVALID_JSON",
+        "INVALID_PROTOBUF",
+        "ENCODE_FAILED",
+        "STORAGE_ERROR",
+        "STALE_OWNER",
+        "NODE_SHUTTING_DOWN",
+        "UNAVAILABLE",
+        "INVALID_CONFIG",
+        "INTERNAL",
+    ]
+    .into_iter()
+    .find(|code| *code == reply.code);
+    match known {
+        Some(code) => Error::Remote {
+            code: Cow::Borrowed(code),
+            message: reply.message,
+        },
+        None => Error::Application {
+            code: Cow::Owned(reply.code),
+            message: reply.message,
+        },
+    }
+}
+
+/// An error as sent to a peer.
+pub(crate) fn error_to_wire(error: &Error) -> proto::ErrorReply {
+    let message = match error {
+        Error::Application { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    proto::ErrorReply {
+        code: error.code().to_string(),
+        message,
+    }
+}

@@ -1,0 +1,422 @@
+//! Several nodes in one process forming a cluster, over real loopback
+//! sockets: routing to the owner from any node, shard moves when a node
+//! joins or leaves (with callers seeing no errors and state moving with the
+//! objects), failover when a node dies, the shard-count check, and ids that
+//! pin an object to a shard or a node.
+//!
+//! Every scenario runs twice: over the in-process store and over real etcd.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use goverse::Codec;
+use goverse::placement::shard_of;
+use goverse::prelude::*;
+use goverse::storage::MemoryStorage;
+use goverse_tests::{Backend, PATIENCE, unique_prefix, wait_until};
+
+const SHARDS: u32 = 64;
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Ledger {
+    total: i64,
+}
+
+#[goverse::object(persistent)]
+impl Ledger {
+    /// Adds to the total and returns it.
+    pub async fn add(
+        &mut self,
+        _ctx: &Context,
+        request: Int64Value,
+    ) -> goverse::Result<Int64Value> {
+        self.total += request.value;
+        Ok(Int64Value { value: self.total })
+    }
+
+    /// The node hosting this object.
+    pub async fn host(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+        Ok(StringValue {
+            value: ctx.node_id().to_string(),
+        })
+    }
+}
+
+/// The nodes of one test cluster, sharing one coordination backend and one
+/// storage (as they would share a database).
+struct TestCluster {
+    backend: Backend,
+    prefix: String,
+    storage: Arc<MemoryStorage>,
+    lease_ttl: Duration,
+}
+
+impl TestCluster {
+    fn new(backend: Backend, test: &str) -> Self {
+        let lease_ttl = match backend {
+            Backend::Memory(_) => Duration::from_secs(1),
+            // etcd's shortest lease.
+            Backend::Etcd(_) => Duration::from_secs(2),
+        };
+        Self {
+            backend,
+            prefix: unique_prefix(test),
+            storage: Arc::new(MemoryStorage::new()),
+            lease_ttl,
+        }
+    }
+
+    async fn node(&self, id: &str) -> Node {
+        self.node_with_shards(id, SHARDS)
+            .await
+            .expect("node starts")
+    }
+
+    async fn node_with_shards(&self, id: &str, shards: u32) -> goverse::Result<Node> {
+        Node::builder()
+            .register::<Ledger>()
+            .node_id(id)
+            .shard_count(shards)
+            .listen("127.0.0.1:0".parse().expect("address"))
+            .storage(self.storage.clone())
+            .coordinator(self.backend.coordinator(&self.prefix, self.lease_ttl).await)
+            .call_timeout(Duration::from_secs(20))
+            .start()
+            .await
+    }
+}
+
+/// Waits until `nodes` serve every shard between them, each a fair share,
+/// with nothing moving.
+async fn wait_balanced(nodes: &[&Node]) {
+    let fair = SHARDS as usize / nodes.len();
+    wait_until(
+        "the shards are balanced over the nodes",
+        PATIENCE,
+        || async {
+            let counts: Vec<u64> = nodes.iter().map(|n| n.stats().shards).collect();
+            let total: u64 = counts.iter().sum();
+            let view = nodes[0].cluster_view();
+            let settled = (0..SHARDS).all(|s| !view.is_moving(s));
+            total == u64::from(SHARDS)
+                && settled
+                && counts
+                    .iter()
+                    .all(|&c| c as usize >= fair && c as usize <= fair + 1)
+        },
+    )
+    .await;
+}
+
+/// Calls `ids` round and round through `via`, keeping per-id counts of
+/// successes and the errors seen, until stopped.
+struct Driver {
+    stop: Arc<AtomicBool>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    done: Arc<std::sync::Mutex<BTreeMap<String, i64>>>,
+    calls: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    fn start(via: &Node, ids: Vec<String>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let done: Arc<std::sync::Mutex<BTreeMap<String, i64>>> = Arc::default();
+        let calls = Arc::new(AtomicU64::new(0));
+        let node = via.clone();
+        let task = tokio::spawn({
+            let (stop, errors, done, calls) =
+                (stop.clone(), errors.clone(), done.clone(), calls.clone());
+            async move {
+                while !stop.load(Ordering::SeqCst) {
+                    for id in &ids {
+                        match LedgerClient::new(&node, id.clone())
+                            .add(Int64Value { value: 1 })
+                            .await
+                        {
+                            Ok(_) => {
+                                *done.lock().expect("done").entry(id.clone()).or_default() += 1;
+                            }
+                            Err(error) => errors.lock().expect("errors").push(error.to_string()),
+                        }
+                        calls.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            errors,
+            done,
+            calls,
+            task,
+        }
+    }
+
+    async fn wait_for_calls(&self, more: u64) {
+        let target = self.calls.load(Ordering::SeqCst) + more;
+        let calls = self.calls.clone();
+        wait_until("the driver makes progress", PATIENCE, || {
+            let calls = calls.clone();
+            async move { calls.load(Ordering::SeqCst) >= target }
+        })
+        .await;
+    }
+
+    async fn stop(self) -> (Vec<String>, BTreeMap<String, i64>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("driver");
+        let errors = self.errors.lock().expect("errors").clone();
+        let done = self.done.lock().expect("done").clone();
+        (errors, done)
+    }
+}
+
+/// Every ledger holds exactly the number of acknowledged adds.
+async fn assert_ledgers(via: &Node, done: &BTreeMap<String, i64>) {
+    for (id, count) in done {
+        let total = LedgerClient::new(via, id.clone())
+            .add(Int64Value { value: 0 })
+            .await
+            .expect("read ledger")
+            .value;
+        assert_eq!(total, *count, "ledger {id} lost or repeated adds");
+    }
+}
+
+fn ids(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("ledger-{i}")).collect()
+}
+
+async fn calls_route_to_the_owner_from_any_node(backend: Backend) {
+    let cluster = TestCluster::new(backend, "routing");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    let c = cluster.node("c").await;
+    wait_balanced(&[&a, &b, &c]).await;
+
+    let mut hosts = BTreeSet::new();
+    for id in ids(40) {
+        let ledger = LedgerClient::new(&a, id.clone());
+        assert_eq!(
+            ledger
+                .add(Int64Value { value: 2 })
+                .await
+                .expect("add")
+                .value,
+            2
+        );
+        let host = ledger.host(Empty {}).await.expect("host").value;
+        let owner = a
+            .cluster_view()
+            .current_owner(shard_of(&id, SHARDS))
+            .map(|n| n.id.to_string());
+        assert_eq!(
+            Some(host.clone()),
+            owner,
+            "{id} is hosted by its shard's owner"
+        );
+        hosts.insert(host);
+    }
+    assert_eq!(hosts.len(), 3, "objects spread over every node: {hosts:?}");
+    let active: u64 = [&a, &b, &c].iter().map(|n| n.stats().active).sum();
+    assert_eq!(active, 40, "one activation per object across the cluster");
+
+    // Calls by name, in JSON, route the same way.
+    let body = b
+        .call_encoded(
+            "Ledger",
+            "ledger-7",
+            "Add",
+            Codec::Json,
+            b"\"5\"".to_vec(),
+            None,
+        )
+        .await;
+    assert_eq!(body.expect("json call"), b"\"7\"");
+    for node in [&a, &b, &c] {
+        node.shutdown().await;
+    }
+}
+
+async fn a_joining_node_takes_shards_without_caller_errors(backend: Backend) {
+    let cluster = TestCluster::new(backend, "join");
+    let a = cluster.node("a").await;
+    wait_balanced(&[&a]).await;
+    let driver = Driver::start(&a, ids(24));
+    driver.wait_for_calls(100).await;
+
+    let b = cluster.node("b").await;
+    let c = cluster.node("c").await;
+    wait_balanced(&[&a, &b, &c]).await;
+    driver.wait_for_calls(100).await;
+    let (errors, done) = driver.stop().await;
+    assert!(
+        errors.is_empty(),
+        "callers saw errors during the moves: {errors:?}"
+    );
+    assert!(
+        b.stats().activations > 0 && c.stats().activations > 0,
+        "objects moved to the new nodes"
+    );
+    assert_ledgers(&b, &done).await;
+    for node in [&a, &b, &c] {
+        node.shutdown().await;
+    }
+}
+
+async fn a_node_leaving_gracefully_hands_over_without_caller_errors(backend: Backend) {
+    let cluster = TestCluster::new(backend, "leave");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    let c = cluster.node("c").await;
+    wait_balanced(&[&a, &b, &c]).await;
+    let driver = Driver::start(&a, ids(24));
+    driver.wait_for_calls(100).await;
+
+    c.shutdown().await;
+    wait_balanced(&[&a, &b]).await;
+    driver.wait_for_calls(100).await;
+    let (errors, done) = driver.stop().await;
+    assert!(
+        errors.is_empty(),
+        "callers saw errors during the leave: {errors:?}"
+    );
+    assert_ledgers(&a, &done).await;
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
+async fn a_crashed_nodes_shards_move_within_the_lease(backend: Backend) {
+    let cluster = TestCluster::new(backend, "crash");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    // An object owned by b, called from a.
+    let id = ids(200)
+        .into_iter()
+        .find(|id| {
+            a.cluster_view()
+                .current_owner(shard_of(id, SHARDS))
+                .is_some_and(|n| &*n.id == "b")
+        })
+        .expect("b owns some ledger");
+    let ledger = LedgerClient::new(&a, id.clone());
+    ledger
+        .add(Int64Value { value: 1 })
+        .await
+        .expect("add before the crash");
+
+    let crashed_at = tokio::time::Instant::now();
+    b.crash();
+    // A call in flight to the dead node fails (it may have run); calls made
+    // after that wait for the failover within their deadline and succeed.
+    let mut failures = 0;
+    let value = loop {
+        match ledger.add(Int64Value { value: 1 }).await {
+            Ok(value) => break value,
+            Err(error) => {
+                assert_eq!(error.code(), "UNAVAILABLE", "{error}");
+                failures += 1;
+                assert!(failures < 5, "calls keep failing: {error}");
+            }
+        }
+    };
+    let took = crashed_at.elapsed();
+    assert!(value.value >= 1, "{value:?}");
+    assert!(
+        took < cluster.lease_ttl + Duration::from_secs(2) + Duration::from_secs(3),
+        "failover took {took:?}"
+    );
+    assert_eq!(ledger.host(Empty {}).await.expect("host").value, "a");
+    wait_balanced(&[&a]).await;
+    a.shutdown().await;
+}
+
+async fn a_node_with_another_shard_count_is_refused(backend: Backend) {
+    let cluster = TestCluster::new(backend, "shard-count");
+    let a = cluster.node("a").await;
+    let error = cluster
+        .node_with_shards("b", SHARDS * 2)
+        .await
+        .expect_err("a different shard count is refused");
+    assert_eq!(error.code(), "INVALID_CONFIG");
+    assert!(
+        error.to_string().contains(&format!("has {SHARDS} shards")),
+        "{error}"
+    );
+    a.shutdown().await;
+}
+
+async fn special_ids_land_where_they_say(backend: Backend) {
+    let cluster = TestCluster::new(backend, "special-ids");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let view = a.cluster_view();
+    for shard in [0, 5, SHARDS - 1] {
+        let id = format!("shard#{shard}/monitor");
+        let host = LedgerClient::new(&a, id)
+            .host(Empty {})
+            .await
+            .expect("host")
+            .value;
+        let owner = view.current_owner(shard).map(|n| n.id.to_string());
+        assert_eq!(
+            Some(host),
+            owner,
+            "shard#{shard} lands on the shard's owner"
+        );
+    }
+    for node in [&a, &b] {
+        let id = format!("{}/monitor", node.address());
+        let host = LedgerClient::new(&a, id)
+            .host(Empty {})
+            .await
+            .expect("host")
+            .value;
+        assert_eq!(host, node.id(), "a node-pinned id lands on its node");
+    }
+    let error = LedgerClient::new(&a, "127.0.0.1:1/monitor")
+        .host(Empty {})
+        .await
+        .expect_err("no such node");
+    assert_eq!(error.code(), "UNAVAILABLE");
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(goverse_tests::Backend::memory()).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(goverse_tests::Backend::etcd()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    calls_route_to_the_owner_from_any_node,
+    a_joining_node_takes_shards_without_caller_errors,
+    a_node_leaving_gracefully_hands_over_without_caller_errors,
+    a_crashed_nodes_shards_move_within_the_lease,
+    a_node_with_another_shard_count_is_refused,
+    special_ids_land_where_they_say,
+);
