@@ -2,6 +2,7 @@
 
 mod call;
 pub mod cluster;
+pub mod config;
 mod context;
 mod descriptor;
 mod error;

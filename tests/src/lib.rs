@@ -109,3 +109,76 @@ pub fn unique_prefix(test: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// What the multi-process cluster tests share with their node binary.
+pub mod processes {
+    use std::io::Write as _;
+
+    use goverse::prelude::*;
+
+    /// Appends `<event> <object> <node> <unix micros>` to the activation log.
+    pub fn log_activation(event: &str, object: &str, node: &str) {
+        let Ok(path) = std::env::var("GOVERSE_TEST_ACTIVATION_LOG") else {
+            return;
+        };
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default();
+        // One write of one line with O_APPEND: lines from several
+        // processes do not interleave.
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = file.write_all(format!("{event} {object} {node} {micros}\n").as_bytes());
+        }
+    }
+
+    /// A counter that reports where it lives and logs its lifecycle.
+    #[derive(Debug, Default)]
+    pub struct Tally {
+        total: i64,
+    }
+
+    #[goverse::object]
+    impl Tally {
+        /// Adds to the total and returns it.
+        pub async fn add(
+            &mut self,
+            _ctx: &Context,
+            request: Int64Value,
+        ) -> goverse::Result<Int64Value> {
+            self.total += request.value;
+            Ok(Int64Value { value: self.total })
+        }
+
+        /// The node hosting this object.
+        pub async fn host(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+            Ok(StringValue {
+                value: ctx.node_id().to_string(),
+            })
+        }
+
+        #[on_activate]
+        async fn activated(&mut self, ctx: &Context) -> goverse::Result<()> {
+            log_activation(
+                "activate",
+                &format!("{}/{}", ctx.type_name(), ctx.id()),
+                ctx.node_id(),
+            );
+            Ok(())
+        }
+
+        #[on_deactivate]
+        async fn deactivated(&mut self, ctx: &Context) -> goverse::Result<()> {
+            log_activation(
+                "deactivate",
+                &format!("{}/{}", ctx.type_name(), ctx.id()),
+                ctx.node_id(),
+            );
+            Ok(())
+        }
+    }
+}

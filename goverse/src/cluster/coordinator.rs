@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use super::store::{
     ClusterKey, Compare, KeyValue, Keys, LeaseId, NodeRecord, Op, ShardRecord, Store, WatchEvent,
 };
-use super::{ClusterView, Coordinator, Membership, MemoryStore, NodeInfo, ShardState};
+use super::{ClusterView, Coordinator, Member, Membership, MemoryStore, NodeInfo, ShardState};
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
 use crate::placement::{self, ShardPlacement};
@@ -114,6 +114,7 @@ struct Shared {
 struct Session {
     id: Arc<str>,
     address: Arc<str>,
+    hosts_objects: bool,
     lease: Mutex<LeaseId>,
     /// The lease is known to be alive (renewed within its TTL).
     lease_valid: AtomicBool,
@@ -177,11 +178,11 @@ fn valid_node_id(id: &str) -> bool {
 impl Coordinator for ClusterCoordinator {
     fn join<'a>(
         &'a self,
-        id: &'a str,
-        address: &'a str,
+        member: &'a Member,
         shard_count: u32,
     ) -> BoxFuture<'a, Result<Membership>> {
         Box::pin(async move {
+            let (id, address) = (member.id.as_str(), member.address.as_str());
             if !valid_node_id(id) {
                 return Err(Error::Config(format!(
                     "node id `{id}` must be 1-128 characters of letters, digits, `-`, `_`, `.` or `:`"
@@ -209,6 +210,7 @@ impl Coordinator for ClusterCoordinator {
             let session = Arc::new(Session {
                 id: id.into(),
                 address: address.into(),
+                hosts_objects: member.hosts_objects,
                 lease: Mutex::new(0),
                 lease_valid: AtomicBool::new(false),
                 leaving: AtomicBool::new(false),
@@ -277,6 +279,7 @@ impl Coordinator for ClusterCoordinator {
             let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
             let record = NodeRecord {
                 address: session.address.clone(),
+                hosts_objects: session.hosts_objects,
                 leaving: true,
             };
             self.shared
@@ -359,6 +362,7 @@ async fn register(shared: &Shared, session: &Session) -> Result<()> {
     let granted_at = Instant::now();
     let record = NodeRecord {
         address: session.address.clone(),
+        hosts_objects: session.hosts_objects,
         leaving: session.leaving.load(Ordering::SeqCst),
     };
     let key = shared.keys.node(&session.id);
@@ -518,7 +522,7 @@ async fn rebalance(shared: &Shared, view: &ClusterView) -> Result<Option<i64>> {
     let live: Vec<Arc<str>> = view
         .nodes
         .values()
-        .filter(|n| !n.leaving)
+        .filter(|n| n.hosts_objects && !n.leaving)
         .map(|n| n.id.clone())
         .collect();
     if live.is_empty() {
@@ -527,7 +531,7 @@ async fn rebalance(shared: &Shared, view: &ClusterView) -> Result<Option<i64>> {
     let is_live = |id: &Option<Arc<str>>| {
         id.as_ref()
             .and_then(|id| view.nodes.get(id))
-            .is_some_and(|n| !n.leaving)
+            .is_some_and(|n| n.hosts_objects && !n.leaving)
     };
     let shard_count = view.shard_count();
     let mut placements = Vec::with_capacity(shard_count as usize);
@@ -695,6 +699,7 @@ impl State {
                         NodeInfo {
                             id,
                             address: record.address,
+                            hosts_objects: record.hosts_objects,
                             leaving: record.leaving,
                             since: kv.create_revision,
                         },

@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use super::{ClusterView, Coordinator, Membership, NodeInfo};
+use super::{ClusterView, Coordinator, Member, Membership, NodeInfo};
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
 
@@ -33,10 +33,10 @@ impl LocalCoordinator {
 impl Coordinator for LocalCoordinator {
     fn join<'a>(
         &'a self,
-        id: &'a str,
-        address: &'a str,
+        member: &'a Member,
         shard_count: u32,
     ) -> BoxFuture<'a, Result<Membership>> {
+        let (id, address) = (member.id.as_str(), member.address.as_str());
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let result = (|| {
             if let Some(existing) = state.shard_count
@@ -58,6 +58,7 @@ impl Coordinator for LocalCoordinator {
             let node = NodeInfo {
                 id: id.into(),
                 address: address.into(),
+                hosts_objects: true,
                 leaving: false,
                 since: state.incarnation,
             };
@@ -88,23 +89,31 @@ impl Coordinator for LocalCoordinator {
 mod tests {
     use super::*;
 
+    fn member(id: &str) -> Member {
+        Member {
+            id: id.into(),
+            address: String::new(),
+            hosts_objects: true,
+        }
+    }
+
     #[tokio::test]
     async fn the_first_node_fixes_the_shard_count() {
         let coordinator = LocalCoordinator::new();
-        let membership = coordinator.join("a", "", 16).await.expect("join");
+        let membership = coordinator.join(&member("a"), 16).await.expect("join");
         let view = membership.view.borrow().clone();
         assert_eq!(view.current_owner(3).map(|n| &*n.id), Some("a"));
         coordinator.leave().await.expect("leave");
-        let error = coordinator.join("b", "", 32).await.unwrap_err();
+        let error = coordinator.join(&member("b"), 32).await.unwrap_err();
         assert_eq!(error.code(), "INVALID_CONFIG");
         assert!(error.to_string().contains("16 shards"), "{error}");
-        coordinator.join("b", "", 16).await.expect("rejoin");
+        coordinator.join(&member("b"), 16).await.expect("rejoin");
     }
 
     #[tokio::test]
     async fn it_serves_one_node() {
         let coordinator = LocalCoordinator::new();
-        let _a = coordinator.join("a", "", 8).await.expect("join");
-        assert!(coordinator.join("b", "", 8).await.is_err());
+        let _a = coordinator.join(&member("a"), 8).await.expect("join");
+        assert!(coordinator.join(&member("b"), 8).await.is_err());
     }
 }

@@ -39,6 +39,9 @@ pub struct NodeInfo {
     pub id: Arc<str>,
     /// Where other nodes reach it (`host:port`).
     pub address: Arc<str>,
+    /// It hosts objects; a node without object types only routes calls
+    /// and gets no shards.
+    pub hosts_objects: bool,
     /// It is shutting down: it gets no new shards and hands its own over.
     pub leaving: bool,
     /// The coordination revision at which this incarnation of the node
@@ -126,6 +129,17 @@ impl ClusterView {
     }
 }
 
+/// A node asking to join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The node's id.
+    pub id: String,
+    /// Where other nodes reach it (`host:port`).
+    pub address: String,
+    /// Whether it hosts objects (and so should get shards).
+    pub hosts_objects: bool,
+}
+
 /// What a node gets when it joins.
 #[derive(Debug)]
 pub struct Membership {
@@ -139,8 +153,7 @@ pub struct Membership {
 ///
 /// A node owns its coordinator: one coordinator per node.
 pub trait Coordinator: Send + Sync + 'static {
-    /// Registers the node (`id`, reachable at `address`), which expects
-    /// `shard_count` shards.
+    /// Registers the node `member`, which expects `shard_count` shards.
     ///
     /// # Errors
     ///
@@ -148,8 +161,7 @@ pub trait Coordinator: Send + Sync + 'static {
     /// `UNAVAILABLE` when the coordinator cannot be reached.
     fn join<'a>(
         &'a self,
-        id: &'a str,
-        address: &'a str,
+        member: &'a Member,
         shard_count: u32,
     ) -> BoxFuture<'a, Result<Membership>>;
 

@@ -215,30 +215,46 @@ impl ShardRecord {
     }
 }
 
-/// A node's registration: its address, and whether it is leaving.
+/// A node's registration: its address, whether it hosts objects (a node
+/// with no object types only routes), and whether it is leaving.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NodeRecord {
     pub(crate) address: Arc<str>,
+    pub(crate) hosts_objects: bool,
     pub(crate) leaving: bool,
 }
 
 impl NodeRecord {
+    /// `address` then `|`-separated flags: `client`, `leaving`.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let leaving = if self.leaving { "|leaving" } else { "" };
-        format!("{}{leaving}", self.address).into_bytes()
+        let mut text = self.address.to_string();
+        if !self.hosts_objects {
+            text.push_str("|client");
+        }
+        if self.leaving {
+            text.push_str("|leaving");
+        }
+        text.into_bytes()
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Error::Unavailable("a node record is not UTF-8".into()))?;
-        let (address, leaving) = match text.strip_suffix("|leaving") {
-            Some(address) => (address, true),
-            None => (text, false),
-        };
-        Ok(Self {
+        let mut parts = text.split('|');
+        let address = parts.next().unwrap_or_default();
+        let mut record = Self {
             address: address.into(),
-            leaving,
-        })
+            hosts_objects: true,
+            leaving: false,
+        };
+        for flag in parts {
+            match flag {
+                "client" => record.hosts_objects = false,
+                "leaving" => record.leaving = true,
+                _ => {}
+            }
+        }
+        Ok(record)
     }
 }
 
@@ -263,6 +279,7 @@ mod tests {
         assert!(ShardRecord::decode(b"nonsense").is_err());
         let node = NodeRecord {
             address: "127.0.0.1:7000".into(),
+            hosts_objects: false,
             leaving: true,
         };
         assert_eq!(NodeRecord::decode(&node.encode()).expect("decode"), node);

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use self::host::{ErasedHost, TypeHost};
 use crate::cluster::{ClusterView, Coordinator, LocalCoordinator};
+use crate::config::{AutoLoad, NodeFile, parse_duration};
 use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
 use crate::message::Codec;
@@ -51,6 +52,9 @@ pub struct NodeConfig {
     /// The address other nodes reach this node at (default: the address
     /// it listens on).
     pub advertise: Option<String>,
+    /// Objects activated as soon as their shard is served, without waiting
+    /// for a call.
+    pub auto_load: Vec<AutoLoad>,
 }
 
 impl Default for NodeConfig {
@@ -67,6 +71,7 @@ impl Default for NodeConfig {
             shard_count: placement::DEFAULT_SHARD_COUNT,
             listen: None,
             advertise: None,
+            auto_load: Vec::new(),
         }
     }
 }
@@ -128,6 +133,8 @@ type Registration = Box<dyn FnOnce(Weak<NodeInner>, &NodeConfig) -> Arc<dyn Eras
 /// ```
 pub struct NodeBuilder {
     config: NodeConfig,
+    /// etcd endpoints and options from a node file, connected at start.
+    etcd: Option<(Vec<String>, crate::cluster::ClusterOptions)>,
     registrations: Vec<(&'static str, Registration)>,
     storage: Option<Arc<dyn Storage>>,
     coordinator: Option<Arc<dyn Coordinator>>,
@@ -199,6 +206,58 @@ impl NodeBuilder {
         self
     }
 
+    /// Activates `entry`'s objects without waiting for a first call.
+    pub fn auto_load(mut self, entry: AutoLoad) -> Self {
+        self.config.auto_load.push(entry);
+        self
+    }
+
+    /// Applies a node file (or flags, see [`NodeFile::from_args`]). A
+    /// `cluster.etcd` section makes the node join that cluster on etcd at
+    /// start (the `etcd` feature is needed).
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for a malformed duration.
+    pub fn configure(mut self, file: NodeFile) -> Result<Self> {
+        let config = &mut self.config;
+        if let Some(id) = file.node_id {
+            config.node_id = id;
+        }
+        if let Some(listen) = file.listen {
+            config.listen = Some(listen);
+        }
+        if let Some(advertise) = file.advertise {
+            config.advertise = Some(advertise);
+        }
+        if let Some(shards) = file.shard_count {
+            config.shard_count = shards;
+        }
+        if let Some(timeout) = &file.call_timeout {
+            config.call_timeout = parse_duration(timeout)?;
+        }
+        if let Some(timeout) = &file.idle_timeout {
+            config.idle_timeout = parse_duration(timeout)?;
+        }
+        config.auto_load.extend(file.auto_load);
+        if let Some(cluster) = file.cluster
+            && !cluster.etcd.is_empty()
+        {
+            let mut options = crate::cluster::ClusterOptions::default();
+            if let Some(prefix) = cluster.prefix {
+                options = options.prefix(prefix);
+            }
+            if let Some(ttl) = &cluster.lease_ttl {
+                options = options.lease_ttl(parse_duration(ttl)?);
+            }
+            if let Some(moving) = cluster.max_moving {
+                options = options.max_moving(moving);
+            }
+            self.etcd = Some((cluster.etcd, options));
+        }
+        Ok(self)
+    }
+
     /// Keeps persistent state in `storage` (default: [`MemoryStorage`]).
     pub fn storage(mut self, storage: impl Storage) -> Self {
         self.storage = Some(Arc::new(storage));
@@ -225,10 +284,18 @@ impl NodeBuilder {
     pub async fn start(self) -> Result<Node> {
         let NodeBuilder {
             config,
+            etcd,
             registrations,
             storage,
             coordinator,
         } = self;
+        let coordinator = match (coordinator, etcd) {
+            (Some(coordinator), _) => Some(coordinator),
+            (None, None) => None,
+            (None, Some((endpoints, options))) => {
+                Some(etcd_coordinator(&endpoints, options).await?)
+            }
+        };
         if config.shard_count == 0 {
             return Err(Error::Config("shard count must be at least 1".into()));
         }
@@ -290,11 +357,12 @@ impl NodeBuilder {
             None => inner.config.advertise.clone().unwrap_or_default(),
         };
         inner.set_address(&address);
-        let membership = match inner
-            .coordinator
-            .join(inner.id(), &address, shard_count)
-            .await
-        {
+        let member = crate::cluster::Member {
+            id: inner.id().to_string(),
+            address: address.clone(),
+            hosts_objects: !inner.by_name.is_empty(),
+        };
+        let membership = match inner.coordinator.join(&member, shard_count).await {
             Ok(membership) => membership,
             Err(error) => {
                 inner.stop_background();
@@ -304,8 +372,29 @@ impl NodeBuilder {
         inner.set_view(membership.view.clone());
         inner.start_idle_collector();
         shards::start(&inner, membership.view);
+        inner.auto_load_per_node();
         Ok(Node { inner })
     }
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd_coordinator(
+    endpoints: &[String],
+    options: crate::cluster::ClusterOptions,
+) -> Result<Arc<dyn Coordinator>> {
+    let coordinator = crate::cluster::ClusterCoordinator::etcd(endpoints, options).await?;
+    Ok(Arc::new(coordinator))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_coordinator(
+    _endpoints: &[String],
+    _options: crate::cluster::ClusterOptions,
+) -> Result<Arc<dyn Coordinator>> {
+    Err(Error::Config(
+        "the configuration names etcd endpoints, but goverse was built without its `etcd` feature"
+            .into(),
+    ))
 }
 
 /// A node hosting objects: the handle to make calls through and to manage it.
@@ -331,6 +420,7 @@ impl Node {
     pub fn builder() -> NodeBuilder {
         NodeBuilder {
             config: NodeConfig::default(),
+            etcd: None,
             registrations: Vec::new(),
             storage: None,
             coordinator: None,
@@ -559,6 +649,63 @@ impl NodeInner {
         Fence { epoch }
     }
 
+    /// Creates the auto-load objects of `shards`, which this node has just
+    /// started serving.
+    pub(crate) fn auto_load_shards(self: &Arc<Self>, shards: &[u32]) {
+        let count = self.config.shard_count;
+        let mut creates = Vec::new();
+        for entry in &self.config.auto_load {
+            match entry.per {
+                crate::config::AutoLoadPer::Object => {
+                    if placement::validate_id(&entry.id, count).is_ok()
+                        && shards.contains(&placement::shard_for(&entry.id, count))
+                    {
+                        creates.push((entry.type_name.clone(), entry.id.clone()));
+                    }
+                }
+                crate::config::AutoLoadPer::Shard => {
+                    for shard in shards {
+                        creates.push((
+                            entry.type_name.clone(),
+                            format!("shard#{shard}/{}", entry.id),
+                        ));
+                    }
+                }
+                crate::config::AutoLoadPer::Node => {}
+            }
+        }
+        self.spawn_creates(creates);
+    }
+
+    fn auto_load_per_node(self: &Arc<Self>) {
+        let address = self.address();
+        if address.is_empty() {
+            return;
+        }
+        let creates = self
+            .config
+            .auto_load
+            .iter()
+            .filter(|e| e.per == crate::config::AutoLoadPer::Node)
+            .map(|e| (e.type_name.clone(), format!("{address}/{}", e.id)))
+            .collect();
+        self.spawn_creates(creates);
+    }
+
+    fn spawn_creates(self: &Arc<Self>, creates: Vec<(String, String)>) {
+        if creates.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        self.runtime.spawn(async move {
+            for (type_name, id) in creates {
+                if let Err(error) = node.create(&type_name, &id).await {
+                    tracing::warn!(object_type = %type_name, object_id = %id, %error, "auto-load failed");
+                }
+            }
+        });
+    }
+
     fn add_background(&self, task: JoinHandle<()>) {
         self.background
             .lock()
@@ -592,7 +739,7 @@ impl NodeInner {
                 let others = current
                     .nodes
                     .values()
-                    .any(|n| &*n.id != self.id() && !n.leaving);
+                    .any(|n| &*n.id != self.id() && n.hosts_objects && !n.leaving);
                 let owns = (0..current.shard_count()).any(|s| {
                     current.shard(s).and_then(|st| st.owner.as_deref()) == Some(self.id())
                 });

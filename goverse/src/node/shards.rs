@@ -67,6 +67,7 @@ fn apply(
     let mut to_drain = Vec::new();
     let mut to_hand_over = Vec::new();
     let mut lost = Vec::new();
+    let mut started = Vec::new();
     let mut out = leaving.lock().unwrap_or_else(PoisonError::into_inner);
     for shard in 0..view.shard_count() {
         let Some(state) = view.shard(shard) else {
@@ -81,7 +82,10 @@ fn apply(
         let moving_away = owned && view.is_moving(shard);
         if owned && view.online && !moving_away {
             // Ours: serve it (again, if a move was called off) under its epoch.
-            serving.store(state.epoch | ADMITTING, Ordering::SeqCst);
+            let before = serving.swap(state.epoch | ADMITTING, Ordering::SeqCst);
+            if before & ADMITTING == 0 {
+                started.push(shard);
+            }
             out.drained.remove(&shard);
         } else if moving_away && view.online {
             // Stop taking calls; keep the epoch for the saves on the way out.
@@ -108,6 +112,9 @@ fn apply(
         }
     }
     drop(out);
+    if !started.is_empty() {
+        node.auto_load_shards(&started);
+    }
     if !lost.is_empty() {
         tracing::warn!(
             node = me,

@@ -1,0 +1,403 @@
+//! A cluster of node processes on a real etcd of the test's own, with a
+//! driver calling objects all the time while nodes are stopped (SIGTERM),
+//! killed (SIGKILL), restarted and added, and etcd itself is restarted.
+//!
+//! Checked throughout: no caller error except inside a failover window, the
+//! shards always end up balanced over the live nodes, and no object is ever
+//! active on two nodes at once (every activation and deactivation is logged
+//! by the node processes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use goverse::prelude::*;
+use goverse_tests::processes::TallyClient;
+use goverse_tests::{PATIENCE, unique_prefix, wait_until};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const SHARDS: u32 = 64;
+const LEASE: Duration = Duration::from_secs(2);
+
+fn micros_now() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or_default()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An etcd server of this test, on free ports, restartable on its data.
+struct Etcd {
+    dir: PathBuf,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    async fn start(dir: &Path) -> Self {
+        let mut etcd = Self {
+            dir: dir.join("etcd"),
+            client: free_port(),
+            peer: free_port(),
+            child: None,
+        };
+        etcd.launch().await;
+        etcd
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    async fn launch(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("etcd log");
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen-client-urls", &self.endpoint()])
+            .args(["--advertise-client-urls", &self.endpoint()])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("t={peer}"),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("etcd must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let health = format!("127.0.0.1:{}", self.client);
+        wait_until("etcd answers", PATIENCE, || {
+            let health = health.clone();
+            async move { tokio::net::TcpStream::connect(health).await.is_ok() }
+        })
+        .await;
+    }
+
+    async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill etcd");
+        }
+        self.launch().await;
+    }
+}
+
+/// One node process.
+struct NodeProcess {
+    id: String,
+    child: Child,
+}
+
+impl NodeProcess {
+    async fn start(id: &str, etcd: &str, prefix: &str, log: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_test-node"))
+            .args([
+                "--node-id",
+                id,
+                "--listen",
+                "127.0.0.1:0",
+                "--etcd",
+                etcd,
+                "--prefix",
+                prefix,
+            ])
+            .args([
+                "--shard-count",
+                &SHARDS.to_string(),
+                "--lease-ttl",
+                "2s",
+                "--call-timeout",
+                "10s",
+            ])
+            .env("GOVERSE_TEST_ACTIVATION_LOG", log)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("test-node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("the node reports ready in time")
+            .expect("reads stdout")
+            .expect("a line");
+        assert!(ready.starts_with(&format!("ready {id} ")), "{ready}");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            id: id.to_string(),
+            child,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// SIGTERM: leaves gracefully; waits for the process to exit.
+    async fn terminate(mut self) {
+        self.signal("-TERM");
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("exit status");
+        assert!(status.success(), "{} exited with {status}", self.id);
+    }
+
+    /// SIGKILL; returns when it died.
+    async fn kill(mut self) -> u128 {
+        self.signal("-KILL");
+        let at = micros_now();
+        self.child.wait().await.expect("dies");
+        at
+    }
+}
+
+/// The test process's own view and calls, through a node that hosts
+/// nothing (it routes, and gets no shards).
+struct Driver {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<(u128, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    fn start(client: &Node, ids: Vec<String>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU64::new(0));
+        let errors: Arc<Mutex<Vec<(u128, String)>>> = Arc::default();
+        let node = client.clone();
+        let task = tokio::spawn({
+            let (stop, calls, errors) = (stop.clone(), calls.clone(), errors.clone());
+            async move {
+                while !stop.load(Ordering::SeqCst) {
+                    for id in &ids {
+                        let tally = TallyClient::new(&node, id.clone());
+                        if let Err(error) = tally.add(Int64Value { value: 1 }).await {
+                            errors
+                                .lock()
+                                .expect("errors")
+                                .push((micros_now(), error.to_string()));
+                        }
+                        calls.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            calls,
+            errors,
+            task,
+        }
+    }
+
+    async fn progress(&self, more: u64) {
+        let target = self.calls.load(Ordering::SeqCst) + more;
+        let calls = self.calls.clone();
+        wait_until("the driver keeps calling", PATIENCE, || {
+            let calls = calls.clone();
+            async move { calls.load(Ordering::SeqCst) >= target }
+        })
+        .await;
+    }
+
+    fn errors(&self) -> Vec<(u128, String)> {
+        self.errors.lock().expect("errors").clone()
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("driver");
+    }
+}
+
+/// Waits until exactly `nodes` serve every shard, each a fair share, with
+/// nothing moving.
+async fn wait_balanced(client: &Node, nodes: &[&str]) {
+    let expected: BTreeSet<String> = nodes.iter().map(|n| n.to_string()).collect();
+    let fair = SHARDS as usize / nodes.len();
+    wait_until(
+        &format!("the shards are balanced over {nodes:?}"),
+        PATIENCE,
+        || {
+            let view = client.cluster_view();
+            let expected = expected.clone();
+            async move {
+                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+                for shard in 0..SHARDS {
+                    if view.is_moving(shard) {
+                        return false;
+                    }
+                    match view.current_owner(shard) {
+                        Some(owner) => *counts.entry(owner.id.to_string()).or_default() += 1,
+                        None => return false,
+                    }
+                }
+                counts.keys().cloned().collect::<BTreeSet<_>>() == expected
+                    && counts.values().all(|&c| c >= fair && c <= fair + 1)
+            }
+        },
+    )
+    .await;
+}
+
+/// Replays the activation log: no object may be active on two nodes at
+/// once. A killed node's activations end when it was killed.
+fn assert_at_most_one_activation(log: &Path, kills: &[(String, u128)]) {
+    let text = std::fs::read_to_string(log).expect("activation log");
+    let mut events: Vec<(u128, String, String, String)> = Vec::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let [event, object, node, micros] = parts[..] else {
+            panic!("malformed log line {line:?}");
+        };
+        events.push((
+            micros.parse().expect("time"),
+            event.into(),
+            object.into(),
+            node.into(),
+        ));
+    }
+    for (node, at) in kills {
+        events.push((*at, "killed".into(), "-".into(), node.clone()));
+    }
+    events.sort();
+    let mut active: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut activations = 0;
+    for (at, event, object, node) in &events {
+        match event.as_str() {
+            "activate" => {
+                activations += 1;
+                let holders = active.entry(object.clone()).or_default();
+                assert!(
+                    holders.is_empty() || holders.contains(node),
+                    "{object} activated on {node} at {at} while active on {holders:?}"
+                );
+                holders.insert(node.clone());
+            }
+            "deactivate" => {
+                if let Some(holders) = active.get_mut(object) {
+                    holders.remove(node);
+                }
+            }
+            "killed" => {
+                for holders in active.values_mut() {
+                    holders.remove(node);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(activations > 0, "the log recorded activations");
+    eprintln!("{activations} activations checked, never two at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_stop_die_restart_and_join_under_load() {
+    let dir = std::env::temp_dir().join(unique_prefix("processes").replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log = dir.join("activations.log");
+    let mut etcd = Etcd::start(&dir).await;
+    let endpoint = etcd.endpoint();
+    let prefix = unique_prefix("processes");
+
+    let n1 = NodeProcess::start("n1", &endpoint, &prefix, &log).await;
+    let n2 = NodeProcess::start("n2", &endpoint, &prefix, &log).await;
+    let n3 = NodeProcess::start("n3", &endpoint, &prefix, &log).await;
+    let coordinator = goverse::cluster::ClusterCoordinator::etcd(
+        &[endpoint.as_str()],
+        goverse::cluster::ClusterOptions::default()
+            .prefix(prefix.as_str())
+            .lease_ttl(LEASE),
+    )
+    .await
+    .expect("etcd");
+    let client = Node::builder()
+        .node_id("driver")
+        .shard_count(SHARDS)
+        .call_timeout(Duration::from_secs(10))
+        .coordinator(coordinator)
+        .start()
+        .await
+        .expect("driver node");
+    wait_balanced(&client, &["n1", "n2", "n3"]).await;
+    let ids: Vec<String> = (0..30).map(|i| format!("tally-{i}")).collect();
+    let driver = Driver::start(&client, ids);
+    driver.progress(200).await;
+
+    // A graceful stop moves every shard with no caller error.
+    n3.terminate().await;
+    wait_balanced(&client, &["n1", "n2"]).await;
+    driver.progress(200).await;
+    assert_eq!(driver.errors(), vec![], "errors during a graceful stop");
+
+    // A kill: errors only until the lease expires and the shards move.
+    let killed_at = n2.kill().await;
+    wait_balanced(&client, &["n1"]).await;
+    driver.progress(200).await;
+    let window = (LEASE + Duration::from_secs(5)).as_micros();
+    let errors = driver.errors();
+    for (at, error) in &errors {
+        assert!(
+            *at >= killed_at && *at <= killed_at + window,
+            "error outside the failover window: {error} at +{}ms",
+            at.saturating_sub(killed_at) / 1000
+        );
+    }
+    let seen = errors.len();
+    eprintln!("{seen} calls failed in the failover window");
+
+    // The killed node comes back with its id, and a new one joins, under load.
+    let n2 = NodeProcess::start("n2", &endpoint, &prefix, &log).await;
+    let n4 = NodeProcess::start("n4", &endpoint, &prefix, &log).await;
+    wait_balanced(&client, &["n1", "n2", "n4"]).await;
+    driver.progress(200).await;
+    assert_eq!(
+        driver.errors().len(),
+        seen,
+        "errors while nodes joined: {:?}",
+        &driver.errors()[seen..]
+    );
+
+    // etcd restarts: the nodes keep their leases and go on.
+    etcd.restart().await;
+    driver.progress(200).await;
+    wait_balanced(&client, &["n1", "n2", "n4"]).await;
+    driver.progress(200).await;
+
+    driver.stop().await;
+    client.shutdown().await;
+    for node in [n1, n2, n4] {
+        node.terminate().await;
+    }
+    assert_at_most_one_activation(&log, &[("n2".to_string(), killed_at)]);
+    std::fs::remove_dir_all(&dir).ok();
+}
