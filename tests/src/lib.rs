@@ -182,3 +182,104 @@ pub mod processes {
         }
     }
 }
+
+/// A private etcd server for tests and benchmarks that restart it.
+pub mod etcd {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+
+    use tokio::process::{Child, Command};
+
+    use super::{PATIENCE, wait_until};
+
+    /// A free loopback port.
+    ///
+    /// # Panics
+    ///
+    /// When the OS has none.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// An etcd server of a test or benchmark, on free ports, restartable on
+    /// its data; killed when dropped.
+    #[derive(Debug)]
+    pub struct Etcd {
+        dir: PathBuf,
+        client: u16,
+        peer: u16,
+        child: Option<Child>,
+    }
+
+    impl Etcd {
+        /// Starts etcd with its data under `dir`.
+        ///
+        /// # Panics
+        ///
+        /// When etcd is not installed or does not come up.
+        pub async fn start(dir: &Path) -> Self {
+            let mut etcd = Self {
+                dir: dir.join("etcd"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            };
+            etcd.launch().await;
+            etcd
+        }
+
+        /// Its client endpoint.
+        pub fn endpoint(&self) -> String {
+            format!("http://127.0.0.1:{}", self.client)
+        }
+
+        async fn launch(&mut self) {
+            let peer = format!("http://127.0.0.1:{}", self.peer);
+            let log = std::fs::File::create(self.dir.with_extension("log")).expect("etcd log");
+            let child = Command::new("etcd")
+                .args(["--name", "t", "--data-dir"])
+                .arg(&self.dir)
+                .args(["--listen-client-urls", &self.endpoint()])
+                .args(["--advertise-client-urls", &self.endpoint()])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args([
+                    "--initial-cluster",
+                    &format!("t={peer}"),
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("etcd must be installed (scripts/test.sh installs it)");
+            self.child = Some(child);
+            let health = format!("127.0.0.1:{}", self.client);
+            wait_until("etcd answers", PATIENCE, || {
+                let health = health.clone();
+                async move { tokio::net::TcpStream::connect(health).await.is_ok() }
+            })
+            .await;
+        }
+
+        /// Kills it and starts it again on the same data and ports.
+        ///
+        /// # Panics
+        ///
+        /// When it does not come back.
+        pub async fn restart(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                child.kill().await.expect("kill etcd");
+            }
+            self.launch().await;
+        }
+    }
+}

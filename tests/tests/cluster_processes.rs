@@ -8,13 +8,14 @@
 //! by the node processes).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use goverse::prelude::*;
+use goverse_tests::etcd::Etcd;
 use goverse_tests::processes::TallyClient;
 use goverse_tests::{PATIENCE, unique_prefix, wait_until};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -28,79 +29,6 @@ fn micros_now() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// An etcd server of this test, on free ports, restartable on its data.
-struct Etcd {
-    dir: PathBuf,
-    client: u16,
-    peer: u16,
-    child: Option<Child>,
-}
-
-impl Etcd {
-    async fn start(dir: &Path) -> Self {
-        let mut etcd = Self {
-            dir: dir.join("etcd"),
-            client: free_port(),
-            peer: free_port(),
-            child: None,
-        };
-        etcd.launch().await;
-        etcd
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
-    }
-
-    async fn launch(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let log = std::fs::File::create(self.dir.with_extension("log")).expect("etcd log");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(&self.dir)
-            .args(["--listen-client-urls", &self.endpoint()])
-            .args(["--advertise-client-urls", &self.endpoint()])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("t={peer}"),
-                "--initial-cluster-state",
-                "new",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("etcd must be installed (scripts/test.sh installs it)");
-        self.child = Some(child);
-        let health = format!("127.0.0.1:{}", self.client);
-        wait_until("etcd answers", PATIENCE, || {
-            let health = health.clone();
-            async move { tokio::net::TcpStream::connect(health).await.is_ok() }
-        })
-        .await;
-    }
-
-    async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill etcd");
-        }
-        self.launch().await;
-    }
 }
 
 /// One node process.

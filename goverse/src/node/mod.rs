@@ -325,6 +325,7 @@ impl NodeBuilder {
                 leader: None,
                 online: false,
             }));
+            let peers = Peers::new(&config.node_id);
             NodeInner {
                 config,
                 runtime: Handle::current(),
@@ -335,7 +336,7 @@ impl NodeBuilder {
                 view: RwLock::new(view),
                 serving: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
                 address: RwLock::new(Arc::from("")),
-                peers: Peers::default(),
+                peers,
                 started: Instant::now(),
                 stats: Stats::default(),
                 shutting_down: AtomicBool::new(false),

@@ -143,7 +143,6 @@ impl NodeInner {
             json,
             timeout_micros: u64::try_from(left.as_micros()).unwrap_or(u64::MAX),
             chain: chain_links(parent),
-            caller_node: self.id().to_string(),
             trace: Default::default(),
         }
     }
@@ -217,8 +216,7 @@ impl NodeInner {
                 }
                 Route::Wait => {}
             }
-            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
-                .await?;
+            Box::pin(self.wait_to_reroute(&mut retry, deadline, arrived, &target)).await?;
         }
     }
 
@@ -330,8 +328,7 @@ impl NodeInner {
                 }
                 Route::Wait => {}
             }
-            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
-                .await?;
+            Box::pin(self.wait_to_reroute(&mut retry, deadline, arrived, &target)).await?;
         }
     }
 
@@ -398,8 +395,7 @@ impl NodeInner {
                 }
                 Route::Wait => {}
             }
-            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
-                .await?;
+            Box::pin(self.wait_to_reroute(&mut retry, deadline, arrived, &target)).await?;
         }
     }
 
@@ -466,8 +462,7 @@ impl NodeInner {
                 }
                 Route::Wait => {}
             }
-            self.wait_to_reroute(&mut retry, deadline, arrived, &target)
-                .await?;
+            Box::pin(self.wait_to_reroute(&mut retry, deadline, arrived, &target)).await?;
         }
     }
 

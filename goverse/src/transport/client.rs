@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 use tonic::transport::Endpoint;
 
-use super::error_from_wire;
 use super::proto::{self, node_client::NodeClient};
+use super::{Batches, error_from_wire};
 use crate::error::Error;
 
 /// Frames waiting to be written to one peer's stream.
 const OUTBOUND_QUEUE: usize = 4096;
+
+/// HTTP/2 flow-control window of the call stream and its connection.
+pub(crate) const STREAM_WINDOW: u32 = 8 << 20;
 
 /// How a remote call failed.
 #[derive(Debug)]
@@ -29,8 +32,12 @@ pub(crate) enum RemoteFailure {
 }
 
 /// Connections to the other nodes, one multiplexed stream each.
-#[derive(Default)]
 pub(crate) struct Peers {
+    /// This node's id, sent once per stream.
+    local: Arc<str>,
+    /// Live streams by address: the path of every call, read-locked only.
+    live: std::sync::RwLock<HashMap<Arc<str>, Arc<Peer>>>,
+    /// Per address, the lock that makes one caller connect while others wait.
     peers: Mutex<HashMap<Arc<str>, Arc<PeerSlot>>>,
 }
 
@@ -56,6 +63,15 @@ struct Peer {
 }
 
 impl Peers {
+    /// No connections yet; calls will say they come from node `local`.
+    pub(crate) fn new(local: &str) -> Self {
+        Self {
+            local: local.into(),
+            live: std::sync::RwLock::default(),
+            peers: Mutex::default(),
+        }
+    }
+
     /// Sends `frame` to the node at `address` and waits for its reply until
     /// `deadline`. Returns the response body.
     pub(crate) async fn call(
@@ -70,6 +86,15 @@ impl Peers {
 
     /// The live stream to `address`, connecting if there is none.
     async fn peer(&self, address: &str, deadline: Instant) -> Result<Arc<Peer>, RemoteFailure> {
+        if let Some(peer) = self
+            .live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(address)
+            && !peer.closed.load(Ordering::Acquire)
+        {
+            return Ok(peer.clone());
+        }
         let slot = self
             .peers
             .lock()
@@ -86,7 +111,10 @@ impl Peers {
         let connect_within = deadline
             .saturating_duration_since(Instant::now())
             .min(Duration::from_secs(3));
-        let peer = tokio::time::timeout(connect_within, Peer::connect(address))
+        // Boxed: connecting is rare and its future is large; every call's
+        // future would carry it otherwise.
+        let connecting = Box::pin(Peer::connect(address, &self.local));
+        let peer = tokio::time::timeout(connect_within, connecting)
             .await
             .map_err(|_| {
                 RemoteFailure::NotRun(Error::Unavailable(format!(
@@ -94,12 +122,16 @@ impl Peers {
                 )))
             })??;
         *slot = Some(peer.clone());
+        self.live
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(address.into(), peer.clone());
         Ok(peer)
     }
 }
 
 impl Peer {
-    async fn connect(address: &str) -> Result<Arc<Peer>, RemoteFailure> {
+    async fn connect(address: &str, local: &str) -> Result<Arc<Peer>, RemoteFailure> {
         let unreachable = |what: String| {
             RemoteFailure::NotRun(Error::Unavailable(format!(
                 "node at {address} is unreachable: {what}"
@@ -108,6 +140,9 @@ impl Peer {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| unreachable(e.to_string()))?
             .tcp_nodelay(true)
+            // One stream carries every call to the peer: give it room.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(STREAM_WINDOW)
             .connect_timeout(Duration::from_secs(3))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
@@ -120,8 +155,13 @@ impl Peer {
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
         let (outbound, frames) = mpsc::channel(OUTBOUND_QUEUE);
+        let batches = Batches::new(frames).map(|calls| proto::CallBatch { calls });
+        let mut request = tonic::Request::new(batches);
+        if let Ok(node) = tonic::metadata::MetadataValue::try_from(local) {
+            request.metadata_mut().insert("goverse-caller-node", node);
+        }
         let response = client
-            .calls(ReceiverStream::new(frames))
+            .calls(request)
             .await
             .map_err(|status| unreachable(status.message().to_string()))?;
         let mut inbound = response.into_inner();
@@ -133,12 +173,17 @@ impl Peer {
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
-                    Ok(Some(reply)) => {
-                        let waiter = reader_pending
+                    Ok(Some(batch)) => {
+                        let mut pending = reader_pending
                             .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&reply.call_id);
-                        if let Some(waiter) = waiter {
+                            .unwrap_or_else(PoisonError::into_inner);
+                        let waiters: Vec<_> = batch
+                            .replies
+                            .into_iter()
+                            .filter_map(|reply| Some((pending.remove(&reply.call_id)?, reply)))
+                            .collect();
+                        drop(pending);
+                        for (waiter, reply) in waiters {
                             let _ = waiter.send(reply);
                         }
                     }

@@ -20,6 +20,44 @@ pub(crate) mod proto {
     tonic::include_proto!("goverse.node.v1");
 }
 
+/// Frames in one batch message at most.
+const BATCH: usize = 256;
+
+/// A stream of batches: each item is every frame ready in the channel at
+/// that moment (up to [`BATCH`]), so frames that are ready together cost one
+/// message and, usually, one write.
+pub(crate) struct Batches<T> {
+    frames: tokio::sync::mpsc::Receiver<T>,
+}
+
+impl<T> Batches<T> {
+    pub(crate) fn new(frames: tokio::sync::mpsc::Receiver<T>) -> Self {
+        Self { frames }
+    }
+}
+
+impl<T> tokio_stream::Stream for Batches<T> {
+    type Item = Vec<T>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Vec<T>>> {
+        let first = std::task::ready!(self.frames.poll_recv(cx));
+        let Some(first) = first else {
+            return std::task::Poll::Ready(None);
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match self.frames.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        std::task::Poll::Ready(Some(batch))
+    }
+}
+
 /// Turns a call chain into wire links, outermost first.
 pub(crate) fn chain_links(chain: Option<&Arc<CallChain>>) -> Vec<proto::ChainLink> {
     let mut links = Vec::new();

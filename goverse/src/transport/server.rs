@@ -8,11 +8,12 @@ use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Batches;
 use super::proto::{self, node_server::NodeServer};
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
@@ -48,6 +49,8 @@ pub(crate) async fn serve<H: FrameHandler>(listen: SocketAddr, handler: Weak<H>)
         .max_encoding_message_size(64 << 20);
     let task = tokio::spawn(async move {
         if let Err(error) = Server::builder()
+            .initial_stream_window_size(super::client::STREAM_WINDOW)
+            .initial_connection_window_size(super::client::STREAM_WINDOW)
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -62,7 +65,7 @@ struct Service<H> {
     handler: Weak<H>,
 }
 
-type ReplyStream = Pin<Box<dyn Stream<Item = Result<proto::ReplyFrame, Status>> + Send>>;
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<proto::ReplyBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<H: FrameHandler> proto::node_server::Node for Service<H> {
@@ -70,30 +73,43 @@ impl<H: FrameHandler> proto::node_server::Node for Service<H> {
 
     async fn calls(
         &self,
-        request: Request<Streaming<proto::CallFrame>>,
+        request: Request<Streaming<proto::CallBatch>>,
     ) -> Result<Response<Self::CallsStream>, Status> {
         let mut inbound = request.into_inner();
         let (replies, stream) = mpsc::channel(4096);
         let handler = self.handler.clone();
         tokio::spawn(async move {
-            loop {
-                let frame = match inbound.message().await {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) | Err(_) => break,
-                };
+            while let Ok(Some(batch)) = inbound.message().await {
                 let Some(handler) = handler.upgrade() else {
                     break;
                 };
                 if !handler.accepting() {
                     break;
                 }
-                let replies = replies.clone();
-                tokio::spawn(async move {
-                    let reply = handler.handle(frame).await;
-                    let _ = replies.send(Ok(reply)).await;
-                });
+                for frame in batch.calls {
+                    // A turn that completes at once is answered from this
+                    // loop; only one that waits gets a task of its own.
+                    let mut reply = handler.clone().handle(frame);
+                    let first =
+                        std::future::poll_fn(|cx| std::task::Poll::Ready(reply.as_mut().poll(cx)))
+                            .await;
+                    match first {
+                        std::task::Poll::Ready(reply) => {
+                            if replies.send(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                        std::task::Poll::Pending => {
+                            let replies = replies.clone();
+                            tokio::spawn(async move {
+                                let _ = replies.send(reply.await).await;
+                            });
+                        }
+                    }
+                }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+        let batches = Batches::new(stream).map(|replies| Ok(proto::ReplyBatch { replies }));
+        Ok(Response::new(Box::pin(batches)))
     }
 }
