@@ -14,7 +14,7 @@ use std::time::Duration;
 use goverse::Codec;
 use goverse::placement::shard_of;
 use goverse::prelude::*;
-use goverse::storage::MemoryStorage;
+use goverse::storage::{MemoryStorage, Storage as _};
 use goverse_tests::{Backend, PATIENCE, unique_prefix, wait_until};
 
 const SHARDS: u32 = 64;
@@ -75,6 +75,10 @@ impl TestCluster {
     }
 
     async fn node_with_shards(&self, id: &str, shards: u32) -> goverse::Result<Node> {
+        self.builder(id, shards).await.start().await
+    }
+
+    async fn builder(&self, id: &str, shards: u32) -> goverse::NodeBuilder {
         Node::builder()
             .register::<Ledger>()
             .node_id(id)
@@ -83,8 +87,6 @@ impl TestCluster {
             .storage(self.storage.clone())
             .coordinator(self.backend.coordinator(&self.prefix, self.lease_ttl).await)
             .call_timeout(Duration::from_secs(20))
-            .start()
-            .await
     }
 }
 
@@ -391,6 +393,111 @@ async fn special_ids_land_where_they_say(backend: Backend) {
     }
 }
 
+async fn a_stale_owner_cannot_overwrite_the_new_owners_state(backend: Backend) {
+    let cluster = TestCluster::new(backend, "fencing");
+    let idle = Duration::from_millis(300);
+    let a = cluster
+        .builder("a", SHARDS)
+        .await
+        .idle_timeout(idle)
+        .start()
+        .await
+        .expect("a");
+    let b = cluster
+        .builder("b", SHARDS)
+        .await
+        .idle_timeout(idle)
+        .start()
+        .await
+        .expect("b");
+    wait_balanced(&[&a, &b]).await;
+    let id = ids(200)
+        .into_iter()
+        .find(|id| {
+            a.cluster_view()
+                .current_owner(shard_of(id, SHARDS))
+                .is_some_and(|n| &*n.id == "a")
+        })
+        .expect("a owns some ledger");
+    let shard = shard_of(&id, SHARDS);
+    let on_a = LedgerClient::new(&a, id.clone());
+    assert_eq!(
+        on_a.add(Int64Value { value: 5 }).await.expect("add").value,
+        5
+    );
+    wait_until("a saves the ledger when it goes idle", PATIENCE, || async {
+        cluster
+            .storage
+            .load("Ledger", &id)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    let saved_by_a = cluster
+        .storage
+        .load("Ledger", &id)
+        .await
+        .expect("load")
+        .expect("saved");
+
+    // a is cut off from the cluster but goes on serving what it had.
+    a.isolate();
+    wait_until("b takes a's shards", PATIENCE, || async {
+        b.cluster_view()
+            .current_owner(shard)
+            .is_some_and(|n| &*n.id == "b")
+    })
+    .await;
+    let on_b = LedgerClient::new(&b, id.clone());
+    assert_eq!(
+        on_b.add(Int64Value { value: 1 })
+            .await
+            .expect("add on b")
+            .value,
+        6
+    );
+    wait_until("b saves the ledger when it goes idle", PATIENCE, || async {
+        let stored = cluster.storage.load("Ledger", &id).await.ok().flatten();
+        stored.is_some_and(|s| s != saved_by_a)
+    })
+    .await;
+    let saved_by_b = cluster
+        .storage
+        .load("Ledger", &id)
+        .await
+        .expect("load")
+        .expect("saved");
+
+    // The stale owner still believes it owns the object: it takes the call
+    // and tries to save at its old epoch when the object goes idle.
+    assert_eq!(
+        on_a.add(Int64Value { value: 10 })
+            .await
+            .expect("stale add")
+            .value,
+        16
+    );
+    wait_until("a's stale write is refused", PATIENCE, || async {
+        a.stats().stale_writes >= 1
+    })
+    .await;
+    let now = cluster
+        .storage
+        .load("Ledger", &id)
+        .await
+        .expect("load")
+        .expect("saved");
+    assert_eq!(now, saved_by_b, "the stale owner's write must not land");
+    assert!(
+        now.epoch > saved_by_a.epoch,
+        "b wrote under a newer epoch: {now:?}"
+    );
+    a.crash();
+    b.shutdown().await;
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -419,4 +526,5 @@ on_both_backends!(
     a_crashed_nodes_shards_move_within_the_lease,
     a_node_with_another_shard_count_is_refused,
     special_ids_land_where_they_say,
+    a_stale_owner_cannot_overwrite_the_new_owners_state,
 );

@@ -558,7 +558,22 @@ impl<O: Object> TypeHost<O> {
                     }
                     Err(error) => Err(error),
                 };
-                saved?;
+                if let Err(error) = saved {
+                    if let Error::StaleOwner { .. } = error {
+                        // A newer owner has written: this instance is stale
+                        // and must not live on.
+                        node.stats.stale_write();
+                        tracing::warn!(
+                            object_type = O::DESCRIPTOR.type_name,
+                            object_id = %activation.id,
+                            %error,
+                            "write refused: this node no longer owns the object; activation dropped"
+                        );
+                        *slot = Slot::Gone;
+                        self.directory.remove_if_same(&activation.id, activation);
+                    }
+                    return Err(error);
+                }
             }
             node.stats.deactivated();
         }

@@ -90,6 +90,9 @@ pub struct NodeStats {
     pub panics: u64,
     /// Shards this node serves now.
     pub shards: u64,
+    /// Writes the storage refused because a newer owner of the object's
+    /// shard had written (the activation is dropped each time).
+    pub stale_writes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +100,7 @@ pub(crate) struct Stats {
     activations: AtomicU64,
     deactivations: AtomicU64,
     panics: AtomicU64,
+    stale_writes: AtomicU64,
 }
 
 impl Stats {
@@ -108,6 +112,9 @@ impl Stats {
     }
     pub(crate) fn panicked(&self) {
         self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn stale_write(&self) {
+        self.stale_writes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -515,6 +522,7 @@ impl Node {
                 .iter()
                 .filter(|s| s.load(Ordering::Relaxed) & ADMITTING != 0)
                 .count() as u64,
+            stale_writes: inner.stats.stale_writes.load(Ordering::Relaxed),
         }
     }
 
@@ -538,6 +546,14 @@ impl Node {
         }
         inner.stop_background();
         inner.coordinator.crash();
+    }
+
+    /// Cuts the node off from its coordinator as a network partition would,
+    /// while it keeps serving what it believed it owned: it becomes a stale
+    /// owner once its lease expires. For fencing tests.
+    #[doc(hidden)]
+    pub fn isolate(&self) {
+        self.inner.coordinator.crash();
     }
 
     /// Leaves the cluster gracefully: asks for its shards to be moved,
