@@ -498,6 +498,107 @@ async fn a_stale_owner_cannot_overwrite_the_new_owners_state(backend: Backend) {
     b.shutdown().await;
 }
 
+async fn pinned_shards_go_to_their_node_and_stay(backend: Backend) {
+    let cluster = TestCluster::new(backend, "pins");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let view = a.cluster_view();
+    // Pin three shards a owns to b.
+    let pinned: Vec<u32> = (0..SHARDS)
+        .filter(|&s| view.current_owner(s).is_some_and(|n| &*n.id == "a"))
+        .take(3)
+        .collect();
+    for &shard in &pinned {
+        a.pin_shard(shard, "b").await.expect("pin");
+    }
+    let owned_by_b = |node: &Node| {
+        let view = node.cluster_view();
+        pinned
+            .iter()
+            .all(|&s| view.current_owner(s).is_some_and(|n| &*n.id == "b") && !view.is_moving(s))
+    };
+    wait_until("the pinned shards move to b", PATIENCE, || async {
+        owned_by_b(&a)
+    })
+    .await;
+
+    // A third node joins: the rest rebalances, the pins stay.
+    let c = cluster.node("c").await;
+    wait_until("c gets its share", PATIENCE, || async {
+        let view = c.cluster_view();
+        (0..SHARDS).all(|s| view.current_owner(s).is_some() && !view.is_moving(s))
+            && c.stats().shards >= u64::from(SHARDS) / 3 - 1
+    })
+    .await;
+    assert!(owned_by_b(&c), "pinned shards stayed on b");
+    assert!(
+        a.pin_shard(0, "nobody").await.is_err(),
+        "an unknown node is refused"
+    );
+    assert!(
+        a.pin_shard(SHARDS, "b").await.is_err(),
+        "an unknown shard is refused"
+    );
+    a.unpin_shard(pinned[0]).await.expect("unpin");
+    for node in [&a, &b, &c] {
+        node.shutdown().await;
+    }
+}
+
+async fn auto_loaded_objects_exist_once_each(backend: Backend) {
+    use goverse::config::AutoLoad;
+    let cluster = TestCluster::new(backend, "auto-load");
+    let start = |id: &'static str| {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .builder(id, SHARDS)
+                .await
+                .auto_load(AutoLoad::object("Ledger", "global"))
+                .auto_load(AutoLoad::per_shard("Ledger", "watch"))
+                .auto_load(AutoLoad::per_node("Ledger", "agent"))
+                .start()
+                .await
+                .expect("node")
+        }
+    };
+    let a = start("a").await;
+    let b = start("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let expected = |nodes: u64| u64::from(SHARDS) + 1 + nodes;
+    wait_until(
+        "every auto-loaded object is active, once",
+        PATIENCE,
+        || async { a.stats().active + b.stats().active == expected(2) },
+    )
+    .await;
+    for shard in [0, SHARDS - 1] {
+        let host = LedgerClient::new(&a, format!("shard#{shard}/watch"))
+            .host(Empty {})
+            .await
+            .expect("host")
+            .value;
+        let owner = a
+            .cluster_view()
+            .current_owner(shard)
+            .map(|n| n.id.to_string());
+        assert_eq!(Some(host), owner);
+    }
+    // A joining node takes over its share of them, and adds its own agent.
+    let c = start("c").await;
+    wait_balanced(&[&a, &b, &c]).await;
+    wait_until(
+        "the auto-loaded objects moved, none twice",
+        PATIENCE,
+        || async { a.stats().active + b.stats().active + c.stats().active == expected(3) },
+    )
+    .await;
+    for node in [&a, &b, &c] {
+        node.shutdown().await;
+    }
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -527,4 +628,6 @@ on_both_backends!(
     a_node_with_another_shard_count_is_refused,
     special_ids_land_where_they_say,
     a_stale_owner_cannot_overwrite_the_new_owners_state,
+    pinned_shards_go_to_their_node_and_stay,
+    auto_loaded_objects_exist_once_each,
 );

@@ -297,6 +297,50 @@ impl Coordinator for ClusterCoordinator {
         })
     }
 
+    fn pin<'a>(&'a self, shard: u32, node: Option<&'a str>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let session = self.session()?;
+            let view = session.view.borrow().clone();
+            let Some(state) = view.shard(shard) else {
+                return Err(Error::Config(format!(
+                    "no shard {shard}: the cluster has {}",
+                    view.shard_count()
+                )));
+            };
+            let record = match node {
+                Some(node) => {
+                    if !view
+                        .nodes
+                        .get(node)
+                        .is_some_and(|n| n.hosts_objects && !n.leaving)
+                    {
+                        return Err(Error::Config(format!(
+                            "node `{node}` is not a live node hosting objects"
+                        )));
+                    }
+                    ShardRecord {
+                        owner: state.owner.clone(),
+                        target: Some(node.into()),
+                        epoch: state.epoch,
+                        pinned: true,
+                    }
+                }
+                None => ShardRecord {
+                    owner: state.owner.clone(),
+                    target: state.target.clone(),
+                    epoch: state.epoch,
+                    pinned: false,
+                },
+            };
+            match write_shards(&self.shared, vec![(shard, state.revision, record)]).await? {
+                Some(_) => Ok(()),
+                None => Err(Error::Unavailable(format!(
+                    "shard {shard} changed while pinning it; try again"
+                ))),
+            }
+        })
+    }
+
     fn crash(&self) {
         if let Some(session) = self.shared.session.get() {
             session.stop_tasks();

@@ -188,6 +188,21 @@ pub trait Coordinator: Send + Sync + 'static {
     /// When the coordinator cannot be reached.
     fn leave(&self) -> BoxFuture<'_, Result<()>>;
 
+    /// Pins `shard` to node `node` (it moves there and stays while that
+    /// node lives), or unpins it with `None` (it is balanced again).
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for an unknown shard or node, or a coordinator
+    /// without placement (the embedded one); `UNAVAILABLE` when the
+    /// coordinator cannot be reached or the shard changed meanwhile.
+    fn pin<'a>(&'a self, shard: u32, node: Option<&'a str>) -> BoxFuture<'a, Result<()>> {
+        let _ = (shard, node);
+        Box::pin(std::future::ready(Err(crate::error::Error::Config(
+            "this coordinator does not place shards".into(),
+        ))))
+    }
+
     /// Stops all activity at once without deregistering, as if the process
     /// died: the cluster notices when the node's lease expires. For tests
     /// of failover.

@@ -548,6 +548,26 @@ impl Node {
         inner.coordinator.crash();
     }
 
+    /// Pins `shard` to node `node`: the shard moves there (with a handoff,
+    /// like any move) and the leader leaves it there while that node lives.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for an unknown shard or node, or on an embedded
+    /// node; `UNAVAILABLE` when the coordinator cannot be reached.
+    pub async fn pin_shard(&self, shard: u32, node: &str) -> Result<()> {
+        self.inner.coordinator.pin(shard, Some(node)).await
+    }
+
+    /// Unpins `shard`: the leader balances it like any other again.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Node::pin_shard`].
+    pub async fn unpin_shard(&self, shard: u32) -> Result<()> {
+        self.inner.coordinator.pin(shard, None).await
+    }
+
     /// Cuts the node off from its coordinator as a network partition would,
     /// while it keeps serving what it believed it owned: it becomes a stale
     /// owner once its lease expires. For fencing tests.
