@@ -599,6 +599,34 @@ async fn auto_loaded_objects_exist_once_each(backend: Backend) {
     }
 }
 
+async fn twenty_nodes_joining_one_by_one_stay_balanced_with_bounded_moves(backend: Backend) {
+    const NODES: usize = 20;
+    let cluster = TestCluster::new(backend, "twenty");
+    let mut nodes = Vec::new();
+    let mut ideal_moves = 0.0;
+    for i in 0..NODES {
+        nodes.push(cluster.node(&format!("n{i:02}")).await);
+        if i > 0 {
+            // The least any balancing can move: the newcomer's share.
+            ideal_moves += f64::from(SHARDS) / (i + 1) as f64;
+        }
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_balanced(&all).await;
+    }
+    // Every move raised a shard's epoch by one; the first assignment set 1.
+    let view = nodes[0].cluster_view();
+    let moves: u64 = (0..SHARDS)
+        .map(|s| view.shard(s).map_or(0, |st| st.epoch.saturating_sub(1)))
+        .sum();
+    assert!(
+        moves as f64 <= ideal_moves + NODES as f64,
+        "{moves} moves for an ideal of {ideal_moves:.0}"
+    );
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -630,4 +658,5 @@ on_both_backends!(
     a_stale_owner_cannot_overwrite_the_new_owners_state,
     pinned_shards_go_to_their_node_and_stay,
     auto_loaded_objects_exist_once_each,
+    twenty_nodes_joining_one_by_one_stay_balanced_with_bounded_moves,
 );
