@@ -283,3 +283,19 @@ pub mod etcd {
         }
     }
 }
+
+/// The test PostgreSQL started by `scripts/test.sh` (`GOVERSE_TEST_DATABASE_URL`).
+///
+/// # Panics
+///
+/// When none is configured: tests that need PostgreSQL fail rather than
+/// skip, so a green run means they ran.
+pub fn database_url() -> String {
+    match std::env::var("GOVERSE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "GOVERSE_TEST_DATABASE_URL is not set: run the tests with scripts/test.sh, which starts \
+             PostgreSQL, or point GOVERSE_TEST_DATABASE_URL at a database"
+        ),
+    }
+}

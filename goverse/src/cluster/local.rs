@@ -21,6 +21,8 @@ struct LocalState {
     shard_count: Option<u32>,
     member: Option<String>,
     incarnation: i64,
+    /// Kept so the node's view stays open (it never changes).
+    view: Option<watch::Sender<Arc<ClusterView>>>,
 }
 
 impl LocalCoordinator {
@@ -62,7 +64,8 @@ impl Coordinator for LocalCoordinator {
                 leaving: false,
                 since: state.incarnation,
             };
-            let (_sender, view) = watch::channel(Arc::new(ClusterView::single(node, shard_count)));
+            let (sender, view) = watch::channel(Arc::new(ClusterView::single(node, shard_count)));
+            state.view = Some(sender);
             Ok(Membership { shard_count, view })
         })();
         Box::pin(std::future::ready(result))

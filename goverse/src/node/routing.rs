@@ -112,8 +112,14 @@ impl NodeInner {
         retry.attempt += 1;
         let until = (Instant::now() + pause).min(deadline);
         tokio::select! {
-            _ = view.changed() => {}
-            _ = tokio::time::sleep_until(until) => {}
+            changed = view.changed() => {
+                if changed.is_err() {
+                    // The view will never change (an embedded node): wait
+                    // out the pause rather than spin.
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+            () = tokio::time::sleep_until(until) => {}
         }
         if Instant::now() >= deadline {
             return Err(expired());

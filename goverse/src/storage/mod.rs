@@ -6,8 +6,18 @@
 //! cannot overwrite newer state.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::MemoryStorage;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStorage};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStorage;
 
 use crate::error::Result;
 use crate::object::BoxFuture;

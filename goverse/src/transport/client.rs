@@ -216,6 +216,7 @@ impl Peer {
     ) -> Result<Vec<u8>, RemoteFailure> {
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         frame.call_id = call_id;
+        let sent = Instant::now();
         let (waiter, reply) = oneshot::channel();
         self.pending
             .lock()
@@ -250,8 +251,9 @@ impl Peer {
             Err(_) => {
                 forget();
                 Err(RemoteFailure::Failed(Error::DeadlineExceeded {
-                    target: format!("{}/{}.{}", "remote", "call", "reply"),
-                    timeout: Duration::ZERO,
+                    // The router names the call; the time it had is known here.
+                    target: "a remote call".into(),
+                    timeout: deadline.saturating_duration_since(sent),
                 }))
             }
         }

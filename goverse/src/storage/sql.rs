@@ -1,0 +1,185 @@
+//! What the SQL backends share: their migrations, the schema check, and
+//! turning database errors into goverse's.
+
+use std::borrow::Cow;
+
+use sqlx::SqlStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use crate::error::Error;
+
+/// The schema version this code needs.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// The migrations of one backend, embedded in the binary.
+pub(crate) fn migrator(objects_sql: &'static str) -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("objects"),
+        MigrationType::Simple,
+        SqlStr::from_static(objects_sql),
+        false,
+    )])
+}
+
+/// A database failure, with what was being done.
+pub(crate) fn failed(doing: &str, error: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("{doing}: {error}"))
+}
+
+/// The error for a schema that is missing or older than the code.
+pub(crate) fn schema_error(found: Option<i64>) -> Error {
+    match found {
+        None | Some(0) => Error::Storage(
+            "the goverse schema is missing: apply the migrations (open the storage with `migrate(true)`)"
+                .into(),
+        ),
+        Some(version) => Error::Storage(format!(
+            "the goverse schema is at version {version} but this code needs {SCHEMA_VERSION}: \
+             apply the migrations (open the storage with `migrate(true)`)"
+        )),
+    }
+}
+
+/// Epochs are `u64` in goverse and `BIGINT` in SQL; they never get near
+/// the limit, but a bad row must not wrap.
+pub(crate) fn epoch_to_sql(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn epoch_from_sql(epoch: i64) -> u64 {
+    u64::try_from(epoch).unwrap_or(0)
+}
+
+/// The statements a backend runs, in its dialect.
+pub(crate) struct Statements {
+    /// `(data, epoch)` of one object: `$1` type, `$2` id.
+    pub(crate) load: &'static str,
+    /// Insert or update, only if the stored epoch is not newer: `$1` type,
+    /// `$2` id, `$3` data, `$4` epoch.
+    pub(crate) save: &'static str,
+    /// Delete, only if the stored epoch is not newer: `$1` type, `$2` id,
+    /// `$3` epoch.
+    pub(crate) delete: &'static str,
+    /// The stored epoch of one object: `$1` type, `$2` id.
+    pub(crate) epoch: &'static str,
+    /// The applied schema version.
+    pub(crate) version: &'static str,
+}
+
+/// Implements [`Storage`](super::Storage) for a backend holding a pool of
+/// one sqlx database type and its [`Statements`].
+macro_rules! sql_storage {
+    ($backend:ty, $statements:expr) => {
+        impl $backend {
+            async fn stored_epoch(
+                &self,
+                type_name: &str,
+                id: &str,
+            ) -> crate::error::Result<Option<u64>> {
+                let epoch: Option<i64> = sqlx::query_scalar($statements.epoch)
+                    .bind(type_name)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| $crate::storage::sql::failed("reading an epoch", e))?;
+                Ok(epoch.map($crate::storage::sql::epoch_from_sql))
+            }
+
+            /// The error for a write refused by fencing.
+            async fn refused(
+                &self,
+                type_name: &str,
+                id: &str,
+                fence: $crate::storage::Fence,
+            ) -> crate::error::Error {
+                match self.stored_epoch(type_name, id).await {
+                    Ok(current) => crate::error::Error::StaleOwner {
+                        target: format!("{type_name}/{id}"),
+                        epoch: fence.epoch,
+                        current: current.unwrap_or_default(),
+                    },
+                    Err(error) => error,
+                }
+            }
+        }
+
+        impl $crate::storage::Storage for $backend {
+            fn load<'a>(
+                &'a self,
+                type_name: &'a str,
+                id: &'a str,
+            ) -> $crate::object::BoxFuture<
+                'a,
+                crate::error::Result<Option<$crate::storage::StoredState>>,
+            > {
+                Box::pin(async move {
+                    let row: Option<(String, i64)> = sqlx::query_as($statements.load)
+                        .bind(type_name)
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| $crate::storage::sql::failed("loading state", e))?;
+                    Ok(row.map(|(data, epoch)| $crate::storage::StoredState {
+                        data: data.into_bytes(),
+                        epoch: $crate::storage::sql::epoch_from_sql(epoch),
+                    }))
+                })
+            }
+
+            fn save<'a>(
+                &'a self,
+                type_name: &'a str,
+                id: &'a str,
+                data: &'a [u8],
+                fence: $crate::storage::Fence,
+            ) -> $crate::object::BoxFuture<'a, crate::error::Result<()>> {
+                Box::pin(async move {
+                    let text = std::str::from_utf8(data).map_err(|_| {
+                        crate::error::Error::Storage(format!(
+                            "the state of {type_name}/{id} is not UTF-8 JSON"
+                        ))
+                    })?;
+                    let written = sqlx::query($statements.save)
+                        .bind(type_name)
+                        .bind(id)
+                        .bind(text)
+                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| $crate::storage::sql::failed("saving state", e))?
+                        .rows_affected();
+                    if written == 0 {
+                        return Err(self.refused(type_name, id, fence).await);
+                    }
+                    Ok(())
+                })
+            }
+
+            fn delete<'a>(
+                &'a self,
+                type_name: &'a str,
+                id: &'a str,
+                fence: $crate::storage::Fence,
+            ) -> $crate::object::BoxFuture<'a, crate::error::Result<()>> {
+                Box::pin(async move {
+                    let deleted = sqlx::query($statements.delete)
+                        .bind(type_name)
+                        .bind(id)
+                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| $crate::storage::sql::failed("deleting state", e))?
+                        .rows_affected();
+                    if deleted == 0 && self.stored_epoch(type_name, id).await?.is_some() {
+                        // A row is there, written at a newer epoch.
+                        return Err(self.refused(type_name, id, fence).await);
+                    }
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use sql_storage;

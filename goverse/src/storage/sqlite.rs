@@ -1,0 +1,63 @@
+//! State in an SQLite file (feature `sqlite`): the embedded choice, so a
+//! single node keeps its objects' state across restarts. Same table and
+//! fencing as PostgreSQL; the state is JSON text.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::sql::{self, Statements, sql_storage};
+use crate::error::{Error, Result};
+
+const STATEMENTS: Statements = Statements {
+    load: "SELECT data, epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
+    save: "INSERT INTO goverse_objects (object_type, object_id, data, epoch) VALUES ($1, $2, $3, $4) \
+           ON CONFLICT (object_type, object_id) DO UPDATE \
+           SET data = excluded.data, epoch = excluded.epoch, version = goverse_objects.version + 1, \
+               updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+           WHERE goverse_objects.epoch <= excluded.epoch",
+    delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
+    epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
+    version: "SELECT max(version) FROM _sqlx_migrations WHERE success",
+};
+
+/// Persistent state in an SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStorage {
+    pool: SqlitePool,
+}
+
+impl SqliteStorage {
+    /// Opens (creating it if needed) the database file at `path` and
+    /// applies the schema migrations. Writes are durable when they return
+    /// (write-ahead log, `synchronous = FULL`).
+    ///
+    /// # Errors
+    ///
+    /// `STORAGE_ERROR` when the file cannot be opened or migrated.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| Error::Config(format!("sqlite: {e}")))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| sql::failed(&format!("opening {}", path.display()), e))?;
+        sql::migrator(include_str!("../../migrations/sqlite/0001_objects.sql"))
+            .run(&pool)
+            .await
+            .map_err(|e| sql::failed("migrating the schema", e))?;
+        Ok(Self { pool })
+    }
+}
+
+sql_storage!(SqliteStorage, STATEMENTS);
