@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::message::Codec;
 use crate::object::{BoxFuture, Invoke, Object, Receiver};
 use crate::placement;
+use crate::storage::StateWrite;
 
 /// The work of one turn: a typed call, an encoded call, or a bare activation.
 pub(crate) trait Work<O>: Send + 'static {
@@ -345,16 +346,69 @@ impl<O: Object> TypeHost<O> {
         let ctx = self.context(node, activation, call.parent.clone(), call.deadline);
         let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
         drop(ctx);
-        Some(match outcome {
+        let result = match outcome {
             Ok(result) => result,
             Err(message) => {
                 self.discard(node, activation, slot);
-                Err(Error::MethodPanicked {
+                return Some(Err(Error::MethodPanicked {
                     target: Self::target(&activation.id, work.method_name()),
                     message,
-                })
+                }));
             }
-        })
+        };
+        if O::DESCRIPTOR.persistent
+            && let Err(error) = self.commit(node, activation, slot, call.shard).await
+        {
+            return Some(Err(error));
+        }
+        Some(result)
+    }
+
+    /// Makes a persistent object's state durable before its turn is
+    /// answered, through the node's group committer. If that fails, the
+    /// instance (which holds what could not be stored) is dropped: the next
+    /// call starts from the last durable state.
+    async fn commit(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Arc<Activation<O>>,
+        slot: &mut Slot<O>,
+        shard: u32,
+    ) -> Result<()> {
+        let Slot::Active(object) = slot else {
+            return Ok(());
+        };
+        let Some(state) = object.save_state() else {
+            return Ok(());
+        };
+        let saved = match state {
+            Ok(data) => {
+                let write = StateWrite {
+                    type_name: O::DESCRIPTOR.type_name,
+                    id: activation.id.clone(),
+                    data,
+                    fence: node.fence_for(shard),
+                };
+                node.committer.save(write).await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = saved {
+            if let Error::StaleOwner { .. } = error {
+                node.stats.stale_write();
+            }
+            tracing::warn!(
+                object_type = O::DESCRIPTOR.type_name,
+                object_id = %activation.id,
+                %error,
+                "state could not be made durable; the call fails and the activation is dropped"
+            );
+            *slot = Slot::Gone;
+            activation.stop_timers();
+            self.directory.remove_if_same(&activation.id, activation);
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// After the inline exclusive turn: release the turns, or hand the

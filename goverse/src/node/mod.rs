@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::message::Codec;
 use crate::object::{BoxFuture, Object};
 use crate::placement;
-use crate::storage::{Fence, MemoryStorage, Storage};
+use crate::storage::{Committer, Fence, MemoryStorage, Storage};
 use crate::transport::{self, Peers};
 
 /// Settings of a node. Every field has a sensible default.
@@ -316,6 +316,7 @@ impl NodeBuilder {
         }
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
         let storage = storage.unwrap_or_else(|| Arc::new(MemoryStorage::new()));
+        let committer = Committer::start(storage.clone());
         let shard_count = config.shard_count;
         let inner = Arc::new_cyclic(|weak: &Weak<NodeInner>| {
             let mut by_name = HashMap::new();
@@ -339,6 +340,7 @@ impl NodeBuilder {
                 by_name,
                 by_type,
                 storage,
+                committer,
                 coordinator,
                 view: RwLock::new(view),
                 serving: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
@@ -596,6 +598,8 @@ pub(crate) struct NodeInner {
     by_name: HashMap<&'static str, Arc<dyn ErasedHost>>,
     by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) storage: Arc<dyn Storage>,
+    /// Batches the writes of persistent objects' turns (group commit).
+    pub(crate) committer: Committer,
     coordinator: Arc<dyn Coordinator>,
     /// The cluster view, set once the node has joined.
     view: RwLock<watch::Receiver<Arc<ClusterView>>>,

@@ -5,6 +5,7 @@
 //! wrote the object, so an owner that lost its shard (a partition, a pause)
 //! cannot overwrite newer state.
 
+mod committer;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -13,6 +14,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub(crate) use committer::Committer;
 pub use memory::MemoryStorage;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStorage};
@@ -38,6 +40,19 @@ pub struct StoredState {
     pub epoch: u64,
 }
 
+/// One object's new state, as part of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWrite {
+    /// The object type's name.
+    pub type_name: &'static str,
+    /// The object id.
+    pub id: std::sync::Arc<str>,
+    /// The serialized state.
+    pub data: Vec<u8>,
+    /// The epoch the write is made under.
+    pub fence: Fence,
+}
+
 /// A place to load, save and delete object state.
 pub trait Storage: Send + Sync + 'static {
     /// Loads the state of `type_name/id`, or `None` if it was never saved.
@@ -60,6 +75,25 @@ pub trait Storage: Send + Sync + 'static {
         data: &'a [u8],
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// Saves several objects' states at once, as one transaction where the
+    /// backend has them (group commit): one durable write for the batch.
+    /// Each write is fenced on its own; the result at index `i` is that of
+    /// `writes[i]`.
+    ///
+    /// The default saves them one by one.
+    fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                results.push(
+                    self.save(write.type_name, &write.id, &write.data, write.fence)
+                        .await,
+                );
+            }
+            results
+        })
+    }
 
     /// Deletes the state of `type_name/id`. Deleting what was never saved is not an error.
     ///
@@ -92,6 +126,10 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>> {
         (**self).save(type_name, id, data, fence)
+    }
+
+    fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
+        (**self).save_batch(writes)
     }
 
     fn delete<'a>(

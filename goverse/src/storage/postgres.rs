@@ -119,3 +119,76 @@ impl PostgresStorage {
 }
 
 sql_storage!(PostgresStorage, STATEMENTS);
+
+/// Every write of a batch in one statement, one transaction, one fsync:
+/// rows whose stored epoch is newer are skipped, and the rows written come
+/// back.
+const SAVE_BATCH: &str = "INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
+     SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
+     ON CONFLICT (object_type, object_id) DO UPDATE \
+     SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
+     WHERE goverse_objects.epoch <= EXCLUDED.epoch \
+     RETURNING object_type, object_id";
+
+impl PostgresStorage {
+    async fn save_all(&self, writes: &[super::StateWrite]) -> Vec<Result<()>> {
+        let mut seen = std::collections::HashSet::new();
+        let unique = writes.iter().all(|w| seen.insert((w.type_name, &*w.id)));
+        let mut texts = Vec::with_capacity(writes.len());
+        for write in writes {
+            match std::str::from_utf8(&write.data) {
+                Ok(text) => texts.push(text),
+                Err(_) => texts.push(""),
+            }
+        }
+        if !unique || texts.iter().any(|t| t.is_empty()) {
+            // Not expressible as one statement: write them one by one.
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                results.push(
+                    super::Storage::save(
+                        self,
+                        write.type_name,
+                        &write.id,
+                        &write.data,
+                        write.fence,
+                    )
+                    .await,
+                );
+            }
+            return results;
+        }
+        let types: Vec<&str> = writes.iter().map(|w| w.type_name).collect();
+        let ids: Vec<&str> = writes.iter().map(|w| &*w.id).collect();
+        let epochs: Vec<i64> = writes
+            .iter()
+            .map(|w| sql::epoch_to_sql(w.fence.epoch))
+            .collect();
+        let written: std::result::Result<Vec<(String, String)>, sqlx::Error> =
+            sqlx::query_as(SAVE_BATCH)
+                .bind(&types)
+                .bind(&ids)
+                .bind(&texts)
+                .bind(&epochs)
+                .fetch_all(&self.pool)
+                .await;
+        let written: std::collections::HashSet<(String, String)> = match written {
+            Ok(rows) => rows.into_iter().collect(),
+            Err(error) => {
+                let error = sql::failed("saving a batch of states", error);
+                return writes.iter().map(|_| Err(error.clone())).collect();
+            }
+        };
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            if written.contains(&(write.type_name.to_string(), write.id.to_string())) {
+                results.push(Ok(()));
+            } else {
+                results.push(Err(self
+                    .refused(write.type_name, &write.id, write.fence)
+                    .await));
+            }
+        }
+        results
+    }
+}

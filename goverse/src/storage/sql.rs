@@ -156,6 +156,13 @@ macro_rules! sql_storage {
                 })
             }
 
+            fn save_batch<'a>(
+                &'a self,
+                writes: &'a [$crate::storage::StateWrite],
+            ) -> $crate::object::BoxFuture<'a, Vec<crate::error::Result<()>>> {
+                Box::pin(self.save_all(writes))
+            }
+
             fn delete<'a>(
                 &'a self,
                 type_name: &'a str,

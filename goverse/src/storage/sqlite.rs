@@ -61,3 +61,47 @@ impl SqliteStorage {
 }
 
 sql_storage!(SqliteStorage, STATEMENTS);
+
+impl SqliteStorage {
+    /// Every write of a batch in one transaction: one durable commit.
+    async fn save_all(&self, writes: &[super::StateWrite]) -> Vec<Result<()>> {
+        let all_failed = |error: Error| writes.iter().map(|_| Err(error.clone())).collect();
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return all_failed(sql::failed("starting a transaction", error)),
+        };
+        let mut written = Vec::with_capacity(writes.len());
+        for write in writes {
+            let Ok(text) = std::str::from_utf8(&write.data) else {
+                written.push(Some(Err(Error::Storage(format!(
+                    "the state of {}/{} is not UTF-8 JSON",
+                    write.type_name, write.id
+                )))));
+                continue;
+            };
+            let outcome = sqlx::query(STATEMENTS.save)
+                .bind(write.type_name)
+                .bind(&*write.id)
+                .bind(text)
+                .bind(sql::epoch_to_sql(write.fence.epoch))
+                .execute(&mut *tx)
+                .await;
+            match outcome {
+                Ok(done) if done.rows_affected() > 0 => written.push(Some(Ok(()))),
+                Ok(_) => written.push(None),
+                Err(error) => return all_failed(sql::failed("saving a batch of states", error)),
+            }
+        }
+        if let Err(error) = tx.commit().await {
+            return all_failed(sql::failed("committing a batch of states", error));
+        }
+        let mut results = Vec::with_capacity(writes.len());
+        for (write, outcome) in writes.iter().zip(written) {
+            results.push(match outcome {
+                Some(result) => result,
+                None => Err(self.refused(write.type_name, &write.id, write.fence).await),
+            });
+        }
+        results
+    }
+}
