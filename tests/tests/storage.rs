@@ -216,6 +216,53 @@ async fn objects_keep_state_and_old_rows_load(storage: Arc<dyn Storage>) {
     again.shutdown().await;
 }
 
+async fn calls_are_durable_when_they_return(storage: Arc<dyn Storage>) {
+    let node = Node::builder()
+        .register::<Account>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    let id = unique_type("durable");
+    let account = AccountClient::new(&node, id.clone());
+    for expected in 1..=5 {
+        assert_eq!(
+            account
+                .deposit(Int64Value { value: 1 })
+                .await
+                .expect("deposit")
+                .value,
+            expected
+        );
+        // No deactivation, no shutdown: the write happened before the reply.
+        let stored = storage
+            .load("Account", &id)
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!(json(&stored.data)["balance"], expected);
+    }
+    // Many objects at once share batches, and each still gets its own result.
+    let calls = (0..50).map(|i| {
+        let account = AccountClient::new(&node, format!("{id}-{i}"));
+        async move { account.deposit(Int64Value { value: i }).await }
+    });
+    for (i, result) in futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(result.expect("deposit").value, i as i64);
+        let stored = storage
+            .load("Account", &format!("{id}-{i}"))
+            .await
+            .expect("load")
+            .expect("stored");
+        assert_eq!(json(&stored.data)["balance"], i as i64);
+    }
+    node.shutdown().await;
+}
+
 async fn memory() -> Arc<dyn Storage> {
     Arc::new(MemoryStorage::new())
 }
@@ -265,7 +312,86 @@ on_every_backend!(
     saves_are_fenced,
     deletes_are_idempotent_and_fenced,
     objects_keep_state_and_old_rows_load,
+    calls_are_durable_when_they_return,
 );
+
+/// A store that fails writes on demand.
+#[derive(Default)]
+struct Flaky {
+    inner: MemoryStorage,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for Flaky {
+    fn load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+    ) -> goverse::BoxFuture<'a, goverse::Result<Option<goverse::storage::StoredState>>> {
+        self.inner.load(type_name, id)
+    }
+
+    fn save<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        data: &'a [u8],
+        fence: Fence,
+    ) -> goverse::BoxFuture<'a, goverse::Result<()>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(goverse::Error::Storage(
+                "disk on fire".into(),
+            ))));
+        }
+        self.inner.save(type_name, id, data, fence)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> goverse::BoxFuture<'a, goverse::Result<()>> {
+        self.inner.delete(type_name, id, fence)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_the_call_and_loses_nothing_acknowledged() {
+    let storage = Arc::new(Flaky::default());
+    let node = Node::builder()
+        .register::<Account>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    let account = AccountClient::new(&node, "flaky");
+    assert_eq!(
+        account
+            .deposit(Int64Value { value: 5 })
+            .await
+            .expect("deposit")
+            .value,
+        5
+    );
+    storage.failing.store(true, Ordering::SeqCst);
+    let error = account
+        .deposit(Int64Value { value: 1 })
+        .await
+        .expect_err("the write failed, so the call fails");
+    assert_eq!(error.code(), "STORAGE_ERROR");
+    storage.failing.store(false, Ordering::SeqCst);
+    // The failed deposit's effect went with its instance: 5 + 1, not 5 + 1 + 1.
+    assert_eq!(
+        account
+            .deposit(Int64Value { value: 1 })
+            .await
+            .expect("deposit")
+            .value,
+        6
+    );
+    node.shutdown().await;
+}
 
 #[tokio::test]
 async fn postgres_refuses_a_missing_schema_until_migrated() {
