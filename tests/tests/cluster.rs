@@ -425,7 +425,7 @@ async fn a_stale_owner_cannot_overwrite_the_new_owners_state(backend: Backend) {
         on_a.add(Int64Value { value: 5 }).await.expect("add").value,
         5
     );
-    wait_until("a saves the ledger when it goes idle", PATIENCE, || async {
+    wait_until("a has saved the ledger", PATIENCE, || async {
         cluster
             .storage
             .load("Ledger", &id)
@@ -458,7 +458,7 @@ async fn a_stale_owner_cannot_overwrite_the_new_owners_state(backend: Backend) {
             .value,
         6
     );
-    wait_until("b saves the ledger when it goes idle", PATIENCE, || async {
+    wait_until("b has saved the ledger", PATIENCE, || async {
         let stored = cluster.storage.load("Ledger", &id).await.ok().flatten();
         stored.is_some_and(|s| s != saved_by_a)
     })

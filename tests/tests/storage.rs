@@ -263,6 +263,50 @@ async fn calls_are_durable_when_they_return(storage: Arc<dyn Storage>) {
     node.shutdown().await;
 }
 
+async fn a_claim_fences_out_older_writers(storage: Arc<dyn Storage>) {
+    let kind = unique_type("claim");
+    storage
+        .claim(&kind, "never", Fence { epoch: 5 })
+        .await
+        .expect("nothing to claim");
+    assert_eq!(storage.load(&kind, "never").await.expect("load"), None);
+    storage
+        .save(&kind, "a", br#"{"v": 1}"#, Fence { epoch: 1 })
+        .await
+        .expect("save");
+    storage
+        .claim(&kind, "a", Fence { epoch: 3 })
+        .await
+        .expect("claim");
+    let claimed = storage
+        .load(&kind, "a")
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!(
+        (json(&claimed.data), claimed.epoch),
+        (serde_json::json!({"v": 1}), 3)
+    );
+    let error = storage
+        .save(&kind, "a", br#"{"v": 2}"#, Fence { epoch: 2 })
+        .await
+        .expect_err("the old owner is fenced out by the claim alone");
+    assert_eq!(error.code(), "STALE_OWNER");
+    storage
+        .claim(&kind, "a", Fence { epoch: 2 })
+        .await
+        .expect("an older claim is a no-op");
+    assert_eq!(
+        storage
+            .load(&kind, "a")
+            .await
+            .expect("load")
+            .expect("stored")
+            .epoch,
+        3
+    );
+}
+
 async fn memory() -> Arc<dyn Storage> {
     Arc::new(MemoryStorage::new())
 }
@@ -313,6 +357,7 @@ on_every_backend!(
     deletes_are_idempotent_and_fenced,
     objects_keep_state_and_old_rows_load,
     calls_are_durable_when_they_return,
+    a_claim_fences_out_older_writers,
 );
 
 /// A store that fails writes on demand.

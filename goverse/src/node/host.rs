@@ -527,16 +527,20 @@ impl<O: Object> TypeHost<O> {
         activation: &Arc<Activation<O>>,
         deadline: Instant,
     ) -> Result<O> {
-        let mut object = match O::DESCRIPTOR.persistent {
-            true => match node
-                .storage
-                .load(O::DESCRIPTOR.type_name, &activation.id)
-                .await?
-            {
+        let mut object = if O::DESCRIPTOR.persistent {
+            // Claim first, load second: once the stored epoch is ours, a
+            // stale owner's later write is refused, and anything it wrote
+            // before is in what we load.
+            let shard = placement::shard_for(&activation.id, node.config.shard_count);
+            let fence = node.fence_for(shard);
+            let type_name = O::DESCRIPTOR.type_name;
+            node.storage.claim(type_name, &activation.id, fence).await?;
+            match node.storage.load(type_name, &activation.id).await? {
                 Some(stored) => O::load_state(&stored.data)?,
                 None => O::create(),
-            },
-            false => O::create(),
+            }
+        } else {
+            O::create()
         };
         let ctx = self.context(node, activation, None, deadline);
         match CatchUnwind(object.on_activate(&ctx)).await {
@@ -651,6 +655,17 @@ impl<O: Object> TypeHost<O> {
         let ctx = self.context(&node, activation, None, deadline);
         let outcome = CatchUnwind(object.on_timer(&ctx, &timer.name)).await;
         drop(ctx);
+        if outcome.is_ok() && O::DESCRIPTOR.persistent {
+            // A timer turn is a turn: what it changed is made durable too.
+            let shard = placement::shard_for(&activation.id, node.config.shard_count);
+            if self
+                .commit(&node, activation, &mut guard, shard)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
         match outcome {
             Ok(Ok(())) => true,
             Ok(Err(error)) => {
@@ -945,9 +960,14 @@ impl<O: Object> ErasedHost for TypeHost<O> {
             }
             if O::DESCRIPTOR.persistent {
                 let fence = node.fence_for(call.shard);
-                node.storage
+                let deleted = node
+                    .storage
                     .delete(O::DESCRIPTOR.type_name, &id, fence)
-                    .await?;
+                    .await;
+                if let Err(Error::StaleOwner { .. }) = &deleted {
+                    node.stats.stale_write();
+                }
+                deleted?;
             }
             Ok(())
         })

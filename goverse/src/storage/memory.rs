@@ -50,6 +50,21 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
+    fn claim<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>> {
+        let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(stored) = objects.get_mut(&(type_name.to_string(), id.to_string()))
+            && stored.epoch < fence.epoch
+        {
+            stored.epoch = fence.epoch;
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn load<'a>(
         &'a self,
         type_name: &'a str,

@@ -95,6 +95,37 @@ pub trait Storage: Send + Sync + 'static {
         })
     }
 
+    /// Raises the stored epoch of `type_name/id` to `fence` if it is older,
+    /// leaving the state as it is: a new owner does this before it loads an
+    /// object, so a stale owner's later writes are refused. An object never
+    /// saved is left alone.
+    ///
+    /// The default loads and saves the state back, which is not atomic;
+    /// backends override it with one conditional write.
+    ///
+    /// # Errors
+    ///
+    /// `STORAGE_ERROR` when the backend fails.
+    fn claim<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self.load(type_name, id).await? {
+                Some(stored) if stored.epoch < fence.epoch => {
+                    match self.save(type_name, id, &stored.data, fence).await {
+                        // Someone newer got there first: nothing to claim.
+                        Err(crate::error::Error::StaleOwner { .. }) => Ok(()),
+                        other => other,
+                    }
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
     /// Deletes the state of `type_name/id`. Deleting what was never saved is not an error.
     ///
     /// # Errors
@@ -130,6 +161,15 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
 
     fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
         (**self).save_batch(writes)
+    }
+
+    fn claim<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>> {
+        (**self).claim(type_name, id, fence)
     }
 
     fn delete<'a>(

@@ -63,6 +63,8 @@ pub(crate) struct Statements {
     pub(crate) delete: &'static str,
     /// The stored epoch of one object: `$1` type, `$2` id.
     pub(crate) epoch: &'static str,
+    /// Raise the stored epoch to `$3` if it is older: `$1` type, `$2` id.
+    pub(crate) claim: &'static str,
     /// The applied schema version.
     pub(crate) version: &'static str,
 }
@@ -161,6 +163,24 @@ macro_rules! sql_storage {
                 writes: &'a [$crate::storage::StateWrite],
             ) -> $crate::object::BoxFuture<'a, Vec<crate::error::Result<()>>> {
                 Box::pin(self.save_all(writes))
+            }
+
+            fn claim<'a>(
+                &'a self,
+                type_name: &'a str,
+                id: &'a str,
+                fence: $crate::storage::Fence,
+            ) -> $crate::object::BoxFuture<'a, crate::error::Result<()>> {
+                Box::pin(async move {
+                    sqlx::query($statements.claim)
+                        .bind(type_name)
+                        .bind(id)
+                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
+                    Ok(())
+                })
             }
 
             fn delete<'a>(

@@ -21,6 +21,7 @@ const STATEMENTS: Statements = Statements {
            WHERE goverse_objects.epoch <= excluded.epoch",
     delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
+    claim: "UPDATE goverse_objects SET epoch = $3 WHERE object_type = $1 AND object_id = $2 AND epoch < $3",
     version: "SELECT max(version) FROM _sqlx_migrations WHERE success",
 };
 
