@@ -100,8 +100,10 @@ impl NodeProcess {
 
     /// SIGKILL; returns when it died.
     async fn kill(mut self) -> u128 {
-        self.signal("-KILL");
+        // The time before the signal: the driver may see the connection
+        // drop before `kill` has even returned.
         let at = micros_now();
+        self.signal("-KILL");
         self.child.wait().await.expect("dies");
         at
     }

@@ -357,7 +357,7 @@ impl<O: Object> TypeHost<O> {
             }
         };
         if O::DESCRIPTOR.persistent
-            && let Err(error) = self.commit(node, activation, slot, call.shard).await
+            && let Err(error) = self.commit(node, activation, slot).await
         {
             return Some(Err(error));
         }
@@ -373,42 +373,54 @@ impl<O: Object> TypeHost<O> {
         node: &Arc<NodeInner>,
         activation: &Arc<Activation<O>>,
         slot: &mut Slot<O>,
-        shard: u32,
     ) -> Result<()> {
         let Slot::Active(object) = slot else {
             return Ok(());
         };
-        let Some(state) = object.save_state() else {
-            return Ok(());
-        };
-        let saved = match state {
-            Ok(data) => {
-                let write = StateWrite {
-                    type_name: O::DESCRIPTOR.type_name,
-                    id: activation.id.clone(),
-                    data,
-                    fence: node.fence_for(shard),
-                };
-                node.committer.save(write).await
-            }
-            Err(error) => Err(error),
-        };
-        if let Err(error) = saved {
-            if let Error::StaleOwner { .. } = error {
-                node.stats.stale_write();
-            }
+        if let Err(error) = self.store(node, activation, object).await {
             tracing::warn!(
                 object_type = O::DESCRIPTOR.type_name,
                 object_id = %activation.id,
                 %error,
                 "state could not be made durable; the call fails and the activation is dropped"
             );
-            *slot = Slot::Gone;
-            activation.stop_timers();
-            self.directory.remove_if_same(&activation.id, activation);
+            self.drop_instance(activation, slot);
             return Err(error);
         }
         Ok(())
+    }
+
+    /// Saves `object`'s state through the committer, fenced by its shard's
+    /// epoch (nothing to do for a type that is not persistent).
+    async fn store(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Activation<O>,
+        object: &O,
+    ) -> Result<()> {
+        let Some(state) = object.save_state() else {
+            return Ok(());
+        };
+        let shard = placement::shard_for(&activation.id, node.config.shard_count);
+        let write = StateWrite {
+            type_name: O::DESCRIPTOR.type_name,
+            id: activation.id.clone(),
+            data: state?,
+            fence: node.fence_for(shard),
+        };
+        let saved = node.committer.save(write).await;
+        if let Err(Error::StaleOwner { .. }) = &saved {
+            node.stats.stale_write();
+        }
+        saved
+    }
+
+    /// Ends an instance that must not live on: its timers stop and the id
+    /// is looked up afresh by the next call.
+    fn drop_instance(&self, activation: &Arc<Activation<O>>, slot: &mut Slot<O>) {
+        *slot = Slot::Gone;
+        activation.stop_timers();
+        self.directory.remove_if_same(&activation.id, activation);
     }
 
     /// After the inline exclusive turn: release the turns, or hand the
@@ -560,9 +572,7 @@ impl<O: Object> TypeHost<O> {
     /// Drops an activation whose state can no longer be trusted (a panic).
     fn discard(&self, node: &NodeInner, activation: &Arc<Activation<O>>, slot: &mut Slot<O>) {
         node.stats.panicked();
-        *slot = Slot::Gone;
-        activation.stop_timers();
-        self.directory.remove_if_same(&activation.id, activation);
+        self.drop_instance(activation, slot);
         tracing::warn!(
             object_type = O::DESCRIPTOR.type_name,
             object_id = %activation.id,
@@ -605,33 +615,19 @@ impl<O: Object> TypeHost<O> {
                 }
             }
             drop(ctx);
-            if save && let Some(state) = object.save_state() {
-                let shard = placement::shard_for(&activation.id, node.config.shard_count);
-                let fence = node.fence_for(shard);
-                let saved = match state {
-                    Ok(data) => {
-                        node.storage
-                            .save(O::DESCRIPTOR.type_name, &activation.id, &data, fence)
-                            .await
-                    }
-                    Err(error) => Err(error),
-                };
-                if let Err(error) = saved {
-                    if let Error::StaleOwner { .. } = error {
-                        // A newer owner has written: this instance is stale
-                        // and must not live on.
-                        node.stats.stale_write();
-                        tracing::warn!(
-                            object_type = O::DESCRIPTOR.type_name,
-                            object_id = %activation.id,
-                            %error,
-                            "write refused: this node no longer owns the object; activation dropped"
-                        );
-                        *slot = Slot::Gone;
-                        self.directory.remove_if_same(&activation.id, activation);
-                    }
-                    return Err(error);
+            if save && let Err(error) = self.store(node, activation, object).await {
+                if let Error::StaleOwner { .. } = error {
+                    // A newer owner has the object: this instance must not
+                    // live on.
+                    tracing::warn!(
+                        object_type = O::DESCRIPTOR.type_name,
+                        object_id = %activation.id,
+                        %error,
+                        "write refused: this node no longer owns the object; activation dropped"
+                    );
+                    self.drop_instance(activation, slot);
                 }
+                return Err(error);
             }
             node.stats.deactivated();
         }
@@ -657,12 +653,7 @@ impl<O: Object> TypeHost<O> {
         drop(ctx);
         if outcome.is_ok() && O::DESCRIPTOR.persistent {
             // A timer turn is a turn: what it changed is made durable too.
-            let shard = placement::shard_for(&activation.id, node.config.shard_count);
-            if self
-                .commit(&node, activation, &mut guard, shard)
-                .await
-                .is_err()
-            {
+            if self.commit(&node, activation, &mut guard).await.is_err() {
                 return false;
             }
         }

@@ -340,89 +340,27 @@ impl NodeInner {
 
     /// Activates an object on its owner.
     pub(crate) async fn create(self: &Arc<Self>, type_name: &str, id: &str) -> Result<()> {
-        let arrived = Instant::now();
-        let deadline = arrived + self.config.call_timeout;
-        self.create_at(type_name, id, deadline, arrived).await
-    }
-
-    async fn create_at(
-        self: &Arc<Self>,
-        type_name: &str,
-        id: &str,
-        deadline: Instant,
-        arrived: Instant,
-    ) -> Result<()> {
-        let shard = self.admit(id)?;
-        let local_host = self.host_by_name(type_name);
-        let id: Arc<str> = id.into();
-        let target = || format!("{type_name}/{id}.create");
-        let mut retry = Retry::new();
-        loop {
-            match self.route(&id, shard)? {
-                Route::Local => {
-                    let host = local_host.clone()?;
-                    let call = TurnCall {
-                        id: id.clone(),
-                        shard,
-                        deadline,
-                        arrived,
-                        parent: None,
-                    };
-                    let turn = host.create(self.clone(), call);
-                    match Detached::new(self.runtime.clone(), turn)
-                        .within(deadline)
-                        .await
-                    {
-                        None => {
-                            return Err(Error::DeadlineExceeded {
-                                target: target(),
-                                timeout: deadline.saturating_duration_since(arrived),
-                            });
-                        }
-                        Some(Turn::Done(result)) => return result,
-                        Some(Turn::Moved(ActivateWork)) => {}
-                    }
-                }
-                Route::Remote(owner) => {
-                    let frame = self.frame(
-                        Kind::Create,
-                        type_name,
-                        &id,
-                        "",
-                        (Vec::new(), false),
-                        deadline,
-                        None,
-                    );
-                    match self.peers.call(&owner.address, frame, deadline).await {
-                        Ok(_) => return Ok(()),
-                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
-                        Err(RemoteFailure::NotRun(_)) => {}
-                    }
-                }
-                Route::Wait => {}
-            }
-            Box::pin(self.wait_to_reroute(&mut retry, deadline, arrived, &target)).await?;
-        }
+        self.lifecycle(Kind::Create, type_name, id).await
     }
 
     /// Deactivates an object on its owner and deletes its stored state.
     pub(crate) async fn delete(self: &Arc<Self>, type_name: &str, id: &str) -> Result<()> {
-        let arrived = Instant::now();
-        let deadline = arrived + self.config.call_timeout;
-        self.delete_at(type_name, id, deadline, arrived).await
+        self.lifecycle(Kind::Delete, type_name, id).await
     }
 
-    async fn delete_at(
-        self: &Arc<Self>,
-        type_name: &str,
-        id: &str,
-        deadline: Instant,
-        arrived: Instant,
-    ) -> Result<()> {
+    /// Creates or deletes an object (`kind`) wherever it lives.
+    async fn lifecycle(self: &Arc<Self>, kind: Kind, type_name: &str, id: &str) -> Result<()> {
+        let arrived = Instant::now();
+        let deadline = arrived + self.config.call_timeout;
         let shard = self.admit(id)?;
         let local_host = self.host_by_name(type_name);
         let id: Arc<str> = id.into();
-        let target = || format!("{type_name}/{id}.delete");
+        let verb = if kind == Kind::Create {
+            "create"
+        } else {
+            "delete"
+        };
+        let target = || format!("{type_name}/{id}.{verb}");
         let mut retry = Retry::new();
         loop {
             match self.route(&id, shard)? {
@@ -435,8 +373,25 @@ impl NodeInner {
                         arrived,
                         parent: None,
                     };
-                    let deleting = host.delete(self.clone(), call);
-                    match Detached::new(self.runtime.clone(), deleting)
+                    // `None`: the shard left this node; route again.
+                    let done: BoxFuture<'static, Option<Result<()>>> = if kind == Kind::Create {
+                        let creating = host.create(self.clone(), call);
+                        Box::pin(async move {
+                            match creating.await {
+                                Turn::Done(result) => Some(result),
+                                Turn::Moved(ActivateWork) => None,
+                            }
+                        })
+                    } else {
+                        let deleting = host.delete(self.clone(), call);
+                        Box::pin(async move {
+                            match deleting.await {
+                                Err(Error::ShardMoved { .. }) => None,
+                                result => Some(result),
+                            }
+                        })
+                    };
+                    match Detached::new(self.runtime.clone(), done)
                         .within(deadline)
                         .await
                     {
@@ -446,13 +401,13 @@ impl NodeInner {
                                 timeout: deadline.saturating_duration_since(arrived),
                             });
                         }
-                        Some(Err(Error::ShardMoved { .. })) => {}
-                        Some(result) => return result,
+                        Some(Some(result)) => return result,
+                        Some(None) => {}
                     }
                 }
                 Route::Remote(owner) => {
                     let frame = self.frame(
-                        Kind::Delete,
+                        kind,
                         type_name,
                         &id,
                         "",
