@@ -28,6 +28,35 @@ pub struct Caller {
     pub(crate) chain: Option<Arc<CallChain>>,
     /// The deadline inherited from the calling turn.
     pub(crate) deadline: Option<Instant>,
+    /// The W3C trace context calls carry.
+    pub(crate) trace: Option<Arc<str>>,
+}
+
+impl Caller {
+    /// The same caller, with calls carrying the W3C trace context
+    /// `traceparent` (`00-<trace id>-<parent id>-<flags>`), as received
+    /// from an incoming request. Objects see it as
+    /// [`Context::traceparent`], and their nested calls carry it on.
+    ///
+    /// A value that is not 55 printable ASCII characters in four
+    /// `-`-separated fields is ignored.
+    pub fn with_traceparent(mut self, traceparent: &str) -> Self {
+        self.trace = valid_traceparent(traceparent).then(|| Arc::from(traceparent));
+        self
+    }
+}
+
+/// The shape of a W3C `traceparent`: version, trace id, parent id, flags.
+pub(crate) fn valid_traceparent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex =
+        |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_hexdigit());
+    text.len() == 55
+        && parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
 impl fmt::Debug for Caller {
@@ -56,6 +85,7 @@ impl IntoCaller for &Node {
             node: self.inner.clone(),
             chain: None,
             deadline: None,
+            trace: None,
         }
     }
 }
@@ -66,6 +96,7 @@ impl IntoCaller for &Context {
             node: self.node.clone(),
             chain: Some(self.chain()),
             deadline: Some(self.deadline),
+            trace: self.trace.clone(),
         }
     }
 }
@@ -191,7 +222,7 @@ impl<O: Object> ObjectRef<O> {
             self.id.clone(),
             (method, invoke, request),
             deadline,
-            self.caller.chain.clone(),
+            (self.caller.chain.clone(), self.caller.trace.clone()),
             started,
         )
         .await

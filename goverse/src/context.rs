@@ -39,6 +39,8 @@ pub struct Context {
     pub(crate) parent: Option<Arc<CallChain>>,
     pub(crate) deadline: Instant,
     pub(crate) scope: Arc<dyn ActivationScope>,
+    /// The W3C trace context the call came with, if any.
+    pub(crate) trace: Option<Arc<str>>,
 }
 
 impl Context {
@@ -61,6 +63,13 @@ impl Context {
     /// time out no later.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The W3C `traceparent` this turn's call carried, if its caller gave
+    /// one. Nested calls made with this context carry it on, across nodes,
+    /// so their logs and spans can be joined to the caller's trace.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.trace.as_deref()
     }
 
     /// Starts (or restarts) a timer named `name` firing every `period`.

@@ -42,6 +42,22 @@ impl Ledger {
             value: ctx.node_id().to_string(),
         })
     }
+
+    /// The trace context this call came with ("" for none).
+    pub async fn trace(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+        Ok(StringValue {
+            value: ctx.traceparent().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// The trace context seen by ledger `request` when called from here.
+    pub async fn trace_of(
+        &self,
+        ctx: &Context,
+        request: StringValue,
+    ) -> goverse::Result<StringValue> {
+        LedgerClient::new(ctx, request.value).trace(Empty {}).await
+    }
 }
 
 /// The nodes of one test cluster, sharing one coordination backend and one
@@ -623,6 +639,54 @@ async fn twenty_nodes_joining_one_by_one_stay_balanced_with_bounded_moves(backen
     }
 }
 
+async fn trace_context_travels_with_nested_calls_across_nodes(backend: Backend) {
+    let cluster = TestCluster::new(backend, "trace");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let owned_by = |node: &str| {
+        ids(200)
+            .into_iter()
+            .find(|id| {
+                a.cluster_view()
+                    .current_owner(shard_of(id, SHARDS))
+                    .is_some_and(|n| &*n.id == node)
+            })
+            .expect("each node owns some ledger")
+    };
+    let (on_a, on_b) = (owned_by("a"), owned_by("b"));
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // From b to a ledger on a, which calls a ledger on b: two remote hops.
+    let traced = LedgerClient::new(b.caller().with_traceparent(traceparent), on_a.clone());
+    let seen = traced
+        .trace_of(StringValue {
+            value: on_b.clone(),
+        })
+        .await
+        .expect("traced call");
+    assert_eq!(seen.value, traceparent);
+    let untraced = LedgerClient::new(&b, on_a.clone());
+    assert_eq!(
+        untraced
+            .trace_of(StringValue {
+                value: on_b.clone()
+            })
+            .await
+            .expect("call")
+            .value,
+        ""
+    );
+    let malformed = LedgerClient::new(b.caller().with_traceparent("not a traceparent"), on_a);
+    assert_eq!(
+        malformed.trace(Empty {}).await.expect("call").value,
+        "",
+        "a malformed one is dropped"
+    );
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -655,4 +719,5 @@ on_both_backends!(
     pinned_shards_go_to_their_node_and_stay,
     auto_loaded_objects_exist_once_each,
     twenty_nodes_joining_one_by_one_stay_balanced_with_bounded_moves,
+    trace_context_travels_with_nested_calls_across_nodes,
 );

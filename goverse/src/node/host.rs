@@ -157,16 +157,17 @@ impl<O: Object> TypeHost<O> {
         &self,
         node: &Arc<NodeInner>,
         activation: &Arc<Activation<O>>,
-        parent: Option<Arc<CallChain>>,
+        call: Option<&TurnCall>,
         deadline: Instant,
     ) -> Context {
         Context {
             node: node.clone(),
             type_name: O::DESCRIPTOR.type_name,
             id: activation.id.clone(),
-            parent,
+            parent: call.and_then(|c| c.parent.clone()),
             deadline,
             scope: activation.clone(),
+            trace: call.and_then(|c| c.trace.clone()),
         }
     }
 
@@ -244,7 +245,7 @@ impl<O: Object> TypeHost<O> {
             let Slot::Active(object) = &*guard else {
                 continue;
             };
-            let ctx = self.context(&node, &activation, call.parent.clone(), call.deadline);
+            let ctx = self.context(&node, &activation, Some(&call), call.deadline);
             let outcome = CatchUnwind(work.run(Receiver::Ref(object), &ctx)).await;
             drop(ctx);
             return Turn::Done(match outcome {
@@ -343,7 +344,7 @@ impl<O: Object> TypeHost<O> {
         let Slot::Active(object) = slot else {
             return None;
         };
-        let ctx = self.context(node, activation, call.parent.clone(), call.deadline);
+        let ctx = self.context(node, activation, Some(call), call.deadline);
         let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
         drop(ctx);
         let result = match outcome {
@@ -688,6 +689,8 @@ pub(crate) struct TurnCall {
     pub(crate) arrived: Instant,
     /// The chain of turns waiting on this call (for cycle detection).
     pub(crate) parent: Option<Arc<CallChain>>,
+    /// The W3C trace context the call carries.
+    pub(crate) trace: Option<Arc<str>>,
 }
 
 /// How a turn ended.

@@ -462,6 +462,13 @@ impl Node {
         self.inner.view()
     }
 
+    /// A caller for proxies, to which per-call settings can be added (such
+    /// as [`Caller::with_traceparent`](crate::Caller::with_traceparent)).
+    /// `&node` works as a caller as it is.
+    pub fn caller(&self) -> crate::Caller {
+        crate::IntoCaller::into_caller(self)
+    }
+
     /// Activates object `type_name/id` now, without calling a method, on
     /// whichever node owns it. Creating an object that is already active is
     /// not an error.

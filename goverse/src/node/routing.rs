@@ -136,9 +136,16 @@ impl NodeInner {
         method: &str,
         (body, json): (Vec<u8>, bool),
         deadline: Instant,
-        parent: Option<&Arc<CallChain>>,
+        (parent, trace): (Option<&Arc<CallChain>>, Option<&Arc<str>>),
     ) -> CallFrame {
         let left = deadline.saturating_duration_since(Instant::now());
+        let trace = trace
+            .map(|t| {
+                [("traceparent".to_string(), t.to_string())]
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
         CallFrame {
             call_id: 0,
             kind: kind as i32,
@@ -149,7 +156,7 @@ impl NodeInner {
             json,
             timeout_micros: u64::try_from(left.as_micros()).unwrap_or(u64::MAX),
             chain: chain_links(parent),
-            trace: Default::default(),
+            trace,
         }
     }
 
@@ -160,7 +167,7 @@ impl NodeInner {
         id: Arc<str>,
         (method, invoke, request): (usize, Invoke<O, Req, Resp>, Req),
         deadline: Instant,
-        parent: Option<Arc<CallChain>>,
+        (parent, trace): (Option<Arc<CallChain>>, Option<Arc<str>>),
         arrived: Instant,
     ) -> Result<Resp> {
         let shard = self.admit(&id)?;
@@ -182,6 +189,7 @@ impl NodeInner {
                         deadline,
                         arrived,
                         parent: parent.clone(),
+                        trace: trace.clone(),
                     };
                     let turn: BoxFuture<'static, _> =
                         Box::pin(host.run_turn(self.clone(), call, work));
@@ -210,7 +218,7 @@ impl NodeInner {
                         method_name,
                         (request.encode_to_vec(), false),
                         deadline,
-                        parent.as_ref(),
+                        (parent.as_ref(), trace.as_ref()),
                     );
                     match self.peers.call(&owner.address, frame, deadline).await {
                         Ok(body) => return decode::<Resp>(Codec::Protobuf, &body),
@@ -244,7 +252,7 @@ impl NodeInner {
             method,
             (codec, body),
             deadline,
-            None,
+            (None, None),
             arrived,
         )
         .await
@@ -258,7 +266,7 @@ impl NodeInner {
         method: &str,
         (codec, body): (Codec, Vec<u8>),
         deadline: Instant,
-        parent: Option<Arc<CallChain>>,
+        (parent, trace): (Option<Arc<CallChain>>, Option<Arc<str>>),
         arrived: Instant,
     ) -> Result<Vec<u8>> {
         let shard = self.admit(id)?;
@@ -297,6 +305,7 @@ impl NodeInner {
                         deadline,
                         arrived,
                         parent: parent.clone(),
+                        trace: trace.clone(),
                     };
                     let turn = host.call_encoded(self.clone(), call, work);
                     match Detached::new(self.runtime.clone(), turn)
@@ -322,7 +331,7 @@ impl NodeInner {
                         method_name,
                         (work.body.clone(), codec == Codec::Json),
                         deadline,
-                        parent.as_ref(),
+                        (parent.as_ref(), trace.as_ref()),
                     );
                     match self.peers.call(&owner.address, frame, deadline).await {
                         Ok(body) => return Ok(body),
@@ -372,6 +381,7 @@ impl NodeInner {
                         deadline,
                         arrived,
                         parent: None,
+                        trace: None,
                     };
                     // `None`: the shard left this node; route again.
                     let done: BoxFuture<'static, Option<Result<()>>> = if kind == Kind::Create {
@@ -413,7 +423,7 @@ impl NodeInner {
                         "",
                         (Vec::new(), false),
                         deadline,
-                        None,
+                        (None, None),
                     );
                     match self.peers.call(&owner.address, frame, deadline).await {
                         Ok(_) => return Ok(()),
@@ -455,12 +465,18 @@ impl NodeInner {
                 target: format!("{}/{}", frame.object_type, id),
             });
         }
+        let trace = frame
+            .trace
+            .get("traceparent")
+            .filter(|t| crate::call::valid_traceparent(t))
+            .map(|t| Arc::<str>::from(t.as_str()));
         let call = TurnCall {
             id,
             shard,
             deadline,
             arrived,
             parent,
+            trace,
         };
         let target = || format!("{}/{}.{}", frame.object_type, frame.object_id, frame.method);
         let expired = || Error::DeadlineExceeded {
