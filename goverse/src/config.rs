@@ -11,6 +11,9 @@
 //!   etcd: [http://10.0.0.2:2379, http://10.0.0.3:2379]
 //!   prefix: /goverse
 //!   lease_ttl: 5s
+//! storage:
+//!   postgres: postgres://goverse:secret@10.0.0.4/goverse
+//!   migrate: true                  # or: sqlite: ./state.db
 //! auto_load:
 //!   - { type: Monitor, id: global }            # one object in the cluster
 //!   - { type: ShardWatch, id: watch, per: shard }  # shard#N/watch on every shard
@@ -19,7 +22,8 @@
 //!
 //! Flags override the file: `--config <file>`, `--node-id`, `--listen`,
 //! `--advertise`, `--shard-count`, `--etcd <url>[,<url>...]`, `--prefix`,
-//! `--lease-ttl`. See [`NodeFile::from_args`].
+//! `--lease-ttl`, `--postgres <url>`, `--migrate <true|false>`,
+//! `--sqlite <file>`. See [`NodeFile::from_args`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,6 +51,8 @@ pub struct NodeFile {
     pub idle_timeout: Option<String>,
     /// How the node finds its cluster; absent: an embedded, single node.
     pub cluster: Option<ClusterFile>,
+    /// Where persistent objects keep their state; absent: in memory.
+    pub storage: Option<StorageFile>,
     /// Objects to activate without waiting for a first call.
     pub auto_load: Vec<AutoLoad>,
 }
@@ -64,6 +70,19 @@ pub struct ClusterFile {
     pub lease_ttl: Option<String>,
     /// How many shards may move at once (default 1024).
     pub max_moving: Option<usize>,
+}
+
+/// The `storage:` section: one of `postgres` or `sqlite`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct StorageFile {
+    /// A PostgreSQL url (feature `postgres`).
+    pub postgres: Option<String>,
+    /// Apply the PostgreSQL schema migrations at start.
+    pub migrate: bool,
+    /// An SQLite file (feature `sqlite`).
+    pub sqlite: Option<String>,
 }
 
 /// An object the cluster keeps active, activated by whichever node owns it
@@ -215,6 +234,16 @@ impl NodeFile {
                 "--lease-ttl" => {
                     file.cluster.get_or_insert_with(Default::default).lease_ttl = Some(value);
                 }
+                "--postgres" => {
+                    file.storage.get_or_insert_with(Default::default).postgres = Some(value)
+                }
+                "--migrate" => {
+                    file.storage.get_or_insert_with(Default::default).migrate =
+                        value.parse().map_err(|_| bad("true or false"))?;
+                }
+                "--sqlite" => {
+                    file.storage.get_or_insert_with(Default::default).sqlite = Some(value)
+                }
                 other => return Err(Error::Config(format!("unknown flag `{other}`"))),
             }
         }
@@ -233,6 +262,13 @@ impl NodeFile {
         }
         if self.shard_count == Some(0) {
             return Err(Error::Config("shard_count must be at least 1".into()));
+        }
+        if let Some(storage) = &self.storage
+            && storage.postgres.is_some() == storage.sqlite.is_some()
+        {
+            return Err(Error::Config(
+                "storage: give exactly one of `postgres` and `sqlite`".into(),
+            ));
         }
         Ok(())
     }

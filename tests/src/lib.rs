@@ -136,6 +136,50 @@ pub mod processes {
         }
     }
 
+    /// A persistent counter: every acknowledged deposit is durable.
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    pub struct Vault {
+        total: i64,
+    }
+
+    #[goverse::object(persistent)]
+    impl Vault {
+        /// Adds to the total and returns it.
+        pub async fn deposit(
+            &mut self,
+            _ctx: &Context,
+            request: Int64Value,
+        ) -> goverse::Result<Int64Value> {
+            self.total += request.value;
+            Ok(Int64Value { value: self.total })
+        }
+
+        /// The total.
+        pub async fn total(&self, _ctx: &Context, _request: Empty) -> goverse::Result<Int64Value> {
+            Ok(Int64Value { value: self.total })
+        }
+
+        #[on_activate]
+        async fn activated(&mut self, ctx: &Context) -> goverse::Result<()> {
+            log_activation(
+                "activate",
+                &format!("{}/{}", ctx.type_name(), ctx.id()),
+                ctx.node_id(),
+            );
+            Ok(())
+        }
+
+        #[on_deactivate]
+        async fn deactivated(&mut self, ctx: &Context) -> goverse::Result<()> {
+            log_activation(
+                "deactivate",
+                &format!("{}/{}", ctx.type_name(), ctx.id()),
+                ctx.node_id(),
+            );
+            Ok(())
+        }
+    }
+
     /// A counter that reports where it lives and logs its lifecycle.
     #[derive(Debug, Default)]
     pub struct Tally {

@@ -39,6 +39,10 @@ struct NodeProcess {
 
 impl NodeProcess {
     async fn start(id: &str, etcd: &str, prefix: &str, log: &Path) -> Self {
+        Self::start_with(id, etcd, prefix, log, &[]).await
+    }
+
+    async fn start_with(id: &str, etcd: &str, prefix: &str, log: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_test-node"))
             .args([
                 "--node-id",
@@ -50,6 +54,7 @@ impl NodeProcess {
                 "--prefix",
                 prefix,
             ])
+            .args(extra)
             .args([
                 "--shard-count",
                 &SHARDS.to_string(),
@@ -329,5 +334,164 @@ async fn nodes_stop_die_restart_and_join_under_load() {
         node.terminate().await;
     }
     assert_at_most_one_activation(&log, &[("n2".to_string(), killed_at)]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// What a depositor saw for one vault.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ledger {
+    /// Deposits acknowledged: each must be in the vault.
+    acknowledged: i64,
+    /// Deposits that failed in a way that may have run (the node died
+    /// mid-call): each may or may not be in the vault.
+    uncertain: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_nodes_lose_no_acknowledged_write() {
+    use goverse_tests::processes::VaultClient;
+
+    let database = goverse_tests::database_url();
+    let dir = std::env::temp_dir().join(unique_prefix("crash").replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log = dir.join("activations.log");
+    let etcd = Etcd::start(&dir).await;
+    let endpoint = etcd.endpoint();
+    let prefix = unique_prefix("crash");
+    let storage = ["--postgres", database.as_str(), "--migrate", "true"];
+    let start = |id: &'static str| NodeProcess::start_with(id, &endpoint, &prefix, &log, &storage);
+    let mut nodes = vec![start("n1").await, start("n2").await, start("n3").await];
+
+    let coordinator = goverse::cluster::ClusterCoordinator::etcd(
+        &[endpoint.as_str()],
+        goverse::cluster::ClusterOptions::default()
+            .prefix(prefix.as_str())
+            .lease_ttl(LEASE),
+    )
+    .await
+    .expect("etcd");
+    let client = Node::builder()
+        .node_id("depositor")
+        .shard_count(SHARDS)
+        .call_timeout(Duration::from_secs(10))
+        .coordinator(coordinator)
+        .start()
+        .await
+        .expect("client node");
+    wait_balanced(&client, &["n1", "n2", "n3"]).await;
+
+    // Depositors keep a ledger of what each vault was told.
+    let run = unique_prefix("v").replace('/', "_");
+    let ids: Vec<String> = (0..24).map(|i| format!("{run}-vault-{i}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ledgers: Arc<Mutex<BTreeMap<String, Ledger>>> = Arc::default();
+    let mut depositors = Vec::new();
+    for chunk in ids.chunks(6) {
+        let (node, stop, ledgers, chunk) = (
+            client.clone(),
+            stop.clone(),
+            ledgers.clone(),
+            chunk.to_vec(),
+        );
+        depositors.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                for id in &chunk {
+                    let result = VaultClient::new(&node, id.clone())
+                        .deposit(Int64Value { value: 1 })
+                        .await;
+                    let mut ledgers = ledgers.lock().expect("ledgers");
+                    let ledger = ledgers.entry(id.clone()).or_default();
+                    match result {
+                        Ok(_) => ledger.acknowledged += 1,
+                        Err(error)
+                            if matches!(error.code(), "UNAVAILABLE" | "DEADLINE_EXCEEDED") =>
+                        {
+                            ledger.uncertain += 1;
+                        }
+                        Err(error) => panic!("unexpected error: {error}"),
+                    }
+                }
+            }
+        }));
+    }
+    let acknowledged = || -> i64 {
+        ledgers
+            .lock()
+            .expect("ledgers")
+            .values()
+            .map(|l| l.acknowledged)
+            .sum()
+    };
+    let progress = |more: i64| {
+        let target = acknowledged() + more;
+        let ledgers = ledgers.clone();
+        async move {
+            wait_until("deposits go on", PATIENCE, || {
+                let ledgers = ledgers.clone();
+                async move {
+                    ledgers
+                        .lock()
+                        .expect("ledgers")
+                        .values()
+                        .map(|l| l.acknowledged)
+                        .sum::<i64>()
+                        >= target
+                }
+            })
+            .await;
+        }
+    };
+    progress(100).await;
+
+    // Kill nodes in the middle of deposits, twice, and bring them back.
+    let mut kills = Vec::new();
+    for victim in ["n2", "n3"] {
+        let index = nodes.iter().position(|n| n.id == victim).expect("running");
+        let node = nodes.remove(index);
+        kills.push((victim.to_string(), node.kill().await));
+        let survivors: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        wait_balanced(&client, &survivors).await;
+        progress(50).await;
+        nodes.push(start(victim).await);
+        wait_balanced(&client, &["n1", "n2", "n3"]).await;
+        progress(50).await;
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    for depositor in depositors {
+        depositor.await.expect("depositor");
+    }
+    let ledgers = ledgers.lock().expect("ledgers").clone();
+    let mut uncertain = 0;
+    for id in &ids {
+        let ledger = ledgers.get(id).copied().unwrap_or_default();
+        let total = VaultClient::new(&client, id.clone())
+            .total(Empty {})
+            .await
+            .expect("read a vault")
+            .value;
+        assert!(
+            total >= ledger.acknowledged,
+            "{id} lost acknowledged deposits: {total} < {}",
+            ledger.acknowledged
+        );
+        assert!(
+            total <= ledger.acknowledged + ledger.uncertain,
+            "{id} has deposits nobody made: {total} > {} + {}",
+            ledger.acknowledged,
+            ledger.uncertain
+        );
+        uncertain += ledger.uncertain;
+    }
+    eprintln!(
+        "{} deposits acknowledged, none lost; {uncertain} failed while nodes died",
+        ledgers.values().map(|l| l.acknowledged).sum::<i64>()
+    );
+    client.shutdown().await;
+    for node in nodes {
+        node.terminate().await;
+    }
+    assert_at_most_one_activation(&log, &kills);
+    drop(etcd);
     std::fs::remove_dir_all(&dir).ok();
 }

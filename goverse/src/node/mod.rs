@@ -142,6 +142,8 @@ pub struct NodeBuilder {
     config: NodeConfig,
     /// etcd endpoints and options from a node file, connected at start.
     etcd: Option<(Vec<String>, crate::cluster::ClusterOptions)>,
+    /// Storage named by a node file, opened at start.
+    storage_file: Option<crate::config::StorageFile>,
     registrations: Vec<(&'static str, Registration)>,
     storage: Option<Arc<dyn Storage>>,
     coordinator: Option<Arc<dyn Coordinator>>,
@@ -247,6 +249,9 @@ impl NodeBuilder {
             config.idle_timeout = parse_duration(timeout)?;
         }
         config.auto_load.extend(file.auto_load);
+        if file.storage.is_some() {
+            self.storage_file = file.storage;
+        }
         if let Some(cluster) = file.cluster
             && !cluster.etcd.is_empty()
         {
@@ -292,10 +297,16 @@ impl NodeBuilder {
         let NodeBuilder {
             config,
             etcd,
+            storage_file,
             registrations,
             storage,
             coordinator,
         } = self;
+        let storage = match (storage, storage_file) {
+            (Some(storage), _) => Some(storage),
+            (None, None) => None,
+            (None, Some(file)) => Some(open_storage(file).await?),
+        };
         let coordinator = match (coordinator, etcd) {
             (Some(coordinator), _) => Some(coordinator),
             (None, None) => None,
@@ -387,6 +398,42 @@ impl NodeBuilder {
     }
 }
 
+/// Opens the storage a node file names.
+#[allow(clippy::unused_async)]
+async fn open_storage(file: crate::config::StorageFile) -> Result<Arc<dyn Storage>> {
+    if let Some(url) = file.postgres {
+        #[cfg(feature = "postgres")]
+        {
+            let options = crate::storage::PostgresOptions::default().migrate(file.migrate);
+            let storage = crate::storage::PostgresStorage::connect(&url, options).await?;
+            return Ok(Arc::new(storage));
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            return Err(Error::Config(
+                "the configuration names PostgreSQL, but goverse was built without its `postgres` feature".into(),
+            ));
+        }
+    }
+    if let Some(path) = file.sqlite {
+        #[cfg(feature = "sqlite")]
+        {
+            return Ok(Arc::new(crate::storage::SqliteStorage::open(path).await?));
+        }
+        #[cfg(not(feature = "sqlite"))]
+        {
+            let _ = path;
+            return Err(Error::Config(
+                "the configuration names SQLite, but goverse was built without its `sqlite` feature".into(),
+            ));
+        }
+    }
+    Err(Error::Config(
+        "storage: give exactly one of `postgres` and `sqlite`".into(),
+    ))
+}
+
 #[cfg(feature = "etcd")]
 async fn etcd_coordinator(
     endpoints: &[String],
@@ -431,6 +478,7 @@ impl Node {
         NodeBuilder {
             config: NodeConfig::default(),
             etcd: None,
+            storage_file: None,
             registrations: Vec::new(),
             storage: None,
             coordinator: None,

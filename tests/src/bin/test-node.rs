@@ -1,5 +1,5 @@
 //! A node process for the multi-process cluster tests: it hosts `Tally`
-//! objects, logs every activation and deactivation to the file named by
+//! and persistent `Vault` objects (state where `--postgres` says), logs every activation and deactivation to the file named by
 //! `GOVERSE_TEST_ACTIVATION_LOG` (so the test can check that no object was
 //! ever active on two nodes at once), prints `ready <id> <address>` once it
 //! serves, and leaves the cluster gracefully on SIGTERM.
@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use goverse::config::NodeFile;
 use goverse::prelude::*;
-use goverse_tests::processes::{Tally, log_activation};
+use goverse_tests::processes::{Tally, Vault, log_activation};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
@@ -18,6 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = NodeFile::from_args(std::env::args().skip(1))?;
     let node = Node::builder()
         .register::<Tally>()
+        .register::<Vault>()
         .configure(file)?
         .start()
         .await?;
