@@ -21,6 +21,10 @@ cargo test --workspace --all-features --doc
 
 step "lints"
 cargo clippy --workspace --all-features --all-targets -- -D warnings
+# The feature sets users build on their own: goverse with none, and the
+# quick start (SQLite only).
+cargo clippy -p goverse -- -D warnings
+cargo clippy -p example-counter --all-targets -- -D warnings
 
 step "book"
 if ! command -v mdbook >/dev/null 2>&1; then

@@ -5,15 +5,32 @@
 
 use std::time::Instant;
 
-use example_counter::{Counter, CounterClient};
+use example_counter::{Counter, CounterClient, Visits, VisitsClient};
 use goverse::prelude::*;
+use goverse::storage::SqliteStorage;
 
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> goverse::Result<()> {
-    // An embedded node: in-process coordinator, in-memory storage.
-    let node = Node::builder().register::<Counter>().start().await?;
-    println!("node {} started, hosting: Counter", node.id());
+    // An embedded node: in-process coordinator, state in an SQLite file.
+    let database = std::env::temp_dir().join("goverse-quickstart.db");
+    let node = Node::builder()
+        .register::<Counter>()
+        .register::<Visits>()
+        .storage(SqliteStorage::open(&database).await?)
+        .start()
+        .await?;
+    println!("node {} started, hosting: Counter, Visits", node.id());
+
+    // A persistent object: its state outlives this program.
+    let visits = VisitsClient::new(&node, "quickstart")
+        .visit(Empty {})
+        .await?;
+    println!(
+        "quickstart.Visit() -> {} (run again: it counts on, from {})",
+        visits.value,
+        database.display()
+    );
 
     // The first call activates `my-counter`; no create step is needed.
     let counter = CounterClient::new(&node, "my-counter");

@@ -31,3 +31,22 @@ impl Counter {
     }
 }
 // ANCHOR_END: object
+
+// ANCHOR: visits
+/// How many times the quick start has run. A persistent object: its state
+/// (its serde form) is stored in SQLite after every `&mut self` call, so it
+/// survives restarts of the program.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Visits {
+    count: i64,
+}
+
+#[goverse::object(persistent)]
+impl Visits {
+    /// Counts one more visit and returns the total.
+    pub async fn visit(&mut self, _ctx: &Context, _request: Empty) -> goverse::Result<Int64Value> {
+        self.count += 1;
+        Ok(Int64Value { value: self.count })
+    }
+}
+// ANCHOR_END: visits

@@ -17,8 +17,10 @@ const STATEMENTS: Statements = Statements {
     delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "UPDATE goverse_objects SET epoch = $3 WHERE object_type = $1 AND object_id = $2 AND epoch < $3",
-    version: "SELECT max(version) FROM _sqlx_migrations WHERE success",
 };
+
+/// The applied schema version.
+const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
 
 /// Settings of a [`PostgresStorage`].
 #[derive(Debug, Clone)]
@@ -103,7 +105,7 @@ impl PostgresStorage {
     }
 
     async fn check_schema(&self) -> Result<()> {
-        let version: Option<i64> = match sqlx::query_scalar(STATEMENTS.version)
+        let version: Option<i64> = match sqlx::query_scalar(SCHEMA_VERSION_QUERY)
             .fetch_one(&self.pool)
             .await
         {

@@ -9,6 +9,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::error::Error;
 
 /// The schema version this code needs.
+#[cfg(feature = "postgres")]
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
 /// The migrations of one backend, embedded in the binary.
@@ -28,6 +29,7 @@ pub(crate) fn failed(doing: &str, error: impl std::fmt::Display) -> Error {
 }
 
 /// The error for a schema that is missing or older than the code.
+#[cfg(feature = "postgres")]
 pub(crate) fn schema_error(found: Option<i64>) -> Error {
     match found {
         None | Some(0) => Error::Storage(
@@ -65,8 +67,6 @@ pub(crate) struct Statements {
     pub(crate) epoch: &'static str,
     /// Raise the stored epoch to `$3` if it is older: `$1` type, `$2` id.
     pub(crate) claim: &'static str,
-    /// The applied schema version.
-    pub(crate) version: &'static str,
 }
 
 /// Implements [`Storage`](super::Storage) for a backend holding a pool of

@@ -22,7 +22,6 @@ const STATEMENTS: Statements = Statements {
     delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "UPDATE goverse_objects SET epoch = $3 WHERE object_type = $1 AND object_id = $2 AND epoch < $3",
-    version: "SELECT max(version) FROM _sqlx_migrations WHERE success",
 };
 
 /// Persistent state in an SQLite file.
