@@ -136,6 +136,15 @@ pub mod processes {
         }
     }
 
+    /// Logs `event` for the object `ctx` runs on, on its node.
+    fn log_lifecycle(event: &str, ctx: &Context) {
+        log_activation(
+            event,
+            &format!("{}/{}", ctx.type_name(), ctx.id()),
+            ctx.node_id(),
+        );
+    }
+
     /// A persistent counter: every acknowledged deposit is durable.
     #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
     pub struct Vault {
@@ -161,21 +170,13 @@ pub mod processes {
 
         #[on_activate]
         async fn activated(&mut self, ctx: &Context) -> goverse::Result<()> {
-            log_activation(
-                "activate",
-                &format!("{}/{}", ctx.type_name(), ctx.id()),
-                ctx.node_id(),
-            );
+            log_lifecycle("activate", ctx);
             Ok(())
         }
 
         #[on_deactivate]
         async fn deactivated(&mut self, ctx: &Context) -> goverse::Result<()> {
-            log_activation(
-                "deactivate",
-                &format!("{}/{}", ctx.type_name(), ctx.id()),
-                ctx.node_id(),
-            );
+            log_lifecycle("deactivate", ctx);
             Ok(())
         }
     }
@@ -207,21 +208,13 @@ pub mod processes {
 
         #[on_activate]
         async fn activated(&mut self, ctx: &Context) -> goverse::Result<()> {
-            log_activation(
-                "activate",
-                &format!("{}/{}", ctx.type_name(), ctx.id()),
-                ctx.node_id(),
-            );
+            log_lifecycle("activate", ctx);
             Ok(())
         }
 
         #[on_deactivate]
         async fn deactivated(&mut self, ctx: &Context) -> goverse::Result<()> {
-            log_activation(
-                "deactivate",
-                &format!("{}/{}", ctx.type_name(), ctx.id()),
-                ctx.node_id(),
-            );
+            log_lifecycle("deactivate", ctx);
             Ok(())
         }
     }

@@ -174,6 +174,27 @@ impl Driver {
     }
 }
 
+/// A node of the test process that hosts nothing: it routes calls to the
+/// node processes, and gets no shards.
+async fn routing_node(id: &str, etcd: &str, prefix: &str) -> Node {
+    let coordinator = goverse::cluster::ClusterCoordinator::etcd(
+        &[etcd],
+        goverse::cluster::ClusterOptions::default()
+            .prefix(prefix)
+            .lease_ttl(LEASE),
+    )
+    .await
+    .expect("etcd");
+    Node::builder()
+        .node_id(id)
+        .shard_count(SHARDS)
+        .call_timeout(Duration::from_secs(10))
+        .coordinator(coordinator)
+        .start()
+        .await
+        .expect("routing node")
+}
+
 /// Waits until exactly `nodes` serve every shard, each a fair share, with
 /// nothing moving.
 async fn wait_balanced(client: &Node, nodes: &[&str]) {
@@ -267,22 +288,7 @@ async fn nodes_stop_die_restart_and_join_under_load() {
     let n1 = NodeProcess::start("n1", &endpoint, &prefix, &log).await;
     let n2 = NodeProcess::start("n2", &endpoint, &prefix, &log).await;
     let n3 = NodeProcess::start("n3", &endpoint, &prefix, &log).await;
-    let coordinator = goverse::cluster::ClusterCoordinator::etcd(
-        &[endpoint.as_str()],
-        goverse::cluster::ClusterOptions::default()
-            .prefix(prefix.as_str())
-            .lease_ttl(LEASE),
-    )
-    .await
-    .expect("etcd");
-    let client = Node::builder()
-        .node_id("driver")
-        .shard_count(SHARDS)
-        .call_timeout(Duration::from_secs(10))
-        .coordinator(coordinator)
-        .start()
-        .await
-        .expect("driver node");
+    let client = routing_node("driver", &endpoint, &prefix).await;
     wait_balanced(&client, &["n1", "n2", "n3"]).await;
     let ids: Vec<String> = (0..30).map(|i| format!("tally-{i}")).collect();
     let driver = Driver::start(&client, ids);
@@ -362,22 +368,7 @@ async fn killed_nodes_lose_no_acknowledged_write() {
     let start = |id: &'static str| NodeProcess::start_with(id, &endpoint, &prefix, &log, &storage);
     let mut nodes = vec![start("n1").await, start("n2").await, start("n3").await];
 
-    let coordinator = goverse::cluster::ClusterCoordinator::etcd(
-        &[endpoint.as_str()],
-        goverse::cluster::ClusterOptions::default()
-            .prefix(prefix.as_str())
-            .lease_ttl(LEASE),
-    )
-    .await
-    .expect("etcd");
-    let client = Node::builder()
-        .node_id("depositor")
-        .shard_count(SHARDS)
-        .call_timeout(Duration::from_secs(10))
-        .coordinator(coordinator)
-        .start()
-        .await
-        .expect("client node");
+    let client = routing_node("depositor", &endpoint, &prefix).await;
     wait_balanced(&client, &["n1", "n2", "n3"]).await;
 
     // Depositors keep a ledger of what each vault was told.

@@ -95,12 +95,8 @@ impl NodeInner {
         arrived: Instant,
         target: &(dyn Fn() -> String + Sync),
     ) -> Result<()> {
-        let expired = || Error::DeadlineExceeded {
-            target: target(),
-            timeout: deadline.saturating_duration_since(arrived),
-        };
         if Instant::now() >= deadline {
-            return Err(expired());
+            return Err(late(target, deadline, arrived));
         }
         let view = retry.view.get_or_insert_with(|| {
             let mut view = self.view_receiver();
@@ -122,9 +118,28 @@ impl NodeInner {
             () = tokio::time::sleep_until(until) => {}
         }
         if Instant::now() >= deadline {
-            return Err(expired());
+            return Err(late(target, deadline, arrived));
         }
         Ok(())
+    }
+
+    /// Sends `frame` to `owner` and waits for the reply: the response, or
+    /// `None` when the call did not run there and must be routed again.
+    async fn send(
+        &self,
+        owner: &NodeInfo,
+        frame: CallFrame,
+        deadline: Instant,
+        target: &(dyn Fn() -> String + Sync),
+    ) -> Result<Option<Vec<u8>>> {
+        match self.peers.call(&owner.address, frame, deadline).await {
+            Ok(body) => Ok(Some(body)),
+            Err(RemoteFailure::Failed(error)) => Err(retarget(error, target)),
+            Err(RemoteFailure::NotRun(error)) => {
+                tracing::debug!(%error, node = %owner.id, "call not taken; rerouting");
+                Ok(None)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -197,12 +212,7 @@ impl NodeInner {
                         .within(deadline)
                         .await
                     {
-                        None => {
-                            return Err(Error::DeadlineExceeded {
-                                target: target(),
-                                timeout: deadline.saturating_duration_since(arrived),
-                            });
-                        }
+                        None => return Err(late(&target, deadline, arrived)),
                         Some(Turn::Done(result)) => return result,
                         Some(Turn::Moved(returned)) => work = returned,
                     }
@@ -220,12 +230,8 @@ impl NodeInner {
                         deadline,
                         (parent.as_ref(), trace.as_ref()),
                     );
-                    match self.peers.call(&owner.address, frame, deadline).await {
-                        Ok(body) => return decode::<Resp>(Codec::Protobuf, &body),
-                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
-                        Err(RemoteFailure::NotRun(error)) => {
-                            tracing::debug!(%error, node = %owner.id, "call not taken; rerouting");
-                        }
+                    if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
+                        return decode::<Resp>(Codec::Protobuf, &body);
                     }
                 }
                 Route::Wait => {}
@@ -312,12 +318,7 @@ impl NodeInner {
                         .within(deadline)
                         .await
                     {
-                        None => {
-                            return Err(Error::DeadlineExceeded {
-                                target: target(),
-                                timeout: deadline.saturating_duration_since(arrived),
-                            });
-                        }
+                        None => return Err(late(&target, deadline, arrived)),
                         Some(Turn::Done(result)) => return result,
                         Some(Turn::Moved(returned)) => work = returned,
                     }
@@ -333,12 +334,8 @@ impl NodeInner {
                         deadline,
                         (parent.as_ref(), trace.as_ref()),
                     );
-                    match self.peers.call(&owner.address, frame, deadline).await {
-                        Ok(body) => return Ok(body),
-                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
-                        Err(RemoteFailure::NotRun(error)) => {
-                            tracing::debug!(%error, node = %owner.id, "call not taken; rerouting");
-                        }
+                    if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
+                        return Ok(body);
                     }
                 }
                 Route::Wait => {}
@@ -405,12 +402,7 @@ impl NodeInner {
                         .within(deadline)
                         .await
                     {
-                        None => {
-                            return Err(Error::DeadlineExceeded {
-                                target: target(),
-                                timeout: deadline.saturating_duration_since(arrived),
-                            });
-                        }
+                        None => return Err(late(&target, deadline, arrived)),
                         Some(Some(result)) => return result,
                         Some(None) => {}
                     }
@@ -425,10 +417,8 @@ impl NodeInner {
                         deadline,
                         (None, None),
                     );
-                    match self.peers.call(&owner.address, frame, deadline).await {
-                        Ok(_) => return Ok(()),
-                        Err(RemoteFailure::Failed(error)) => return Err(retarget(error, &target)),
-                        Err(RemoteFailure::NotRun(_)) => {}
+                    if self.send(&owner, frame, deadline, &target).await?.is_some() {
+                        return Ok(());
                     }
                 }
                 Route::Wait => {}
@@ -479,10 +469,6 @@ impl NodeInner {
             trace,
         };
         let target = || format!("{}/{}.{}", frame.object_type, frame.object_id, frame.method);
-        let expired = || Error::DeadlineExceeded {
-            target: target(),
-            timeout,
-        };
         match Kind::try_from(frame.kind).unwrap_or(Kind::Call) {
             Kind::Call => {
                 let descriptor = host.descriptor();
@@ -508,7 +494,7 @@ impl NodeInner {
                     .within(deadline)
                     .await
                 {
-                    None => Err(expired()),
+                    None => Err(late(&target, deadline, arrived)),
                     Some(Turn::Done(result)) => result,
                     Some(Turn::Moved(_)) => Err(self.moved(shard)),
                 }
@@ -519,7 +505,7 @@ impl NodeInner {
                     .within(deadline)
                     .await
                 {
-                    None => Err(expired()),
+                    None => Err(late(&target, deadline, arrived)),
                     Some(Turn::Done(result)) => result.map(|()| Vec::new()),
                     Some(Turn::Moved(_)) => Err(self.moved(shard)),
                 }
@@ -530,7 +516,7 @@ impl NodeInner {
                     .within(deadline)
                     .await
                 {
-                    None => Err(expired()),
+                    None => Err(late(&target, deadline, arrived)),
                     Some(result) => result.map(|()| Vec::new()),
                 }
             }
@@ -573,6 +559,14 @@ fn chain_from_links(links: &[crate::transport::proto::ChainLink]) -> Option<Arc<
         }));
     }
     chain
+}
+
+/// The error of a call whose deadline passed before it was answered.
+fn late(target: &(dyn Fn() -> String + Sync), deadline: Instant, arrived: Instant) -> Error {
+    Error::DeadlineExceeded {
+        target: target(),
+        timeout: deadline.saturating_duration_since(arrived),
+    }
 }
 
 /// A remote failure keeps its code; a deadline gets the call's name.
