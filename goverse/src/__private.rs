@@ -61,10 +61,15 @@ pub fn load_state<T: PersistentState>(data: &[u8]) -> Result<T> {
 
 /// The dispatch result for a method number the type does not have.
 pub fn unknown_method<'a, O: Object>(method: usize) -> BoxFuture<'a, Result<Vec<u8>>> {
-    Box::pin(std::future::ready(Err(Error::UnknownMethod {
+    Box::pin(std::future::ready(Err(unknown_method_error::<O>(method))))
+}
+
+/// The error for a method number the type does not have.
+pub fn unknown_method_error<O: Object>(method: usize) -> Error {
+    Error::UnknownMethod {
         type_name: O::DESCRIPTOR.type_name.to_string(),
         method: format!("#{method}"),
-    })))
+    }
 }
 
 /// The dispatch result when a `&mut self` method is offered a shared turn.

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::context::{CallChain, Context};
 use crate::error::{Error, Result};
-use crate::message::Message;
+use crate::message::{Codec, Message, decode};
 use crate::node::{Node, NodeInner};
 use crate::object::{BoxFuture, Invoke, InvokeMut, InvokeRef, Object};
 
@@ -113,12 +113,105 @@ impl IntoCaller for &Caller {
     }
 }
 
+/// A call by name with an encoded request, for [`Node::call`]: what gates
+/// and tools send when they know an object type only by its name.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use goverse::{Codec, EncodedCall};
+///
+/// let call = EncodedCall::new("Wallet", "alice", "Deposit", Codec::Json, br#"{"value": 5}"#.to_vec())
+///     .timeout(Duration::from_secs(2))
+///     .reliable("deposit-7f3a");
+/// assert_eq!(call.call_id.as_deref(), Some("deposit-7f3a"));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EncodedCall {
+    /// The object type's name.
+    pub type_name: String,
+    /// The object id.
+    pub id: String,
+    /// The method's rpc name (`Add`) or Rust name (`add`).
+    pub method: String,
+    /// How `body` and the response are encoded.
+    pub codec: Codec,
+    /// The encoded request.
+    pub body: Vec<u8>,
+    /// The call's timeout (`None`: the node's default).
+    pub timeout: Option<Duration>,
+    /// Set for a reliable call: see [`EncodedCall::reliable`].
+    pub call_id: Option<String>,
+}
+
+impl EncodedCall {
+    /// A call of `method` of object `type_name/id` with an encoded request.
+    pub fn new(
+        type_name: impl Into<String>,
+        id: impl Into<String>,
+        method: impl Into<String>,
+        codec: Codec,
+        body: Vec<u8>,
+    ) -> Self {
+        Self {
+            type_name: type_name.into(),
+            id: id.into(),
+            method: method.into(),
+            codec,
+            body,
+            timeout: None,
+            call_id: None,
+        }
+    }
+
+    /// The same call with its own timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Makes the call reliable under `call_id`, the caller's name for this
+    /// one operation (unique per object, up to 256 bytes): its outcome is
+    /// recorded in the same transaction as the state change it makes, and
+    /// a retry with the same id, on any node, after crashes and moves,
+    /// returns the recorded outcome without running the method again.
+    pub fn reliable(mut self, call_id: impl Into<String>) -> Self {
+        self.call_id = Some(call_id.into());
+        self
+    }
+}
+
+/// The longest reliable call id, in bytes.
+const MAX_CALL_ID: usize = 256;
+
+/// Checks a reliable call id.
+pub(crate) fn validate_call_id(call_id: &str) -> Result<()> {
+    if call_id.is_empty() {
+        return Err(Error::InvalidCallId {
+            reason: "a reliable call id must not be empty".into(),
+        });
+    }
+    if call_id.len() > MAX_CALL_ID {
+        return Err(Error::InvalidCallId {
+            reason: format!(
+                "a reliable call id is at most {MAX_CALL_ID} bytes, this one has {}",
+                call_id.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A typed reference to one object: what generated proxies wrap.
 #[doc(hidden)]
 pub struct ObjectRef<O> {
     caller: Caller,
     id: Arc<str>,
     timeout: Option<Duration>,
+    /// Set on a reliable proxy: the id its calls carry.
+    call_id: Option<Arc<str>>,
     _object: PhantomData<fn() -> O>,
 }
 
@@ -128,6 +221,7 @@ impl<O> Clone for ObjectRef<O> {
             caller: self.caller.clone(),
             id: self.id.clone(),
             timeout: self.timeout,
+            call_id: self.call_id.clone(),
             _object: PhantomData,
         }
     }
@@ -139,6 +233,7 @@ impl<O: Object> fmt::Debug for ObjectRef<O> {
             .field("type", &O::DESCRIPTOR.type_name)
             .field("id", &self.id)
             .field("timeout", &self.timeout)
+            .field("call_id", &self.call_id)
             .field("caller", &self.caller)
             .finish()
     }
@@ -151,6 +246,7 @@ impl<O: Object> ObjectRef<O> {
             caller: via.into_caller(),
             id: id.into(),
             timeout: None,
+            call_id: None,
             _object: PhantomData,
         }
     }
@@ -164,6 +260,13 @@ impl<O: Object> ObjectRef<O> {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// The same reference, making reliable calls under `call_id`.
+    pub fn reliable(&self, call_id: impl Into<String>) -> Self {
+        let mut reliable = self.clone();
+        reliable.call_id = Some(Arc::from(call_id.into()));
+        reliable
     }
 
     /// Calls a `&mut self` method.
@@ -217,6 +320,27 @@ impl<O: Object> ObjectRef<O> {
                 chain: chain.render(),
                 target: format!("{}/{}", O::DESCRIPTOR.type_name, self.id),
             });
+        }
+        if let Some(call_id) = &self.call_id {
+            // A reliable call is recorded encoded, so it travels encoded
+            // even to a local owner.
+            let name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
+            let body = node
+                .call_by_name(
+                    O::DESCRIPTOR.type_name,
+                    &self.id,
+                    name,
+                    (
+                        Codec::Protobuf,
+                        request.encode_to_vec(),
+                        Some(call_id.clone()),
+                    ),
+                    deadline,
+                    (self.caller.chain.clone(), self.caller.trace.clone()),
+                    started,
+                )
+                .await?;
+            return decode::<Resp>(Codec::Protobuf, &body);
         }
         node.call_typed::<O, Req, Resp>(
             self.id.clone(),

@@ -7,6 +7,7 @@
 //! shard_count: 8192
 //! call_timeout: 30s
 //! idle_timeout: 15m
+//! reliable_call_retention: 24h     # how long reliable-call records are kept
 //! cluster:
 //!   etcd: [http://10.0.0.2:2379, http://10.0.0.3:2379]
 //!   prefix: /goverse
@@ -21,7 +22,8 @@
 //! ```
 //!
 //! Flags override the file: `--config <file>`, `--node-id`, `--listen`,
-//! `--advertise`, `--shard-count`, `--etcd <url>[,<url>...]`, `--prefix`,
+//! `--advertise`, `--shard-count`, `--call-timeout`, `--idle-timeout`,
+//! `--reliable-call-retention`, `--etcd <url>[,<url>...]`, `--prefix`,
 //! `--lease-ttl`, `--postgres <url>`, `--migrate <true|false>`,
 //! `--sqlite <file>`. See [`NodeFile::from_args`].
 
@@ -49,6 +51,8 @@ pub struct NodeFile {
     pub call_timeout: Option<String>,
     /// The default idle timeout (`15m`).
     pub idle_timeout: Option<String>,
+    /// How long reliable-call records are kept (`24h`).
+    pub reliable_call_retention: Option<String>,
     /// How the node finds its cluster; absent: an embedded, single node.
     pub cluster: Option<ClusterFile>,
     /// Where persistent objects keep their state; absent: in memory.
@@ -224,6 +228,7 @@ impl NodeFile {
                 }
                 "--call-timeout" => file.call_timeout = Some(value),
                 "--idle-timeout" => file.idle_timeout = Some(value),
+                "--reliable-call-retention" => file.reliable_call_retention = Some(value),
                 "--etcd" => {
                     file.cluster.get_or_insert_with(Default::default).etcd =
                         value.split(',').map(str::to_string).collect();
@@ -253,10 +258,14 @@ impl NodeFile {
 
     /// Checks what serde cannot: durations and ids.
     fn check(&self) -> Result<()> {
-        for duration in [&self.call_timeout, &self.idle_timeout]
-            .into_iter()
-            .chain(self.cluster.as_ref().map(|c| &c.lease_ttl))
-            .flatten()
+        for duration in [
+            &self.call_timeout,
+            &self.idle_timeout,
+            &self.reliable_call_retention,
+        ]
+        .into_iter()
+        .chain(self.cluster.as_ref().map(|c| &c.lease_ttl))
+        .flatten()
         {
             parse_duration(duration)?;
         }

@@ -139,6 +139,30 @@ pub enum Error {
         /// A message for people.
         message: String,
     },
+    /// A reliable call's id is empty or too long.
+    #[error("invalid call id: {reason}")]
+    InvalidCallId {
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A reliable call id was used again, on the same object, for another
+    /// method than the one it first ran.
+    #[error("call id `{call_id}` of {target} already ran method `{recorded}`")]
+    CallIdReused {
+        /// The call id.
+        call_id: String,
+        /// `Type/id.Method` of the call being made.
+        target: String,
+        /// The method the call id ran first.
+        recorded: String,
+    },
+    /// Reliable calls record their outcome with the object's state, so they
+    /// are only offered on persistent object types.
+    #[error("reliable calls need a persistent object type; `{type_name}` is not persistent")]
+    NotPersistent {
+        /// The object type.
+        type_name: String,
+    },
     /// A broken invariant inside goverse; please report it.
     #[error("internal error: {0}")]
     Internal(String),
@@ -174,6 +198,9 @@ impl Error {
             Error::Config(_) => "INVALID_CONFIG",
             Error::Remote { code, .. } => code,
             Error::Application { code, .. } => code,
+            Error::InvalidCallId { .. } => "INVALID_CALL_ID",
+            Error::CallIdReused { .. } => "CALL_ID_REUSED",
+            Error::NotPersistent { .. } => "NOT_PERSISTENT",
             Error::Internal(_) => "INTERNAL",
         }
     }

@@ -16,7 +16,7 @@ mod transport;
 #[doc(hidden)]
 pub mod __private;
 
-pub use call::{Caller, IntoCaller};
+pub use call::{Caller, EncodedCall, IntoCaller};
 pub use context::Context;
 pub use descriptor::{MethodDescriptor, ObjectDescriptor};
 pub use error::{Error, Result};

@@ -37,6 +37,18 @@ pub trait Object: Send + Sync + Sized + 'static {
         body: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>>>;
 
+    /// Re-encodes a response of method number `method` from one codec to
+    /// another: reliable calls record responses as protobuf and answer in
+    /// the caller's codec.
+    #[doc(hidden)]
+    fn transcode_response(method: usize, from: Codec, to: Codec, body: &[u8]) -> Result<Vec<u8>> {
+        let _ = (method, from, to, body);
+        Err(Error::Internal(format!(
+            "object type `{}` cannot re-encode responses",
+            Self::DESCRIPTOR.type_name
+        )))
+    }
+
     /// Runs after the object is created or loaded, before its first call.
     fn on_activate<'a>(&'a mut self, ctx: &'a Context) -> BoxFuture<'a, Result<()>> {
         let _ = ctx;

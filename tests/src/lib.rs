@@ -145,6 +145,9 @@ pub mod processes {
         );
     }
 
+    /// How long [`Vault::slow_deposit`] takes.
+    pub const SLOW_DEPOSIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
     /// A persistent counter: every acknowledged deposit is durable.
     #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
     pub struct Vault {
@@ -166,6 +169,25 @@ pub mod processes {
         /// The total.
         pub async fn total(&self, _ctx: &Context, _request: Empty) -> goverse::Result<Int64Value> {
             Ok(Int64Value { value: self.total })
+        }
+
+        /// Like `deposit`, after thinking for [`SLOW_DEPOSIT`]: long enough
+        /// for a test to time the caller out, or kill the node, mid-call.
+        pub async fn slow_deposit(
+            &mut self,
+            _ctx: &Context,
+            request: Int64Value,
+        ) -> goverse::Result<Int64Value> {
+            tokio::time::sleep(SLOW_DEPOSIT).await;
+            self.total += request.value;
+            Ok(Int64Value { value: self.total })
+        }
+
+        /// The id of the node the vault is active on.
+        pub async fn host(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+            Ok(StringValue {
+                value: ctx.node_id().to_string(),
+            })
         }
 
         #[on_activate]

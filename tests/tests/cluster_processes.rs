@@ -351,6 +351,29 @@ struct Ledger {
     /// Deposits that failed in a way that may have run (the node died
     /// mid-call): each may or may not be in the vault.
     uncertain: i64,
+    /// Whether the vault gets reliable deposits (retried to success).
+    reliable: bool,
+}
+
+/// A reliable deposit of 1 under `call_id`, retried through failovers
+/// until it is acknowledged.
+async fn deposit_until_acknowledged(
+    vault: &goverse_tests::processes::VaultClient,
+    call_id: &str,
+) -> goverse::Result<Int64Value> {
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match vault
+            .reliable(call_id)
+            .deposit(Int64Value { value: 1 })
+            .await
+        {
+            Err(error)
+                if matches!(error.code(), "UNAVAILABLE" | "DEADLINE_EXCEEDED")
+                    && tokio::time::Instant::now() < give_up => {}
+            outcome => return outcome,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,27 +394,36 @@ async fn killed_nodes_lose_no_acknowledged_write() {
     let client = routing_node("depositor", &endpoint, &prefix).await;
     wait_balanced(&client, &["n1", "n2", "n3"]).await;
 
-    // Depositors keep a ledger of what each vault was told.
+    // Depositors keep a ledger of what each vault was told. Half of them
+    // make plain calls, half make reliable ones and retry each deposit
+    // under its call id until it is acknowledged.
     let run = unique_prefix("v").replace('/', "_");
     let ids: Vec<String> = (0..24).map(|i| format!("{run}-vault-{i}")).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let ledgers: Arc<Mutex<BTreeMap<String, Ledger>>> = Arc::default();
     let mut depositors = Vec::new();
-    for chunk in ids.chunks(6) {
+    for (chunk_index, chunk) in ids.chunks(6).enumerate() {
         let (node, stop, ledgers, chunk) = (
             client.clone(),
             stop.clone(),
             ledgers.clone(),
             chunk.to_vec(),
         );
+        let reliable = chunk_index % 2 == 1;
         depositors.push(tokio::spawn(async move {
+            let mut sequence = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 for id in &chunk {
-                    let result = VaultClient::new(&node, id.clone())
-                        .deposit(Int64Value { value: 1 })
-                        .await;
+                    sequence += 1;
+                    let vault = VaultClient::new(&node, id.clone());
+                    let result = if reliable {
+                        deposit_until_acknowledged(&vault, &format!("d{sequence}")).await
+                    } else {
+                        vault.deposit(Int64Value { value: 1 }).await
+                    };
                     let mut ledgers = ledgers.lock().expect("ledgers");
                     let ledger = ledgers.entry(id.clone()).or_default();
+                    ledger.reliable = reliable;
                     match result {
                         Ok(_) => ledger.acknowledged += 1,
                         Err(error)
@@ -453,7 +485,7 @@ async fn killed_nodes_lose_no_acknowledged_write() {
         depositor.await.expect("depositor");
     }
     let ledgers = ledgers.lock().expect("ledgers").clone();
-    let mut uncertain = 0;
+    let (mut uncertain, mut reliable) = (0, 0);
     for id in &ids {
         let ledger = ledgers.get(id).copied().unwrap_or_default();
         let total = VaultClient::new(&client, id.clone())
@@ -466,6 +498,13 @@ async fn killed_nodes_lose_no_acknowledged_write() {
             "{id} lost acknowledged deposits: {total} < {}",
             ledger.acknowledged
         );
+        if ledger.reliable {
+            assert_eq!(
+                total, ledger.acknowledged,
+                "{id}: every reliable deposit applied exactly once"
+            );
+            reliable += ledger.acknowledged;
+        }
         assert!(
             total <= ledger.acknowledged + ledger.uncertain,
             "{id} has deposits nobody made: {total} > {} + {}",
@@ -475,9 +514,109 @@ async fn killed_nodes_lose_no_acknowledged_write() {
         uncertain += ledger.uncertain;
     }
     eprintln!(
-        "{} deposits acknowledged, none lost; {uncertain} failed while nodes died",
+        "{} deposits acknowledged, none lost; {uncertain} plain ones failed while nodes died; \
+         {reliable} reliable ones, each applied exactly once",
         ledgers.values().map(|l| l.acknowledged).sum::<i64>()
     );
+    client.shutdown().await;
+    for node in nodes {
+        node.terminate().await;
+    }
+    assert_at_most_one_activation(&log, &kills);
+    drop(etcd);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reliable_call_outlives_its_owner() {
+    use goverse::storage::{PostgresOptions, PostgresStorage, Storage};
+    use goverse_tests::processes::VaultClient;
+
+    let database = goverse_tests::database_url();
+    let records = PostgresStorage::connect(&database, PostgresOptions::default().migrate(true))
+        .await
+        .expect("PostgreSQL");
+    let dir = std::env::temp_dir().join(unique_prefix("reliable").replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log = dir.join("activations.log");
+    let etcd = Etcd::start(&dir).await;
+    let endpoint = etcd.endpoint();
+    let prefix = unique_prefix("reliable");
+    let storage = ["--postgres", database.as_str()];
+    let start = |id: &'static str| NodeProcess::start_with(id, &endpoint, &prefix, &log, &storage);
+    let mut nodes = vec![start("n1").await, start("n2").await];
+    let client = routing_node("caller", &endpoint, &prefix).await;
+    wait_balanced(&client, &["n1", "n2"]).await;
+
+    let id = unique_prefix("vault").replace('/', "_");
+    let vault = VaultClient::new(&client, id.clone());
+    let impatient = vault.clone().with_timeout(Duration::from_millis(300));
+    let owner = |nodes: &mut Vec<NodeProcess>, host: &str| {
+        let index = nodes.iter().position(|n| n.id == host).expect("owner runs");
+        nodes.remove(index)
+    };
+
+    // 1. The owner runs the deposit and records it, then dies before the
+    // caller hears back: the retry gets the recorded result, and the
+    // deposit is not made twice.
+    let host = vault.host(Empty {}).await.expect("host").value;
+    let error = impatient
+        .reliable("deposit-a")
+        .slow_deposit(Int64Value { value: 7 })
+        .await
+        .expect_err("the caller stops waiting");
+    assert_eq!(error.code(), "DEADLINE_EXCEEDED");
+    wait_until("the deposit is recorded", PATIENCE, || {
+        let (records, id) = (records.clone(), id.clone());
+        async move {
+            records
+                .load_call("Vault", &id, "deposit-a")
+                .await
+                .expect("read records")
+                .is_some()
+        }
+    })
+    .await;
+    let victim = owner(&mut nodes, &host);
+    let killed_at = victim.kill().await;
+    let mut kills = vec![(host.clone(), killed_at)];
+    let retried = vault
+        .reliable("deposit-a")
+        .slow_deposit(Int64Value { value: 7 })
+        .await
+        .expect("the retry succeeds on the new owner");
+    assert_eq!(retried.value, 7, "the recorded result");
+    assert_ne!(vault.host(Empty {}).await.expect("host").value, host);
+    assert_eq!(vault.total(Empty {}).await.expect("total").value, 7);
+
+    // 2. The owner dies while the deposit runs, before anything is
+    // recorded: the retry runs it on the new owner, once.
+    let restart = ["n1", "n2"].into_iter().find(|n| *n == host).expect("ours");
+    nodes.push(start(restart).await);
+    wait_balanced(&client, &["n1", "n2"]).await;
+    let host = vault.host(Empty {}).await.expect("host").value;
+    let error = impatient
+        .reliable("deposit-b")
+        .slow_deposit(Int64Value { value: 5 })
+        .await
+        .expect_err("the caller stops waiting");
+    assert_eq!(error.code(), "DEADLINE_EXCEEDED");
+    let victim = owner(&mut nodes, &host);
+    kills.push((host.clone(), victim.kill().await));
+    let ran_before_the_kill = records
+        .load_call("Vault", &id, "deposit-b")
+        .await
+        .expect("read records")
+        .is_some();
+    let retried = vault
+        .reliable("deposit-b")
+        .slow_deposit(Int64Value { value: 5 })
+        .await
+        .expect("the retry succeeds on the new owner");
+    assert_eq!(retried.value, 12);
+    assert_eq!(vault.total(Empty {}).await.expect("total").value, 12);
+    eprintln!("deposit-b was recorded before its owner died: {ran_before_the_kill}");
+
     client.shutdown().await;
     for node in nodes {
         node.terminate().await;

@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use goverse::prelude::*;
 use goverse::storage::{
-    Fence, MemoryStorage, PostgresOptions, PostgresStorage, SqliteStorage, Storage,
+    CallOutcome, CallRecord, Fence, MemoryStorage, PostgresOptions, PostgresStorage, SqliteStorage,
+    StateWrite, Storage,
 };
-use goverse_tests::{database_url, unique_prefix};
+use goverse::{Codec, EncodedCall};
+use goverse_tests::{PATIENCE, database_url, unique_prefix, wait_until};
 
 /// A type name no other test (or run) writes under.
 fn unique_type(test: &str) -> String {
@@ -156,6 +158,231 @@ impl Account {
             value: self.label.clone(),
         })
     }
+
+    pub async fn withdraw(
+        &mut self,
+        _ctx: &Context,
+        request: Int64Value,
+    ) -> goverse::Result<Int64Value> {
+        if request.value > self.balance {
+            return Err(goverse::Error::application(
+                "INSUFFICIENT_FUNDS",
+                format!("balance is {}", self.balance),
+            ));
+        }
+        self.balance -= request.value;
+        Ok(Int64Value {
+            value: self.balance,
+        })
+    }
+
+    pub async fn balance(&self, _ctx: &Context, _request: Empty) -> goverse::Result<Int64Value> {
+        Ok(Int64Value {
+            value: self.balance,
+        })
+    }
+}
+
+fn write(kind: &str, id: &str, epoch: u64, call: Option<CallRecord>) -> StateWrite {
+    let kind: &'static str = Box::leak(kind.to_string().into_boxed_str());
+    StateWrite {
+        type_name: kind,
+        id: id.into(),
+        data: format!(r#"{{"epoch": {epoch}}}"#).into_bytes(),
+        fence: Fence { epoch },
+        call,
+    }
+}
+
+fn record(call_id: &str, method: &str, outcome: CallOutcome) -> CallRecord {
+    CallRecord {
+        call_id: call_id.into(),
+        method: method.into(),
+        outcome,
+    }
+}
+
+async fn call_records_land_with_their_state(storage: Arc<dyn Storage>) {
+    let kind = unique_type("calls");
+    storage
+        .save(&kind, "stale", b"{}", Fence { epoch: 5 })
+        .await
+        .expect("a newer owner wrote first");
+    let ok = record("c1", "Deposit", CallOutcome::Response(vec![8, 42]));
+    let failed = record(
+        "c2",
+        "Withdraw",
+        CallOutcome::Error {
+            code: "INSUFFICIENT_FUNDS".into(),
+            message: "balance is 0".into(),
+        },
+    );
+    let refused = record("c3", "Deposit", CallOutcome::Response(vec![8, 1]));
+    let results = storage
+        .save_batch(&[
+            write(&kind, "a", 1, Some(ok.clone())),
+            write(&kind, "b", 1, Some(failed.clone())),
+            write(&kind, "stale", 2, Some(refused)),
+            write(&kind, "plain", 1, None),
+        ])
+        .await;
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(|e| e.code(), |()| "OK"))
+        .collect();
+    assert_eq!(codes, ["OK", "OK", "STALE_OWNER", "OK"]);
+    assert_eq!(
+        storage.load_call(&kind, "a", "c1").await.expect("load"),
+        Some(ok)
+    );
+    assert_eq!(
+        storage.load_call(&kind, "b", "c2").await.expect("load"),
+        Some(failed)
+    );
+    assert_eq!(
+        storage.load_call(&kind, "stale", "c3").await.expect("load"),
+        None,
+        "a refused write leaves no record"
+    );
+    assert_eq!(
+        storage.load_call(&kind, "b", "c1").await.expect("load"),
+        None,
+        "call ids are per object"
+    );
+    // A second record under the same id keeps the first.
+    let again = record("c1", "Deposit", CallOutcome::Response(vec![8, 99]));
+    storage
+        .save_batch(&[write(&kind, "a", 1, Some(again))])
+        .await[0]
+        .clone()
+        .expect("saved");
+    assert_eq!(
+        storage
+            .load_call(&kind, "a", "c1")
+            .await
+            .expect("load")
+            .map(|r| r.outcome),
+        Some(CallOutcome::Response(vec![8, 42]))
+    );
+    // Records younger than the retention stay; older ones go.
+    storage
+        .purge_calls(std::time::Duration::from_secs(3600))
+        .await
+        .expect("purge");
+    assert!(
+        storage
+            .load_call(&kind, "a", "c1")
+            .await
+            .expect("load")
+            .is_some()
+    );
+    let storage = storage.clone();
+    wait_until("old records are purged", PATIENCE, || {
+        let (storage, kind) = (storage.clone(), kind.clone());
+        async move {
+            storage
+                .purge_calls(std::time::Duration::from_secs(2))
+                .await
+                .expect("purge");
+            storage
+                .load_call(&kind, "a", "c1")
+                .await
+                .expect("load")
+                .is_none()
+        }
+    })
+    .await;
+}
+
+async fn reliable_calls_run_once(storage: Arc<dyn Storage>) {
+    let node = Node::builder()
+        .register::<Account>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    let id = unique_type("reliable");
+    let account = AccountClient::new(&node, id.clone());
+    let deposit = |call_id: &str, value: i64| {
+        let account = account.reliable(call_id);
+        async move { account.deposit(Int64Value { value }).await }
+    };
+    assert_eq!(deposit("d1", 5).await.expect("deposit").value, 5);
+    assert_eq!(
+        deposit("d1", 5).await.expect("retry").value,
+        5,
+        "a retry returns the recorded response"
+    );
+    assert_eq!(deposit("d2", 5).await.expect("deposit").value, 10);
+
+    // An error is an outcome too: the retry gets it back even though the
+    // balance would now allow the withdrawal.
+    let withdraw = || {
+        let account = account.reliable("w1");
+        async move { account.withdraw(Int64Value { value: 12 }).await }
+    };
+    assert_eq!(
+        withdraw().await.expect_err("too much").code(),
+        "INSUFFICIENT_FUNDS"
+    );
+    assert_eq!(deposit("d3", 5).await.expect("deposit").value, 15);
+    let error = withdraw().await.expect_err("recorded");
+    assert_eq!(error.code(), "INSUFFICIENT_FUNDS");
+    assert_eq!(error.to_string(), "INSUFFICIENT_FUNDS: balance is 10");
+
+    // An id that ran one method cannot run another.
+    let error = account
+        .reliable("d1")
+        .withdraw(Int64Value { value: 1 })
+        .await
+        .expect_err("reused");
+    assert_eq!(error.code(), "CALL_ID_REUSED");
+
+    // By name, in JSON: recorded as protobuf, answered in JSON, and the
+    // typed proxy reads the same record.
+    let json = || {
+        EncodedCall::new(
+            "Account",
+            id.clone(),
+            "Deposit",
+            Codec::Json,
+            br#""1""#.to_vec(),
+        )
+        .reliable("j1")
+    };
+    let first = node.call(json()).await.expect("json deposit");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&first).expect("json"),
+        serde_json::json!("16")
+    );
+    assert_eq!(node.call(json()).await.expect("json retry"), first);
+    assert_eq!(deposit("j1", 1).await.expect("typed retry").value, 16);
+    node.shutdown().await;
+
+    // Another node on the same storage (the first one is gone) knows
+    // every recorded call.
+    let again = Node::builder()
+        .register::<Account>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    let account = AccountClient::new(&again, id);
+    assert_eq!(
+        account
+            .reliable("d2")
+            .deposit(Int64Value { value: 5 })
+            .await
+            .expect("retry elsewhere")
+            .value,
+        10
+    );
+    assert_eq!(
+        account.balance(Empty {}).await.expect("balance").value,
+        16,
+        "no call ran twice"
+    );
+    again.shutdown().await;
 }
 
 async fn objects_keep_state_and_old_rows_load(storage: Arc<dyn Storage>) {
@@ -358,7 +585,93 @@ on_every_backend!(
     objects_keep_state_and_old_rows_load,
     calls_are_durable_when_they_return,
     a_claim_fences_out_older_writers,
+    call_records_land_with_their_state,
+    reliable_calls_run_once,
 );
+
+#[derive(Debug, Default)]
+pub struct Scratch {
+    total: i64,
+}
+
+#[goverse::object]
+impl Scratch {
+    pub async fn add(
+        &mut self,
+        _ctx: &Context,
+        request: Int64Value,
+    ) -> goverse::Result<Int64Value> {
+        self.total += request.value;
+        Ok(Int64Value { value: self.total })
+    }
+}
+
+#[tokio::test]
+async fn reliable_calls_are_checked() {
+    let node = Node::builder()
+        .register::<Account>()
+        .register::<Scratch>()
+        .start()
+        .await
+        .expect("node");
+    // A proxy of a type that is not persistent has no `reliable`; by name:
+    let error = node
+        .call(EncodedCall::new("Scratch", "s", "Add", Codec::Json, b"\"1\"".to_vec()).reliable("x"))
+        .await
+        .expect_err("not persistent");
+    assert_eq!(error.code(), "NOT_PERSISTENT");
+    let account = AccountClient::new(&node, "checked");
+    for bad in [String::new(), "x".repeat(257)] {
+        let error = account
+            .reliable(bad)
+            .deposit(Int64Value { value: 1 })
+            .await
+            .expect_err("bad id");
+        assert_eq!(error.code(), "INVALID_CALL_ID");
+    }
+    assert_eq!(
+        account.balance(Empty {}).await.expect("balance").value,
+        0,
+        "nothing ran"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_purges_records_past_their_retention() {
+    let storage = Arc::new(MemoryStorage::new());
+    let node = Node::builder()
+        .register::<Account>()
+        .storage(storage.clone())
+        .reliable_call_retention(std::time::Duration::from_millis(300))
+        .start()
+        .await
+        .expect("node");
+    let account = AccountClient::new(&node, "retained");
+    let deposit = || {
+        let account = account.reliable("once");
+        async move { account.deposit(Int64Value { value: 1 }).await }
+    };
+    assert_eq!(deposit().await.expect("deposit").value, 1);
+    assert_eq!(deposit().await.expect("retry").value, 1);
+    wait_until("the record is purged", PATIENCE, || {
+        let storage = storage.clone();
+        async move {
+            storage
+                .load_call("Account", "retained", "once")
+                .await
+                .expect("load")
+                .is_none()
+        }
+    })
+    .await;
+    assert_eq!(
+        deposit().await.expect("runs again").value,
+        2,
+        "past the retention a retry runs the method again"
+    );
+    node.shutdown().await;
+}
 
 /// A store that fails writes on demand.
 #[derive(Default)]
@@ -457,6 +770,27 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
         .expect_err("no schema yet");
     assert_eq!(error.code(), "STORAGE_ERROR");
     assert!(error.to_string().contains("schema is missing"), "{error}");
+    drop(
+        PostgresStorage::connect(&fresh, PostgresOptions::default().migrate(true))
+            .await
+            .expect("migrates"),
+    );
+    // A schema older than the code: the newest migration not applied.
+    let mut db = sqlx::PgConnection::connect(&fresh).await.expect("connect");
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
+        .execute(&mut db)
+        .await
+        .expect("roll the record back");
+    drop(db);
+    let error = PostgresStorage::connect(&fresh, PostgresOptions::default())
+        .await
+        .expect_err("schema too old");
+    assert!(
+        error
+            .to_string()
+            .contains("at version 1 but this code needs 2"),
+        "{error}"
+    );
     let storage = PostgresStorage::connect(&fresh, PostgresOptions::default().migrate(true))
         .await
         .expect("migrates");

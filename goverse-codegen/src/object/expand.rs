@@ -86,6 +86,12 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
         .iter()
         .enumerate()
         .map(|(index, method)| dispatch_arm(index, method));
+    let transcode_arms = ir.methods.iter().enumerate().map(|(index, method)| {
+        let response = &method.response;
+        quote_spanned! {response.span()=>
+            #index => #p::encode(to, &#p::decode::<#response>(from, body)?),
+        }
+    });
     let hooks = hook_fns(ir);
     let state = state_fns(ir);
     let create = quote_spanned! {self_ty.span()=> <Self as #p::Default>::default() };
@@ -112,6 +118,18 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
                 match method {
                     #(#arms)*
                     _ => #p::unknown_method::<Self>(method),
+                }
+            }
+
+            fn transcode_response(
+                method: usize,
+                from: #p::Codec,
+                to: #p::Codec,
+                body: &[u8],
+            ) -> #p::Result<#p::Vec<u8>> {
+                match method {
+                    #(#transcode_arms)*
+                    _ => #p::Err(#p::unknown_method_error::<Self>(method)),
                 }
             }
 
@@ -234,6 +252,23 @@ fn proxy(ir: &ObjectIr) -> TokenStream {
             }
         }
     });
+    // Only persistent types record outcomes, so only their proxies offer it.
+    let reliable = if ir.persistent {
+        quote! {
+            /// Returns a proxy making a reliable call under `call_id`, the
+            /// caller's name for one operation (unique per object): the
+            /// outcome is recorded with the state change it makes, and a
+            /// retry with the same id returns the recorded outcome without
+            /// running the method again.
+            ///
+            /// `proxy.reliable("deposit-42").deposit(request)`
+            pub fn reliable(&self, call_id: impl #p::Into<#p::String>) -> Self {
+                Self { inner: self.inner.reliable(call_id) }
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
     quote! {
         #[doc = #doc]
         pub struct #client {
@@ -271,6 +306,7 @@ fn proxy(ir: &ObjectIr) -> TokenStream {
                 Self { inner: self.inner.with_timeout(timeout) }
             }
 
+            #reliable
             #(#methods)*
         }
     }

@@ -75,6 +75,26 @@ impl ::goverse::__private::Object for Account {
             _ => ::goverse::__private::unknown_method::<Self>(method),
         }
     }
+    fn transcode_response(
+        method: usize,
+        from: ::goverse::__private::Codec,
+        to: ::goverse::__private::Codec,
+        body: &[u8],
+    ) -> ::goverse::__private::Result<::goverse::__private::Vec<u8>> {
+        match method {
+            0usize => {
+                ::goverse::__private::encode(
+                    to,
+                    &::goverse::__private::decode::<Balance>(from, body)?,
+                )
+            }
+            _ => {
+                ::goverse::__private::Err(
+                    ::goverse::__private::unknown_method_error::<Self>(method),
+                )
+            }
+        }
+    }
     fn on_activate<'a>(
         &'a mut self,
         ctx: &'a ::goverse::__private::Context,
@@ -144,6 +164,21 @@ impl AccountClient {
     pub fn with_timeout(self, timeout: ::goverse::__private::Duration) -> Self {
         Self {
             inner: self.inner.with_timeout(timeout),
+        }
+    }
+    /// Returns a proxy making a reliable call under `call_id`, the
+    /// caller's name for one operation (unique per object): the
+    /// outcome is recorded with the state change it makes, and a
+    /// retry with the same id returns the recorded outcome without
+    /// running the method again.
+    ///
+    /// `proxy.reliable("deposit-42").deposit(request)`
+    pub fn reliable(
+        &self,
+        call_id: impl ::goverse::__private::Into<::goverse::__private::String>,
+    ) -> Self {
+        Self {
+            inner: self.inner.reliable(call_id),
         }
     }
     pub async fn deposit(

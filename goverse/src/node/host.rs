@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::message::Codec;
 use crate::object::{BoxFuture, Invoke, Object, Receiver};
 use crate::placement;
-use crate::storage::StateWrite;
+use crate::storage::{CallOutcome, CallRecord, StateWrite};
+use crate::transport::{error_from_wire, error_to_wire};
 
 /// The work of one turn: a typed call, an encoded call, or a bare activation.
 pub(crate) trait Work<O>: Send + 'static {
@@ -31,6 +32,23 @@ pub(crate) trait Work<O>: Send + 'static {
         receiver: Receiver<'a, O>,
         ctx: &'a Context,
     ) -> BoxFuture<'a, Result<Self::Output>>;
+
+    /// The caller's id of a reliable call.
+    fn reliable(&self) -> Option<&Arc<str>> {
+        None
+    }
+
+    /// The record of what this turn returned, for a reliable call.
+    fn record(&self, result: &Result<Self::Output>) -> Option<CallRecord> {
+        let _ = result;
+        None
+    }
+
+    /// What an earlier run of this reliable call returned, in this call's form.
+    fn replay(&self, record: CallRecord) -> Result<Self::Output> {
+        let _ = record;
+        Err(Error::Internal("only reliable calls replay".into()))
+    }
 }
 
 /// A call from a typed proxy on this node: no encoding at all.
@@ -81,13 +99,62 @@ pub(crate) struct EncodedWork {
     pub(crate) name: &'static str,
     pub(crate) codec: Codec,
     pub(crate) body: Vec<u8>,
+    /// Set for a reliable call: the caller's call id.
+    pub(crate) reliable: Option<Arc<str>>,
 }
 
 impl<O: Object> Work<O> for EncodedWork {
     type Output = Vec<u8>;
 
     fn mutates(&self) -> bool {
-        self.mutates
+        // A reliable call looks up and records its outcome: that takes the
+        // object to itself, whatever the method.
+        self.mutates || self.reliable.is_some()
+    }
+
+    fn reliable(&self) -> Option<&Arc<str>> {
+        self.reliable.as_ref()
+    }
+
+    fn record(&self, result: &Result<Vec<u8>>) -> Option<CallRecord> {
+        let call_id = self.reliable.clone()?;
+        let outcome = match result {
+            Ok(body) if self.codec == Codec::Protobuf => CallOutcome::Response(body.clone()),
+            Ok(body) => {
+                match O::transcode_response(self.method, self.codec, Codec::Protobuf, body) {
+                    Ok(body) => CallOutcome::Response(body),
+                    Err(error) => failure(&error),
+                }
+            }
+            Err(error) => failure(error),
+        };
+        Some(CallRecord {
+            call_id,
+            method: self.name.to_string(),
+            outcome,
+        })
+    }
+
+    fn replay(&self, record: CallRecord) -> Result<Vec<u8>> {
+        if record.method != self.name {
+            return Err(Error::CallIdReused {
+                call_id: record.call_id.to_string(),
+                target: format!("{}.{}", O::DESCRIPTOR.type_name, self.name),
+                recorded: record.method,
+            });
+        }
+        match record.outcome {
+            CallOutcome::Response(body) if self.codec == Codec::Protobuf => Ok(body),
+            CallOutcome::Response(body) => {
+                O::transcode_response(self.method, Codec::Protobuf, self.codec, &body)
+            }
+            CallOutcome::Error { code, message } => {
+                Err(error_from_wire(crate::transport::proto::ErrorReply {
+                    code,
+                    message,
+                }))
+            }
+        }
     }
 
     fn method_name(&self) -> &'static str {
@@ -100,6 +167,15 @@ impl<O: Object> Work<O> for EncodedWork {
         ctx: &'a Context,
     ) -> BoxFuture<'a, Result<Vec<u8>>> {
         O::dispatch(receiver, ctx, self.method, self.codec, &self.body)
+    }
+}
+
+/// A recorded error outcome, as an error travels between nodes.
+fn failure(error: &Error) -> CallOutcome {
+    let wire = error_to_wire(error);
+    CallOutcome::Error {
+        code: wire.code,
+        message: wire.message,
     }
 }
 
@@ -325,6 +401,11 @@ impl<O: Object> TypeHost<O> {
             }
             return Some(Err(expired));
         }
+        if work.reliable().is_some() && !O::DESCRIPTOR.persistent {
+            return Some(Err(Error::NotPersistent {
+                type_name: O::DESCRIPTOR.type_name.to_string(),
+            }));
+        }
         match slot {
             Slot::Gone => return None,
             Slot::Fresh => {
@@ -340,6 +421,19 @@ impl<O: Object> TypeHost<O> {
                 }
             }
             Slot::Active(_) => {}
+        }
+        if let Some(call_id) = work.reliable() {
+            // The turn holds the object, so no other run of this call id
+            // can be between this look-up and the record.
+            match node
+                .storage
+                .load_call(O::DESCRIPTOR.type_name, &activation.id, call_id)
+                .await
+            {
+                Ok(Some(record)) => return Some(work.replay(record)),
+                Ok(None) => {}
+                Err(error) => return Some(Err(error)),
+            }
         }
         let Slot::Active(object) = slot else {
             return None;
@@ -357,28 +451,31 @@ impl<O: Object> TypeHost<O> {
                 }));
             }
         };
-        if O::DESCRIPTOR.persistent
-            && let Err(error) = self.commit(node, activation, slot).await
-        {
-            return Some(Err(error));
+        if O::DESCRIPTOR.persistent {
+            let record = work.record(&result);
+            if let Err(error) = self.commit(node, activation, slot, record).await {
+                return Some(Err(error));
+            }
         }
         Some(result)
     }
 
     /// Makes a persistent object's state durable before its turn is
-    /// answered, through the node's group committer. If that fails, the
-    /// instance (which holds what could not be stored) is dropped: the next
-    /// call starts from the last durable state.
+    /// answered, through the node's group committer, with the record of
+    /// the reliable call the turn ran, if any. If that fails, the instance
+    /// (which holds what could not be stored) is dropped: the next call
+    /// starts from the last durable state.
     async fn commit(
         &self,
         node: &Arc<NodeInner>,
         activation: &Arc<Activation<O>>,
         slot: &mut Slot<O>,
+        call: Option<CallRecord>,
     ) -> Result<()> {
         let Slot::Active(object) = slot else {
             return Ok(());
         };
-        if let Err(error) = self.store(node, activation, object).await {
+        if let Err(error) = self.store(node, activation, object, call).await {
             tracing::warn!(
                 object_type = O::DESCRIPTOR.type_name,
                 object_id = %activation.id,
@@ -398,6 +495,7 @@ impl<O: Object> TypeHost<O> {
         node: &Arc<NodeInner>,
         activation: &Activation<O>,
         object: &O,
+        call: Option<CallRecord>,
     ) -> Result<()> {
         let Some(state) = object.save_state() else {
             return Ok(());
@@ -408,6 +506,7 @@ impl<O: Object> TypeHost<O> {
             id: activation.id.clone(),
             data: state?,
             fence: node.fence_for(shard),
+            call,
         };
         let saved = node.committer.save(write).await;
         if let Err(Error::StaleOwner { .. }) = &saved {
@@ -616,7 +715,7 @@ impl<O: Object> TypeHost<O> {
                 }
             }
             drop(ctx);
-            if save && let Err(error) = self.store(node, activation, object).await {
+            if save && let Err(error) = self.store(node, activation, object, None).await {
                 if let Error::StaleOwner { .. } = error {
                     // A newer owner has the object: this instance must not
                     // live on.
@@ -654,7 +753,11 @@ impl<O: Object> TypeHost<O> {
         drop(ctx);
         if outcome.is_ok() && O::DESCRIPTOR.persistent {
             // A timer turn is a turn: what it changed is made durable too.
-            if self.commit(&node, activation, &mut guard).await.is_err() {
+            if self
+                .commit(&node, activation, &mut guard, None)
+                .await
+                .is_err()
+            {
                 return false;
             }
         }

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::host::{ErasedHost, TypeHost};
+use crate::call::EncodedCall;
 use crate::cluster::{ClusterView, Coordinator, LocalCoordinator};
 use crate::config::{AutoLoad, NodeFile, parse_duration};
 use crate::descriptor::ObjectDescriptor;
@@ -55,6 +56,10 @@ pub struct NodeConfig {
     /// Objects activated as soon as their shard is served, without waiting
     /// for a call.
     pub auto_load: Vec<AutoLoad>,
+    /// How long the record of a reliable call is kept (default 24 hours):
+    /// a retry within this window returns the recorded outcome, a later
+    /// one runs the method again.
+    pub reliable_call_retention: Duration,
 }
 
 impl Default for NodeConfig {
@@ -72,6 +77,7 @@ impl Default for NodeConfig {
             listen: None,
             advertise: None,
             auto_load: Vec::new(),
+            reliable_call_retention: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -189,6 +195,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Sets how long reliable-call records are kept (default 24 hours).
+    pub fn reliable_call_retention(mut self, retention: Duration) -> Self {
+        self.config.reliable_call_retention = retention;
+        self
+    }
+
     /// Sets the default idle timeout of object types that set none.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
@@ -244,6 +256,9 @@ impl NodeBuilder {
         }
         if let Some(timeout) = &file.call_timeout {
             config.call_timeout = parse_duration(timeout)?;
+        }
+        if let Some(retention) = &file.reliable_call_retention {
+            config.reliable_call_retention = parse_duration(retention)?;
         }
         if let Some(timeout) = &file.idle_timeout {
             config.idle_timeout = parse_duration(timeout)?;
@@ -392,6 +407,7 @@ impl NodeBuilder {
         };
         inner.set_view(membership.view.clone());
         inner.start_idle_collector();
+        inner.start_call_purger();
         shards::start(&inner, membership.view);
         inner.auto_load_per_node();
         Ok(Node { inner })
@@ -561,9 +577,52 @@ impl Node {
         body: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>> {
-        self.inner
-            .call_encoded(type_name, id, method, codec, body, timeout)
-            .await
+        let mut call = EncodedCall::new(type_name, id, method, codec, body);
+        call.timeout = timeout;
+        self.inner.call_encoded(call).await
+    }
+
+    /// Makes an [`EncodedCall`] (a call by name, possibly reliable) on
+    /// whichever node owns the object, and returns the encoded response.
+    ///
+    /// # Errors
+    ///
+    /// As for [`call_encoded`](Node::call_encoded); a reliable call also
+    /// fails with `INVALID_CALL_ID`, `CALL_ID_REUSED` (the id already ran
+    /// another method of this object) or `NOT_PERSISTENT`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use goverse::prelude::*;
+    /// # #[derive(Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Counter { value: i32 }
+    /// # #[goverse::object(persistent)]
+    /// # impl Counter {
+    /// #     pub async fn add(&mut self, _ctx: &Context, r: Int32Value) -> goverse::Result<Int32Value> {
+    /// #         self.value += r.value;
+    /// #         Ok(Int32Value { value: self.value })
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> goverse::Result<()> {
+    /// use goverse::{Codec, EncodedCall};
+    ///
+    /// let node = goverse::Node::builder().register::<Counter>().start().await?;
+    /// let add = |call_id: &str| {
+    ///     EncodedCall::new("Counter", "c", "Add", Codec::Json, br#"{"value": 5}"#.to_vec())
+    ///         .reliable(call_id)
+    /// };
+    /// assert_eq!(node.call(add("deposit-1")).await?, b"5");
+    /// // The retry returns the recorded response; the counter stays at 5.
+    /// assert_eq!(node.call(add("deposit-1")).await?, b"5");
+    /// assert_eq!(node.call(add("deposit-2")).await?, b"10");
+    /// # node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn call(&self, call: EncodedCall) -> Result<Vec<u8>> {
+        self.inner.call_encoded(call).await
     }
 
     /// What the node has done so far.
@@ -894,6 +953,34 @@ impl NodeInner {
             }
             collected
         })
+    }
+
+    /// Purges reliable-call records past their retention, at an eighth of
+    /// it, on nodes that host a persistent type (every such node does it;
+    /// the delete is idempotent).
+    fn start_call_purger(self: &Arc<Self>) {
+        if !self.by_name.values().any(|h| h.descriptor().persistent) {
+            return;
+        }
+        let retention = self.config.reliable_call_retention;
+        let period = (retention / 8).clamp(Duration::from_millis(50), Duration::from_secs(600));
+        let node = Arc::downgrade(self);
+        let task = self.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(node) = node.upgrade() else {
+                    break;
+                };
+                match node.storage.purge_calls(retention).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "reliable-call records purged"),
+                    Err(error) => tracing::warn!(%error, "purging reliable-call records failed"),
+                }
+            }
+        });
+        self.add_background(task);
     }
 
     /// Scans for idle objects at a quarter of the shortest idle timeout.

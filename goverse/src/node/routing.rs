@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::NodeInner;
 use super::host::{ActivateWork, EncodedWork, Turn, TurnCall, TypedWork};
-use crate::call::Detached;
+use crate::call::{Detached, EncodedCall, validate_call_id};
 use crate::cluster::{ClusterView, NodeInfo};
 use crate::context::CallChain;
 use crate::error::{Error, Result};
@@ -124,7 +124,9 @@ impl NodeInner {
     }
 
     /// Sends `frame` to `owner` and waits for the reply: the response, or
-    /// `None` when the call did not run there and must be routed again.
+    /// `None` when the call did not run there and must be routed again. A
+    /// reliable call is also routed again when the connection dropped
+    /// mid-call: whether or not it ran, its call id makes a repeat safe.
     async fn send(
         &self,
         owner: &NodeInfo,
@@ -132,9 +134,16 @@ impl NodeInner {
         deadline: Instant,
         target: &(dyn Fn() -> String + Sync),
     ) -> Result<Option<Vec<u8>>> {
+        let repeatable = !frame.reliable_call_id.is_empty();
         match self.peers.call(&owner.address, frame, deadline).await {
             Ok(body) => Ok(Some(body)),
-            Err(RemoteFailure::Failed(error)) => Err(retarget(error, target)),
+            Err(RemoteFailure::Lost(error)) if repeatable => {
+                tracing::debug!(%error, node = %owner.id, "reliable call lost with its connection; sending again");
+                Ok(None)
+            }
+            Err(RemoteFailure::Failed(error) | RemoteFailure::Lost(error)) => {
+                Err(retarget(error, target))
+            }
             Err(RemoteFailure::NotRun(error)) => {
                 tracing::debug!(%error, node = %owner.id, "call not taken; rerouting");
                 Ok(None)
@@ -149,7 +158,7 @@ impl NodeInner {
         object_type: &str,
         id: &str,
         method: &str,
-        (body, json): (Vec<u8>, bool),
+        (body, json, reliable): (Vec<u8>, bool, Option<&Arc<str>>),
         deadline: Instant,
         (parent, trace): (Option<&Arc<CallChain>>, Option<&Arc<str>>),
     ) -> CallFrame {
@@ -172,6 +181,7 @@ impl NodeInner {
             timeout_micros: u64::try_from(left.as_micros()).unwrap_or(u64::MAX),
             chain: chain_links(parent),
             trace,
+            reliable_call_id: reliable.map(|r| r.to_string()).unwrap_or_default(),
         }
     }
 
@@ -226,7 +236,7 @@ impl NodeInner {
                         O::DESCRIPTOR.type_name,
                         &id,
                         method_name,
-                        (request.encode_to_vec(), false),
+                        (request.encode_to_vec(), false, None),
                         deadline,
                         (parent.as_ref(), trace.as_ref()),
                     );
@@ -241,22 +251,15 @@ impl NodeInner {
     }
 
     /// A call by name with an encoded body.
-    pub(crate) async fn call_encoded(
-        self: &Arc<Self>,
-        type_name: &str,
-        id: &str,
-        method: &str,
-        codec: Codec,
-        body: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>> {
+    pub(crate) async fn call_encoded(self: &Arc<Self>, call: EncodedCall) -> Result<Vec<u8>> {
         let arrived = Instant::now();
-        let deadline = arrived + timeout.unwrap_or(self.config.call_timeout);
+        let deadline = arrived + call.timeout.unwrap_or(self.config.call_timeout);
+        let reliable = call.call_id.map(Arc::<str>::from);
         self.call_by_name(
-            type_name,
-            id,
-            method,
-            (codec, body),
+            &call.type_name,
+            &call.id,
+            &call.method,
+            (call.codec, call.body, reliable),
             deadline,
             (None, None),
             arrived,
@@ -265,17 +268,20 @@ impl NodeInner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn call_by_name(
+    pub(crate) async fn call_by_name(
         self: &Arc<Self>,
         type_name: &str,
         id: &str,
         method: &str,
-        (codec, body): (Codec, Vec<u8>),
+        (codec, body, reliable): (Codec, Vec<u8>, Option<Arc<str>>),
         deadline: Instant,
         (parent, trace): (Option<Arc<CallChain>>, Option<Arc<str>>),
         arrived: Instant,
     ) -> Result<Vec<u8>> {
         let shard = self.admit(id)?;
+        if let Some(call_id) = &reliable {
+            validate_call_id(call_id)?;
+        }
         let local_host = self.host_by_name(type_name);
         // The method is checked where the type is known: here if this node
         // hosts the type, otherwise by the owner.
@@ -299,6 +305,7 @@ impl NodeInner {
             name,
             codec,
             body,
+            reliable,
         };
         let mut retry = Retry::new();
         loop {
@@ -330,7 +337,11 @@ impl NodeInner {
                         type_name,
                         &id,
                         method_name,
-                        (work.body.clone(), codec == Codec::Json),
+                        (
+                            work.body.clone(),
+                            codec == Codec::Json,
+                            work.reliable.as_ref(),
+                        ),
                         deadline,
                         (parent.as_ref(), trace.as_ref()),
                     );
@@ -413,7 +424,7 @@ impl NodeInner {
                         type_name,
                         &id,
                         "",
-                        (Vec::new(), false),
+                        (Vec::new(), false, None),
                         deadline,
                         (None, None),
                     );
@@ -478,6 +489,12 @@ impl NodeInner {
                         method: frame.method.chars().take(128).collect(),
                     });
                 };
+                let reliable = if frame.reliable_call_id.is_empty() {
+                    None
+                } else {
+                    validate_call_id(&frame.reliable_call_id)?;
+                    Some(Arc::from(frame.reliable_call_id.as_str()))
+                };
                 let work = EncodedWork {
                     method: index,
                     mutates: found.mutates,
@@ -488,6 +505,7 @@ impl NodeInner {
                         Codec::Protobuf
                     },
                     body: frame.body,
+                    reliable,
                 };
                 let turn = host.call_encoded(self.clone(), call, work);
                 match Detached::new(self.runtime.clone(), turn)

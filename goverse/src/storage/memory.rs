@@ -1,16 +1,25 @@
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use super::{Fence, Storage, StoredState};
+use super::{CallRecord, Fence, StateWrite, Storage, StoredState};
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
 
 /// Keeps state in memory: for tests and for objects that need no durability.
 ///
-/// Applies the same fencing rule as the durable backends.
+/// Applies the same fencing rule as the durable backends, and keeps
+/// reliable-call records the same way.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    objects: Mutex<HashMap<(String, String), StoredState>>,
+    tables: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    objects: HashMap<(String, String), StoredState>,
+    /// `(type, id, call id)` to the record and when it was written.
+    calls: HashMap<(String, String, String), (CallRecord, Instant)>,
 }
 
 impl MemoryStorage {
@@ -19,8 +28,21 @@ impl MemoryStorage {
         Self::default()
     }
 
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn write(&self, type_name: &str, id: &str, fence: Fence, data: Option<&[u8]>) -> Result<()> {
-        let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::write_in(&mut self.tables().objects, type_name, id, fence, data)
+    }
+
+    fn write_in(
+        objects: &mut HashMap<(String, String), StoredState>,
+        type_name: &str,
+        id: &str,
+        fence: Fence,
+        data: Option<&[u8]>,
+    ) -> Result<()> {
         let key = (type_name.to_string(), id.to_string());
         if let Some(stored) = objects.get(&key)
             && stored.epoch > fence.epoch
@@ -56,8 +78,10 @@ impl Storage for MemoryStorage {
         id: &'a str,
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>> {
-        let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(stored) = objects.get_mut(&(type_name.to_string(), id.to_string()))
+        let mut tables = self.tables();
+        if let Some(stored) = tables
+            .objects
+            .get_mut(&(type_name.to_string(), id.to_string()))
             && stored.epoch < fence.epoch
         {
             stored.epoch = fence.epoch;
@@ -70,8 +94,9 @@ impl Storage for MemoryStorage {
         type_name: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>>> {
-        let objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
-        let found = objects
+        let found = self
+            .tables()
+            .objects
             .get(&(type_name.to_string(), id.to_string()))
             .cloned();
         Box::pin(std::future::ready(Ok(found)))
@@ -90,6 +115,58 @@ impl Storage for MemoryStorage {
             fence,
             Some(data),
         )))
+    }
+
+    fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
+        let mut tables = self.tables();
+        let Tables { objects, calls } = &mut *tables;
+        let results = writes
+            .iter()
+            .map(|write| {
+                Self::write_in(
+                    objects,
+                    write.type_name,
+                    &write.id,
+                    write.fence,
+                    Some(&write.data),
+                )?;
+                if let Some(call) = &write.call {
+                    let key = (
+                        write.type_name.to_string(),
+                        write.id.to_string(),
+                        call.call_id.to_string(),
+                    );
+                    calls
+                        .entry(key)
+                        .or_insert_with(|| (call.clone(), Instant::now()));
+                }
+                Ok(())
+            })
+            .collect();
+        Box::pin(std::future::ready(results))
+    }
+
+    fn load_call<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CallRecord>>> {
+        let key = (type_name.to_string(), id.to_string(), call_id.to_string());
+        let found = self
+            .tables()
+            .calls
+            .get(&key)
+            .map(|(record, _)| record.clone());
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn purge_calls(&self, age: Duration) -> BoxFuture<'_, Result<u64>> {
+        let mut tables = self.tables();
+        let before = tables.calls.len();
+        tables.calls.retain(|_, (_, at)| at.elapsed() < age);
+        let purged = (before - tables.calls.len()) as u64;
+        Box::pin(std::future::ready(Ok(purged)))
     }
 
     fn delete<'a>(

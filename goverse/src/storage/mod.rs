@@ -51,6 +51,41 @@ pub struct StateWrite {
     pub data: Vec<u8>,
     /// The epoch the write is made under.
     pub fence: Fence,
+    /// The reliable call whose turn made this state, to be recorded in the
+    /// same transaction: if the state is written, so is the record, and if
+    /// the write is refused, neither is.
+    pub call: Option<CallRecord>,
+}
+
+/// How a reliable call ended, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The method's response, protobuf-encoded.
+    Response(Vec<u8>),
+    /// The error the method returned.
+    Error {
+        /// Its stable code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// The record of one reliable call on one object: a retry with the same
+/// call id gets this outcome back instead of running the method again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The caller's id for the call, unique per object.
+    pub call_id: std::sync::Arc<str>,
+    /// The rpc name of the method that ran.
+    pub method: String,
+    /// What it returned.
+    pub outcome: CallOutcome,
+}
+
+/// The error of a backend that keeps no reliable-call records.
+fn no_call_records() -> crate::error::Error {
+    crate::error::Error::Storage("this storage does not record reliable calls".into())
 }
 
 /// A place to load, save and delete object state.
@@ -81,11 +116,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Each write is fenced on its own; the result at index `i` is that of
     /// `writes[i]`.
     ///
-    /// The default saves them one by one.
+    /// A write carrying a [`CallRecord`] stores the record in the same
+    /// transaction as the state, or neither.
+    ///
+    /// The default saves them one by one, and refuses writes that carry a
+    /// call record (it cannot store both atomically).
     fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
         Box::pin(async move {
             let mut results = Vec::with_capacity(writes.len());
             for write in writes {
+                if write.call.is_some() {
+                    results.push(Err(no_call_records()));
+                    continue;
+                }
                 results.push(
                     self.save(write.type_name, &write.id, &write.data, write.fence)
                         .await,
@@ -93,6 +136,36 @@ pub trait Storage: Send + Sync + 'static {
             }
             results
         })
+    }
+
+    /// The record of reliable call `call_id` on `type_name/id`, if one was
+    /// stored (and not yet purged).
+    ///
+    /// The default has none to give: it fails with `STORAGE_ERROR`, so a
+    /// reliable call on a backend without records is never run unprotected.
+    ///
+    /// # Errors
+    ///
+    /// `STORAGE_ERROR` when the backend fails.
+    fn load_call<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CallRecord>>> {
+        let _ = (type_name, id, call_id);
+        Box::pin(std::future::ready(Err(no_call_records())))
+    }
+
+    /// Deletes the reliable-call records older than `age`; returns how many
+    /// went. A retry of a purged call runs the method again.
+    ///
+    /// # Errors
+    ///
+    /// `STORAGE_ERROR` when the backend fails.
+    fn purge_calls(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
+        let _ = age;
+        Box::pin(std::future::ready(Ok(0)))
     }
 
     /// Raises the stored epoch of `type_name/id` to `fence` if it is older,
@@ -170,6 +243,19 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>> {
         (**self).claim(type_name, id, fence)
+    }
+
+    fn load_call<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CallRecord>>> {
+        (**self).load_call(type_name, id, call_id)
+    }
+
+    fn purge_calls(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
+        (**self).purge_calls(age)
     }
 
     fn delete<'a>(

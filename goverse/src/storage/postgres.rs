@@ -17,6 +17,8 @@ const STATEMENTS: Statements = Statements {
     delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "UPDATE goverse_objects SET epoch = $3 WHERE object_type = $1 AND object_id = $2 AND epoch < $3",
+    load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
+                WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
 };
 
 /// The applied schema version.
@@ -98,10 +100,13 @@ impl PostgresStorage {
     ///
     /// `STORAGE_ERROR` when a migration fails.
     pub async fn migrate(&self) -> Result<()> {
-        sql::migrator(include_str!("../../migrations/postgres/0001_objects.sql"))
-            .run(&self.pool)
-            .await
-            .map_err(|e| sql::failed("migrating the schema", e))
+        sql::migrator([
+            include_str!("../../migrations/postgres/0001_objects.sql"),
+            include_str!("../../migrations/postgres/0002_reliable_calls.sql"),
+        ])
+        .run(&self.pool)
+        .await
+        .map_err(|e| sql::failed("migrating the schema", e))
     }
 
     async fn check_schema(&self) -> Result<()> {
@@ -124,74 +129,146 @@ impl PostgresStorage {
 sql_storage!(PostgresStorage, STATEMENTS);
 
 /// Every write of a batch in one statement, one transaction, one fsync:
-/// rows whose stored epoch is newer are skipped, and the rows written come
-/// back.
-const SAVE_BATCH: &str = "INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
-     SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
-     ON CONFLICT (object_type, object_id) DO UPDATE \
-     SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
-     WHERE goverse_objects.epoch <= EXCLUDED.epoch \
-     RETURNING object_type, object_id";
+/// rows whose stored epoch is newer are skipped, the reliable-call records
+/// of the rows written are inserted beside them (a record without its
+/// state never lands, nor a state without its record), and the rows
+/// written come back.
+const SAVE_BATCH: &str = "WITH written AS ( \
+       INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
+       SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
+       ON CONFLICT (object_type, object_id) DO UPDATE \
+       SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
+       WHERE goverse_objects.epoch <= EXCLUDED.epoch \
+       RETURNING object_type, object_id \
+     ), recorded AS ( \
+       INSERT INTO goverse_reliable_calls (object_type, object_id, call_id, method, response, error_code, error_message) \
+       SELECT c.t, c.i, c.call_id, c.m, c.r, c.ec, c.em \
+       FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[]) \
+         AS c(t, i, call_id, m, r, ec, em) \
+       JOIN written ON written.object_type = c.t AND written.object_id = c.i \
+       ON CONFLICT DO NOTHING \
+     ) \
+     SELECT object_type, object_id FROM written";
+
+/// Deletes the records older than `$1` seconds.
+const PURGE_CALLS: &str =
+    "DELETE FROM goverse_reliable_calls WHERE created_at < now() - make_interval(secs => $1)";
 
 impl PostgresStorage {
+    /// Saves a batch: each round of writes to distinct objects is one
+    /// statement (a batch normally is one round).
     async fn save_all(&self, writes: &[super::StateWrite]) -> Vec<Result<()>> {
-        let mut seen = std::collections::HashSet::new();
-        let unique = writes.iter().all(|w| seen.insert((w.type_name, &*w.id)));
+        let mut results: Vec<Option<Result<()>>> = vec![None; writes.len()];
         let mut texts = Vec::with_capacity(writes.len());
-        for write in writes {
+        for (write, result) in writes.iter().zip(&mut results) {
             match std::str::from_utf8(&write.data) {
                 Ok(text) => texts.push(text),
-                Err(_) => texts.push(""),
+                Err(_) => {
+                    texts.push("");
+                    *result = Some(Err(Error::Storage(format!(
+                        "the state of {}/{} is not UTF-8 JSON",
+                        write.type_name, write.id
+                    ))));
+                }
             }
         }
-        if !unique || texts.iter().any(|t| t.is_empty()) {
-            // Not expressible as one statement: write them one by one.
-            let mut results = Vec::with_capacity(writes.len());
-            for write in writes {
-                results.push(
-                    super::Storage::save(
-                        self,
-                        write.type_name,
-                        &write.id,
-                        &write.data,
-                        write.fence,
-                    )
-                    .await,
-                );
-            }
-            return results;
-        }
-        let types: Vec<&str> = writes.iter().map(|w| w.type_name).collect();
-        let ids: Vec<&str> = writes.iter().map(|w| &*w.id).collect();
-        let epochs: Vec<i64> = writes
-            .iter()
-            .map(|w| sql::epoch_to_sql(w.fence.epoch))
+        let mut pending: Vec<usize> = (0..writes.len())
+            .filter(|&index| results[index].is_none())
             .collect();
-        let written: std::result::Result<Vec<(String, String)>, sqlx::Error> =
-            sqlx::query_as(SAVE_BATCH)
-                .bind(&types)
-                .bind(&ids)
-                .bind(&texts)
-                .bind(&epochs)
-                .fetch_all(&self.pool)
-                .await;
-        let written: std::collections::HashSet<(String, String)> = match written {
-            Ok(rows) => rows.into_iter().collect(),
-            Err(error) => {
-                let error = sql::failed("saving a batch of states", error);
-                return writes.iter().map(|_| Err(error.clone())).collect();
+        while !pending.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) = pending
+                .iter()
+                .partition(|&&index| seen.insert((writes[index].type_name, &*writes[index].id)));
+            match self.save_round(writes, &texts, &round).await {
+                Ok(written) => {
+                    for index in round {
+                        let write = &writes[index];
+                        results[index] = Some(if written.contains(&index) {
+                            Ok(())
+                        } else {
+                            Err(self.refused(write.type_name, &write.id, write.fence).await)
+                        });
+                    }
+                }
+                Err(error) => {
+                    for index in round {
+                        results[index] = Some(Err(error.clone()));
+                    }
+                }
             }
-        };
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            if written.contains(&(write.type_name.to_string(), write.id.to_string())) {
-                results.push(Ok(()));
-            } else {
-                results.push(Err(self
-                    .refused(write.type_name, &write.id, write.fence)
-                    .await));
-            }
+            pending = later;
         }
         results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| Err(Error::Internal("a write was not saved".into())))
+            })
+            .collect()
+    }
+
+    /// Writes `round` (indices into `writes`, all to distinct objects) and
+    /// returns the indices whose write was not refused.
+    async fn save_round(
+        &self,
+        writes: &[super::StateWrite],
+        texts: &[&str],
+        round: &[usize],
+    ) -> Result<std::collections::HashSet<usize>> {
+        let types: Vec<&str> = round.iter().map(|&i| writes[i].type_name).collect();
+        let ids: Vec<&str> = round.iter().map(|&i| &*writes[i].id).collect();
+        let datas: Vec<&str> = round.iter().map(|&i| texts[i]).collect();
+        let epochs: Vec<i64> = round
+            .iter()
+            .map(|&i| sql::epoch_to_sql(writes[i].fence.epoch))
+            .collect();
+        let calls: Vec<(&super::StateWrite, &super::CallRecord)> = round
+            .iter()
+            .filter_map(|&i| writes[i].call.as_ref().map(|call| (&writes[i], call)))
+            .collect();
+        let call_types: Vec<&str> = calls.iter().map(|(w, _)| w.type_name).collect();
+        let call_ids: Vec<&str> = calls.iter().map(|(w, _)| &*w.id).collect();
+        let call_keys: Vec<&str> = calls.iter().map(|(_, c)| &*c.call_id).collect();
+        let methods: Vec<&str> = calls.iter().map(|(_, c)| c.method.as_str()).collect();
+        let columns: Vec<_> = calls
+            .iter()
+            .map(|(_, c)| sql::call_columns(&c.outcome))
+            .collect();
+        let responses: Vec<Option<&[u8]>> = columns.iter().map(|c| c.0).collect();
+        let codes: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
+        let messages: Vec<Option<&str>> = columns.iter().map(|c| c.2).collect();
+        let written: Vec<(String, String)> = sqlx::query_as(SAVE_BATCH)
+            .bind(&types)
+            .bind(&ids)
+            .bind(&datas)
+            .bind(&epochs)
+            .bind(&call_types)
+            .bind(&call_ids)
+            .bind(&call_keys)
+            .bind(&methods)
+            .bind(&responses)
+            .bind(&codes)
+            .bind(&messages)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql::failed("saving a batch of states", e))?;
+        let written: std::collections::HashSet<(String, String)> = written.into_iter().collect();
+        Ok(round
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let write = &writes[i];
+                written.contains(&(write.type_name.to_string(), write.id.to_string()))
+            })
+            .collect())
+    }
+
+    async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
+        let purged = sqlx::query(PURGE_CALLS)
+            .bind(age.as_secs_f64())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| sql::failed("purging reliable calls", e))?;
+        Ok(purged.rows_affected())
     }
 }

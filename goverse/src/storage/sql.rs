@@ -10,17 +10,60 @@ use crate::error::Error;
 
 /// The schema version this code needs.
 #[cfg(feature = "postgres")]
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
-/// The migrations of one backend, embedded in the binary.
-pub(crate) fn migrator(objects_sql: &'static str) -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("objects"),
-        MigrationType::Simple,
-        SqlStr::from_static(objects_sql),
-        false,
-    )])
+/// The names of the migrations, in order; version `n` is the `n`th.
+const MIGRATIONS: [&str; 2] = ["objects", "reliable_calls"];
+
+/// The migrations of one backend, embedded in the binary: the SQL of each
+/// of [`MIGRATIONS`] in its dialect.
+pub(crate) fn migrator(sql: [&'static str; 2]) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .zip(sql)
+        .zip(1..)
+        .map(|((name, sql), version)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(*name),
+                MigrationType::Simple,
+                SqlStr::from_static(sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// A reliable-call record as read back: method, response, error code and
+/// message.
+pub(crate) type CallRow = (String, Option<Vec<u8>>, Option<String>, Option<String>);
+
+/// Turns a stored row into a [`CallRecord`](super::CallRecord).
+pub(crate) fn call_from_row(call_id: &str, row: CallRow) -> super::CallRecord {
+    let (method, response, code, message) = row;
+    let outcome = match code {
+        Some(code) => super::CallOutcome::Error {
+            code,
+            message: message.unwrap_or_default(),
+        },
+        None => super::CallOutcome::Response(response.unwrap_or_default()),
+    };
+    super::CallRecord {
+        call_id: call_id.into(),
+        method,
+        outcome,
+    }
+}
+
+/// The columns of a record to write: response, error code, error message.
+pub(crate) fn call_columns(
+    outcome: &super::CallOutcome,
+) -> (Option<&[u8]>, Option<&str>, Option<&str>) {
+    match outcome {
+        super::CallOutcome::Response(body) => (Some(body), None, None),
+        super::CallOutcome::Error { code, message } => (None, Some(code), Some(message)),
+    }
 }
 
 /// A database failure, with what was being done.
@@ -67,6 +110,8 @@ pub(crate) struct Statements {
     pub(crate) epoch: &'static str,
     /// Raise the stored epoch to `$3` if it is older: `$1` type, `$2` id.
     pub(crate) claim: &'static str,
+    /// A reliable call's [`CallRow`]: `$1` type, `$2` id, `$3` call id.
+    pub(crate) load_call: &'static str,
 }
 
 /// Implements [`Storage`](super::Storage) for a backend holding a pool of
@@ -163,6 +208,37 @@ macro_rules! sql_storage {
                 writes: &'a [$crate::storage::StateWrite],
             ) -> $crate::object::BoxFuture<'a, Vec<crate::error::Result<()>>> {
                 Box::pin(self.save_all(writes))
+            }
+
+            fn load_call<'a>(
+                &'a self,
+                type_name: &'a str,
+                id: &'a str,
+                call_id: &'a str,
+            ) -> $crate::object::BoxFuture<
+                'a,
+                crate::error::Result<Option<$crate::storage::CallRecord>>,
+            > {
+                Box::pin(async move {
+                    let row: Option<$crate::storage::sql::CallRow> =
+                        sqlx::query_as($statements.load_call)
+                            .bind(type_name)
+                            .bind(id)
+                            .bind(call_id)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(|e| {
+                                $crate::storage::sql::failed("reading a reliable call", e)
+                            })?;
+                    Ok(row.map(|row| $crate::storage::sql::call_from_row(call_id, row)))
+                })
+            }
+
+            fn purge_calls(
+                &self,
+                age: std::time::Duration,
+            ) -> $crate::object::BoxFuture<'_, crate::error::Result<u64>> {
+                Box::pin(self.purge_calls_older_than(age))
             }
 
             fn claim<'a>(

@@ -22,7 +22,18 @@ const STATEMENTS: Statements = Statements {
     delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "UPDATE goverse_objects SET epoch = $3 WHERE object_type = $1 AND object_id = $2 AND epoch < $3",
+    load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
+                WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
 };
+
+/// Records a reliable call (a record already there is kept).
+const RECORD_CALL: &str = "INSERT INTO goverse_reliable_calls \
+     (object_type, object_id, call_id, method, response, error_code, error_message) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+
+/// Deletes the records written before `now` shifted by `$1` (`-N seconds`).
+const PURGE_CALLS: &str = "DELETE FROM goverse_reliable_calls \
+     WHERE created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', $1)";
 
 /// Persistent state in an SQLite file.
 #[derive(Debug, Clone)]
@@ -52,10 +63,13 @@ impl SqliteStorage {
             .connect_with(options)
             .await
             .map_err(|e| sql::failed(&format!("opening {}", path.display()), e))?;
-        sql::migrator(include_str!("../../migrations/sqlite/0001_objects.sql"))
-            .run(&pool)
-            .await
-            .map_err(|e| sql::failed("migrating the schema", e))?;
+        sql::migrator([
+            include_str!("../../migrations/sqlite/0001_objects.sql"),
+            include_str!("../../migrations/sqlite/0002_reliable_calls.sql"),
+        ])
+        .run(&pool)
+        .await
+        .map_err(|e| sql::failed("migrating the schema", e))?;
         Ok(Self { pool })
     }
 }
@@ -88,8 +102,27 @@ impl SqliteStorage {
                 .await;
             match outcome {
                 Ok(done) if done.rows_affected() > 0 => written.push(Some(Ok(()))),
-                Ok(_) => written.push(None),
+                Ok(_) => {
+                    written.push(None);
+                    continue;
+                }
                 Err(error) => return all_failed(sql::failed("saving a batch of states", error)),
+            }
+            if let Some(call) = &write.call {
+                let (response, code, message) = sql::call_columns(&call.outcome);
+                let recorded = sqlx::query(RECORD_CALL)
+                    .bind(write.type_name)
+                    .bind(&*write.id)
+                    .bind(&*call.call_id)
+                    .bind(&call.method)
+                    .bind(response)
+                    .bind(code)
+                    .bind(message)
+                    .execute(&mut *tx)
+                    .await;
+                if let Err(error) = recorded {
+                    return all_failed(sql::failed("recording a reliable call", error));
+                }
             }
         }
         if let Err(error) = tx.commit().await {
@@ -103,5 +136,17 @@ impl SqliteStorage {
             });
         }
         results
+    }
+}
+
+impl SqliteStorage {
+    async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
+        let shift = format!("-{:.3} seconds", age.as_secs_f64());
+        let purged = sqlx::query(PURGE_CALLS)
+            .bind(shift)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| sql::failed("purging reliable calls", e))?;
+        Ok(purged.rows_affected())
     }
 }

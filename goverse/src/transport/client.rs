@@ -27,7 +27,11 @@ pub(crate) enum RemoteFailure {
     /// The call did not run on the peer (no connection, or the peer does
     /// not serve the shard): safe to send again, elsewhere or later.
     NotRun(Error),
-    /// The call failed, or may have run: do not send it again.
+    /// The connection went down while the call was out: it may or may not
+    /// have run. Only a call that is safe to repeat (a reliable one) may
+    /// be sent again.
+    Lost(Error),
+    /// The call failed: do not send it again.
     Failed(Error),
 }
 
@@ -245,7 +249,7 @@ impl Peer {
                 Some(error) => Err(RemoteFailure::Failed(error_from_wire(error))),
                 None => Ok(reply.body),
             },
-            Ok(Err(_)) => Err(RemoteFailure::Failed(Error::Unavailable(
+            Ok(Err(_)) => Err(RemoteFailure::Lost(Error::Unavailable(
                 "the connection to the peer was lost during the call; it may have run".into(),
             ))),
             Err(_) => {

@@ -97,6 +97,9 @@ pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
         "NODE_SHUTTING_DOWN",
         "UNAVAILABLE",
         "INVALID_CONFIG",
+        "INVALID_CALL_ID",
+        "CALL_ID_REUSED",
+        "NOT_PERSISTENT",
         "INTERNAL",
     ]
     .into_iter()
