@@ -41,6 +41,8 @@ pub struct Context {
     pub(crate) scope: Arc<dyn ActivationScope>,
     /// The W3C trace context the call came with, if any.
     pub(crate) trace: Option<Arc<str>>,
+    /// The id of the reliable call this turn runs, if it is one.
+    pub(crate) call_id: Option<Arc<str>>,
 }
 
 impl Context {
@@ -70,6 +72,14 @@ impl Context {
     /// so their logs and spans can be joined to the caller's trace.
     pub fn traceparent(&self) -> Option<&str> {
         self.trace.as_deref()
+    }
+
+    /// The call id of the reliable call this turn runs, if it is one. A
+    /// method that makes reliable calls of its own can derive their ids
+    /// from it (`format!("{id}/fee")`), so a retry of the outer call that
+    /// runs again repeats none of the inner ones.
+    pub fn call_id(&self) -> Option<&str> {
+        self.call_id.as_deref()
     }
 
     /// Starts (or restarts) a timer named `name` firing every `period`.

@@ -17,6 +17,9 @@ pub struct ObjectDescriptor {
     pub idle_timeout: Option<Duration>,
     /// Whether state is loaded from and saved to storage.
     pub persistent: bool,
+    /// For a persistent type: save changes at most this long after they
+    /// are made, instead of before each call is answered (`None`: before).
+    pub write_behind: Option<Duration>,
 }
 
 /// Describes one callable method of an object type.

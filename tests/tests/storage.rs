@@ -176,6 +176,13 @@ impl Account {
         })
     }
 
+    /// The reliable call id the turn runs under (empty for a plain call).
+    pub async fn call_id(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+        Ok(StringValue {
+            value: ctx.call_id().unwrap_or_default().to_string(),
+        })
+    }
+
     pub async fn balance(&self, _ctx: &Context, _request: Empty) -> goverse::Result<Int64Value> {
         Ok(Int64Value {
             value: self.balance,
@@ -329,6 +336,18 @@ async fn reliable_calls_run_once(storage: Arc<dyn Storage>) {
     let error = withdraw().await.expect_err("recorded");
     assert_eq!(error.code(), "INSUFFICIENT_FUNDS");
     assert_eq!(error.to_string(), "INSUFFICIENT_FUNDS: balance is 10");
+
+    // The method sees the id it runs under.
+    assert_eq!(
+        account
+            .reliable("seen")
+            .call_id(Empty {})
+            .await
+            .expect("id")
+            .value,
+        "seen"
+    );
+    assert_eq!(account.call_id(Empty {}).await.expect("id").value, "");
 
     // An id that ran one method cannot run another.
     let error = account
@@ -578,6 +597,98 @@ macro_rules! on_every_backend {
     };
 }
 
+/// A tab that saves in the background, at most two seconds after a change.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Tab {
+    total: i64,
+}
+
+#[goverse::object(persistent, write_behind = "2s")]
+impl Tab {
+    pub async fn add(
+        &mut self,
+        _ctx: &Context,
+        request: Int64Value,
+    ) -> goverse::Result<Int64Value> {
+        self.total += request.value;
+        Ok(Int64Value { value: self.total })
+    }
+}
+
+async fn stored_total(storage: &Arc<dyn Storage>, id: &str) -> Option<i64> {
+    let stored = storage.load("Tab", id).await.expect("load")?;
+    json(&stored.data)["total"].as_i64()
+}
+
+async fn write_behind_saves_within_its_interval(storage: Arc<dyn Storage>) {
+    let node = Node::builder()
+        .register::<Tab>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    let id = unique_type("tab");
+    let tab = TabClient::new(&node, id.clone());
+    assert_eq!(
+        tab.add(Int64Value { value: 2 }).await.expect("add").value,
+        2
+    );
+    assert_eq!(
+        tab.add(Int64Value { value: 3 }).await.expect("add").value,
+        5
+    );
+    assert_eq!(
+        stored_total(&storage, &id).await,
+        None,
+        "answered before it is saved"
+    );
+    wait_until("the changes are saved", PATIENCE, || {
+        let (storage, id) = (storage.clone(), id.clone());
+        async move { stored_total(&storage, &id).await == Some(5) }
+    })
+    .await;
+
+    // A reliable call is saved with its record before it is answered,
+    // together with the changes made before it.
+    assert_eq!(
+        tab.add(Int64Value { value: 1 }).await.expect("add").value,
+        6
+    );
+    let reliable = tab
+        .reliable("r1")
+        .add(Int64Value { value: 10 })
+        .await
+        .expect("reliable add");
+    assert_eq!(reliable.value, 16);
+    assert_eq!(stored_total(&storage, &id).await, Some(16));
+
+    // What the last interval changed is lost in a crash...
+    assert_eq!(
+        tab.add(Int64Value { value: 100 }).await.expect("add").value,
+        116
+    );
+    node.crash();
+    let again = Node::builder()
+        .register::<Tab>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    let tab = TabClient::new(&again, id.clone());
+    assert_eq!(
+        tab.add(Int64Value { value: 0 }).await.expect("read").value,
+        16,
+        "the unsaved change went with the crashed node"
+    );
+    // ...but not in a graceful shutdown.
+    assert_eq!(
+        tab.add(Int64Value { value: 4 }).await.expect("add").value,
+        20
+    );
+    again.shutdown().await;
+    assert_eq!(stored_total(&storage, &id).await, Some(20));
+}
+
 on_every_backend!(
     round_trips,
     saves_are_fenced,
@@ -587,6 +698,7 @@ on_every_backend!(
     a_claim_fences_out_older_writers,
     call_records_land_with_their_state,
     reliable_calls_run_once,
+    write_behind_saves_within_its_interval,
 );
 
 #[derive(Debug, Default)]

@@ -12,6 +12,7 @@ pub(crate) struct Args {
     pub(crate) name: Option<LitStr>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) persistent: bool,
+    pub(crate) write_behind: Option<(Duration, proc_macro2::Span)>,
 }
 
 impl Args {
@@ -23,6 +24,14 @@ impl Args {
         let parser = syn::meta::parser(|meta| args.option(meta));
         if let Err(error) = syn::parse::Parser::parse2(parser, attr) {
             errors.push(error);
+        }
+        if let Some((_, span)) = args.write_behind
+            && !args.persistent
+        {
+            errors.push(syn::Error::new(
+                span,
+                "`write_behind` applies to persistent objects; add `persistent`",
+            ));
         }
         args
     }
@@ -45,9 +54,20 @@ impl Args {
             self.idle_timeout = Some(timeout);
         } else if meta.path.is_ident("persistent") {
             self.persistent = true;
+        } else if meta.path.is_ident("write_behind") {
+            let text: LitStr = meta.value()?.parse()?;
+            let interval = crate::duration::parse(&text.value())
+                .map_err(|message| syn::Error::new(text.span(), message))?;
+            if interval.is_zero() {
+                return Err(syn::Error::new(
+                    text.span(),
+                    "`write_behind` must be greater than zero",
+                ));
+            }
+            self.write_behind = Some((interval, text.span()));
         } else {
             return Err(meta.error(
-                "unknown option; expected `name = \"...\"`, `idle_timeout = \"...\"` or `persistent`",
+                "unknown option; expected `name = \"...\"`, `idle_timeout = \"...\"`, `persistent` or `write_behind = \"...\"`",
             ));
         }
         Ok(())

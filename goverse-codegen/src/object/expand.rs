@@ -54,14 +54,16 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
     let self_ty = &ir.self_ty;
     let type_name = &ir.type_name;
     let persistent = ir.persistent;
-    let idle_timeout = match ir.idle_timeout {
-        Some(timeout) => {
-            let secs = timeout.as_secs();
-            let nanos = timeout.subsec_nanos();
+    let optional_duration = |duration: Option<std::time::Duration>| match duration {
+        Some(duration) => {
+            let secs = duration.as_secs();
+            let nanos = duration.subsec_nanos();
             quote!(#p::Some(#p::Duration::new(#secs, #nanos)))
         }
         None => quote!(#p::None),
     };
+    let idle_timeout = optional_duration(ir.idle_timeout);
+    let write_behind = optional_duration(ir.write_behind);
     let method_descriptors = ir.methods.iter().map(|method| {
         let rpc_name = &method.rpc_name;
         let rust_name = method.ident.to_string();
@@ -102,6 +104,7 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
                 methods: &[#(#method_descriptors),*],
                 idle_timeout: #idle_timeout,
                 persistent: #persistent,
+                write_behind: #write_behind,
             };
 
             fn create() -> Self {

@@ -17,6 +17,8 @@ pub struct ObjectIr {
     pub idle_timeout: Option<Duration>,
     /// Whether the state is loaded from and saved to storage.
     pub persistent: bool,
+    /// Save at most this long after a change instead of before the reply.
+    pub write_behind: Option<Duration>,
     /// Methods callable through the proxy, in declaration order.
     pub methods: Vec<RpcMethod>,
     /// Lifecycle hooks found in the impl block.

@@ -82,6 +82,7 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<(ObjectIr, I
         type_name,
         idle_timeout: args.idle_timeout,
         persistent: args.persistent,
+        write_behind: args.write_behind.map(|(interval, _)| interval),
         methods,
         hooks,
     };

@@ -42,6 +42,7 @@ impl ::goverse::__private::Object for Account {
             ::goverse::__private::Duration::new(90u64, 0u32),
         ),
         persistent: true,
+        write_behind: ::goverse::__private::None,
     };
     fn create() -> Self {
         <Self as ::goverse::__private::Default>::default()

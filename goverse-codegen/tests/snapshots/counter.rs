@@ -51,6 +51,7 @@ impl ::goverse::__private::Object for Counter {
         ],
         idle_timeout: ::goverse::__private::None,
         persistent: false,
+        write_behind: ::goverse::__private::None,
     };
     fn create() -> Self {
         <Self as ::goverse::__private::Default>::default()

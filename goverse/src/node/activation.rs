@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context as TaskContext, Poll};
 
@@ -45,6 +45,9 @@ pub(crate) struct Activation<O: Object> {
     last_used: AtomicU64,
     pub(crate) host: Weak<TypeHost<O>>,
     timers: Mutex<Vec<Arc<TimerControl>>>,
+    /// A write-behind object has changes not yet saved, and a flush is
+    /// scheduled for them.
+    pub(crate) flush_pending: AtomicBool,
 }
 
 impl<O: Object> Activation<O> {
@@ -59,6 +62,7 @@ impl<O: Object> Activation<O> {
             last_used: AtomicU64::new(now_ms),
             host,
             timers: Mutex::new(Vec::new()),
+            flush_pending: AtomicBool::new(false),
         }
     }
 

@@ -244,6 +244,7 @@ impl<O: Object> TypeHost<O> {
             deadline,
             scope: activation.clone(),
             trace: call.and_then(|c| c.trace.clone()),
+            call_id: None,
         }
     }
 
@@ -438,7 +439,8 @@ impl<O: Object> TypeHost<O> {
         let Slot::Active(object) = slot else {
             return None;
         };
-        let ctx = self.context(node, activation, Some(call), call.deadline);
+        let mut ctx = self.context(node, activation, Some(call), call.deadline);
+        ctx.call_id = work.reliable().cloned();
         let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
         drop(ctx);
         let result = match outcome {
@@ -453,11 +455,88 @@ impl<O: Object> TypeHost<O> {
         };
         if O::DESCRIPTOR.persistent {
             let record = work.record(&result);
-            if let Err(error) = self.commit(node, activation, slot, record).await {
+            if let Err(error) = self.persist(node, activation, slot, record).await {
                 return Some(Err(error));
             }
         }
         Some(result)
+    }
+
+    /// Makes a turn's changes durable as the type's policy says: before
+    /// the reply (the default, and always for a reliable call, whose
+    /// record must land with the state), or within the write-behind
+    /// interval.
+    async fn persist(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Arc<Activation<O>>,
+        slot: &mut Slot<O>,
+        call: Option<CallRecord>,
+    ) -> Result<()> {
+        match O::DESCRIPTOR.write_behind {
+            Some(interval) if call.is_none() => {
+                self.schedule_flush(node, activation, interval);
+                Ok(())
+            }
+            _ => self.commit(node, activation, slot, call).await,
+        }
+    }
+
+    /// Saves a write-behind object's state `interval` after its first
+    /// unsaved change. A failed save is retried every interval; a refused
+    /// one (a newer owner) ends the instance.
+    fn schedule_flush(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Arc<Activation<O>>,
+        interval: Duration,
+    ) {
+        if activation.flush_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(host) = self.this.upgrade() else {
+            return;
+        };
+        let weak_node = Arc::downgrade(node);
+        let weak_activation = Arc::downgrade(activation);
+        node.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let (Some(node), Some(activation)) = (weak_node.upgrade(), weak_activation.upgrade())
+                else {
+                    return;
+                };
+                let mut guard = activation.state.write().await;
+                if !activation.flush_pending.load(Ordering::Acquire) {
+                    return; // saved meanwhile (a reliable call, a deactivation)
+                }
+                let Slot::Active(object) = &mut *guard else {
+                    return;
+                };
+                match host.store(&node, &activation, object, None).await {
+                    Ok(()) => return,
+                    Err(error @ Error::StaleOwner { .. }) => {
+                        tracing::warn!(
+                            object_type = O::DESCRIPTOR.type_name,
+                            object_id = %activation.id,
+                            %error,
+                            "write-behind save refused: this node no longer owns the object; activation dropped"
+                        );
+                        host.drop_instance(&activation, &mut guard);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            object_type = O::DESCRIPTOR.type_name,
+                            object_id = %activation.id,
+                            %error,
+                            "write-behind save failed; trying again after the interval"
+                        );
+                        activation.flush_pending.store(true, Ordering::Release);
+                    }
+                }
+            }
+        });
     }
 
     /// Makes a persistent object's state durable before its turn is
@@ -500,6 +579,9 @@ impl<O: Object> TypeHost<O> {
         let Some(state) = object.save_state() else {
             return Ok(());
         };
+        // What is saved now is the whole state: a pending write-behind
+        // flush has nothing left to do.
+        activation.flush_pending.store(false, Ordering::Release);
         let shard = placement::shard_for(&activation.id, node.config.shard_count);
         let write = StateWrite {
             type_name: O::DESCRIPTOR.type_name,
