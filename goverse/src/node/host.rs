@@ -836,7 +836,7 @@ impl<O: Object> TypeHost<O> {
         if outcome.is_ok() && O::DESCRIPTOR.persistent {
             // A timer turn is a turn: what it changed is made durable too.
             if self
-                .commit(&node, activation, &mut guard, None)
+                .persist(&node, activation, &mut guard, None)
                 .await
                 .is_err()
             {

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 /// Writes in one batch at most.
 const BATCH: usize = 512;
 
+/// How many times the committer yields to let more writes join a batch.
+const GATHER_ROUNDS: usize = 8;
+
 type Pending = (StateWrite, oneshot::Sender<Result<()>>);
 
 /// A node's group committer.
@@ -30,6 +33,24 @@ impl Committer {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while queue.recv_many(&mut batch, BATCH).await > 0 {
+                // Writers just answered by the last batch are about to
+                // write again: let them run and join this batch while the
+                // queue keeps growing, rather than send a batch of one and
+                // make the rest wait for it.
+                let mut queued = queue.len();
+                for _ in 0..GATHER_ROUNDS {
+                    if batch.len() + queued >= BATCH {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                    let now = queue.len();
+                    if now == queued {
+                        break;
+                    }
+                    queued = now;
+                }
+                let room = BATCH - batch.len();
+                queue.recv_many(&mut batch, room.min(queued)).await;
                 let (states, waiters): (Vec<StateWrite>, Vec<_>) = batch.drain(..).unzip();
                 let results = storage.save_batch(&states).await;
                 let mut results = results.into_iter();

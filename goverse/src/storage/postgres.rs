@@ -129,26 +129,41 @@ impl PostgresStorage {
 sql_storage!(PostgresStorage, STATEMENTS);
 
 /// Every write of a batch in one statement, one transaction, one fsync:
-/// rows whose stored epoch is newer are skipped, the reliable-call records
-/// of the rows written are inserted beside them (a record without its
-/// state never lands, nor a state without its record), and the rows
-/// written come back.
-const SAVE_BATCH: &str = "WITH written AS ( \
-       INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
-       SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
-       ON CONFLICT (object_type, object_id) DO UPDATE \
-       SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
-       WHERE goverse_objects.epoch <= EXCLUDED.epoch \
-       RETURNING object_type, object_id \
-     ), recorded AS ( \
+/// rows whose stored epoch is newer are skipped, and the number of rows
+/// written comes back.
+macro_rules! save_batch {
+    ($($recorded:literal)?) => {
+        concat!(
+            "WITH written AS ( \
+               INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
+               SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
+               ON CONFLICT (object_type, object_id) DO UPDATE \
+               SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
+               WHERE goverse_objects.epoch <= EXCLUDED.epoch \
+               RETURNING object_type, object_id \
+             )",
+            $($recorded,)?
+            " SELECT count(*) FROM written"
+        )
+    };
+}
+
+/// A batch of plain writes.
+const SAVE_BATCH: &str = save_batch!();
+
+/// A batch with reliable-call records: each is inserted beside its
+/// object's row, in the same statement, only if that row was written (a
+/// record without its state never lands, nor a state without its record).
+const SAVE_BATCH_WITH_CALLS: &str = save_batch!(
+    ", recorded AS ( \
        INSERT INTO goverse_reliable_calls (object_type, object_id, call_id, method, response, error_code, error_message) \
        SELECT c.t, c.i, c.call_id, c.m, c.r, c.ec, c.em \
        FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[]) \
          AS c(t, i, call_id, m, r, ec, em) \
        JOIN written ON written.object_type = c.t AND written.object_id = c.i \
        ON CONFLICT DO NOTHING \
-     ) \
-     SELECT object_type, object_id FROM written";
+     )"
+);
 
 /// Deletes the records older than `$1` seconds.
 const PURGE_CALLS: &str =
@@ -181,14 +196,24 @@ impl PostgresStorage {
                 .iter()
                 .partition(|&&index| seen.insert((writes[index].type_name, &*writes[index].id)));
             match self.save_round(writes, &texts, &round).await {
-                Ok(written) => {
+                Ok(true) => {
+                    for index in round {
+                        results[index] = Some(Ok(()));
+                    }
+                }
+                Ok(false) => {
+                    // Some were refused: a write was refused exactly when
+                    // a newer epoch is stored now.
                     for index in round {
                         let write = &writes[index];
-                        results[index] = Some(if written.contains(&index) {
-                            Ok(())
-                        } else {
-                            Err(self.refused(write.type_name, &write.id, write.fence).await)
-                        });
+                        results[index] =
+                            Some(match self.stored_epoch(write.type_name, &write.id).await {
+                                Ok(Some(current)) if current > write.fence.epoch => {
+                                    Err(self.refused(write.type_name, &write.id, write.fence).await)
+                                }
+                                Ok(_) => Ok(()),
+                                Err(error) => Err(error),
+                            });
                     }
                 }
                 Err(error) => {
@@ -207,14 +232,14 @@ impl PostgresStorage {
             .collect()
     }
 
-    /// Writes `round` (indices into `writes`, all to distinct objects) and
-    /// returns the indices whose write was not refused.
+    /// Writes `round` (indices into `writes`, all to distinct objects);
+    /// true when no write was refused.
     async fn save_round(
         &self,
         writes: &[super::StateWrite],
         texts: &[&str],
         round: &[usize],
-    ) -> Result<std::collections::HashSet<usize>> {
+    ) -> Result<bool> {
         let types: Vec<&str> = round.iter().map(|&i| writes[i].type_name).collect();
         let ids: Vec<&str> = round.iter().map(|&i| &*writes[i].id).collect();
         let datas: Vec<&str> = round.iter().map(|&i| texts[i]).collect();
@@ -226,41 +251,37 @@ impl PostgresStorage {
             .iter()
             .filter_map(|&i| writes[i].call.as_ref().map(|call| (&writes[i], call)))
             .collect();
-        let call_types: Vec<&str> = calls.iter().map(|(w, _)| w.type_name).collect();
-        let call_ids: Vec<&str> = calls.iter().map(|(w, _)| &*w.id).collect();
-        let call_keys: Vec<&str> = calls.iter().map(|(_, c)| &*c.call_id).collect();
-        let methods: Vec<&str> = calls.iter().map(|(_, c)| c.method.as_str()).collect();
-        let columns: Vec<_> = calls
-            .iter()
-            .map(|(_, c)| sql::call_columns(&c.outcome))
-            .collect();
-        let responses: Vec<Option<&[u8]>> = columns.iter().map(|c| c.0).collect();
-        let codes: Vec<Option<&str>> = columns.iter().map(|c| c.1).collect();
-        let messages: Vec<Option<&str>> = columns.iter().map(|c| c.2).collect();
-        let written: Vec<(String, String)> = sqlx::query_as(SAVE_BATCH)
-            .bind(&types)
-            .bind(&ids)
-            .bind(&datas)
-            .bind(&epochs)
-            .bind(&call_types)
-            .bind(&call_ids)
-            .bind(&call_keys)
-            .bind(&methods)
-            .bind(&responses)
-            .bind(&codes)
-            .bind(&messages)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql::failed("saving a batch of states", e))?;
-        let written: std::collections::HashSet<(String, String)> = written.into_iter().collect();
-        Ok(round
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let write = &writes[i];
-                written.contains(&(write.type_name.to_string(), write.id.to_string()))
-            })
-            .collect())
+        let query = if calls.is_empty() {
+            sqlx::query_scalar(SAVE_BATCH)
+        } else {
+            sqlx::query_scalar(SAVE_BATCH_WITH_CALLS)
+        };
+        let query = query.bind(&types).bind(&ids).bind(&datas).bind(&epochs);
+        let written: i64 = if calls.is_empty() {
+            query.fetch_one(&self.pool).await
+        } else {
+            let columns: Vec<_> = calls
+                .iter()
+                .map(|(_, c)| sql::call_columns(&c.outcome))
+                .collect();
+            query
+                .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
+                .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
+                .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
+                .bind(
+                    calls
+                        .iter()
+                        .map(|(_, c)| c.method.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(columns.iter().map(|c| c.0).collect::<Vec<_>>())
+                .bind(columns.iter().map(|c| c.1).collect::<Vec<_>>())
+                .bind(columns.iter().map(|c| c.2).collect::<Vec<_>>())
+                .fetch_one(&self.pool)
+                .await
+        }
+        .map_err(|e| sql::failed("saving a batch of states", e))?;
+        Ok(usize::try_from(written).ok() == Some(round.len()))
     }
 
     async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
