@@ -170,6 +170,26 @@ impl<O: Object> Work<O> for EncodedWork {
     }
 }
 
+/// Loads an object's stored state for an owner at `fence`. A row stored
+/// at an older epoch is claimed first (its epoch raised to ours, so a
+/// stale owner's later writes are refused) and read again, since the stale
+/// owner may have written between the two; a row already at our epoch or
+/// newer needs no claim, so a reactivation is one read.
+async fn load_owned(
+    storage: &dyn crate::storage::Storage,
+    type_name: &str,
+    id: &str,
+    fence: crate::storage::Fence,
+) -> Result<Option<crate::storage::StoredState>> {
+    match storage.load(type_name, id).await? {
+        Some(stored) if stored.epoch < fence.epoch => {
+            storage.claim(type_name, id, fence).await?;
+            storage.load(type_name, id).await
+        }
+        loaded => Ok(loaded),
+    }
+}
+
 /// A recorded error outcome, as an error travels between nodes.
 fn failure(error: &Error) -> CallOutcome {
     let wire = error_to_wire(error);
@@ -722,14 +742,16 @@ impl<O: Object> TypeHost<O> {
         deadline: Instant,
     ) -> Result<O> {
         let mut object = if O::DESCRIPTOR.persistent {
-            // Claim first, load second: once the stored epoch is ours, a
-            // stale owner's later write is refused, and anything it wrote
-            // before is in what we load.
             let shard = placement::shard_for(&activation.id, node.config.shard_count);
             let fence = node.fence_for(shard);
-            let type_name = O::DESCRIPTOR.type_name;
-            node.storage.claim(type_name, &activation.id, fence).await?;
-            match node.storage.load(type_name, &activation.id).await? {
+            match load_owned(
+                &*node.storage,
+                O::DESCRIPTOR.type_name,
+                &activation.id,
+                fence,
+            )
+            .await?
+            {
                 Some(stored) => O::load_state(&stored.data)?,
                 None => O::create(),
             }
