@@ -13,8 +13,10 @@
 //!   prefix: /goverse
 //!   lease_ttl: 5s
 //! storage:
-//!   postgres: postgres://goverse:secret@10.0.0.4/goverse
+//!   postgres: postgres://goverse:${GOVERSE_DB_PASSWORD}@10.0.0.4/goverse
 //!   migrate: true                  # or: sqlite: ./state.db
+//!   max_connections: 16
+//!   acquire_timeout: 10s
 //! auto_load:
 //!   - { type: Monitor, id: global }            # one object in the cluster
 //!   - { type: ShardWatch, id: watch, per: shard }  # shard#N/watch on every shard
@@ -25,6 +27,7 @@
 //! `--advertise`, `--shard-count`, `--call-timeout`, `--idle-timeout`,
 //! `--reliable-call-retention`, `--etcd <url>[,<url>...]`, `--prefix`,
 //! `--lease-ttl`, `--postgres <url>`, `--migrate <true|false>`,
+//! `--max-connections <n>`,
 //! `--sqlite <file>`. See [`NodeFile::from_args`].
 
 use std::net::SocketAddr;
@@ -87,6 +90,10 @@ pub struct StorageFile {
     pub migrate: bool,
     /// An SQLite file (feature `sqlite`).
     pub sqlite: Option<String>,
+    /// PostgreSQL connections in the pool (default 16).
+    pub max_connections: Option<u32>,
+    /// How long a write or load waits for a free connection (`10s`).
+    pub acquire_timeout: Option<String>,
 }
 
 /// An object the cluster keeps active, activated by whichever node owns it
@@ -249,6 +256,11 @@ impl NodeFile {
                 "--sqlite" => {
                     file.storage.get_or_insert_with(Default::default).sqlite = Some(value)
                 }
+                "--max-connections" => {
+                    file.storage
+                        .get_or_insert_with(Default::default)
+                        .max_connections = Some(value.parse().map_err(|_| bad("not a number"))?);
+                }
                 other => return Err(Error::Config(format!("unknown flag `{other}`"))),
             }
         }
@@ -265,6 +277,7 @@ impl NodeFile {
         ]
         .into_iter()
         .chain(self.cluster.as_ref().map(|c| &c.lease_ttl))
+        .chain(self.storage.as_ref().map(|s| &s.acquire_timeout))
         .flatten()
         {
             parse_duration(duration)?;

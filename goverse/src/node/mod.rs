@@ -320,7 +320,7 @@ impl NodeBuilder {
         let storage = match (storage, storage_file) {
             (Some(storage), _) => Some(storage),
             (None, None) => None,
-            (None, Some(file)) => Some(open_storage(file).await?),
+            (None, Some(file)) => Some(crate::storage::open(file).await?),
         };
         let coordinator = match (coordinator, etcd) {
             (Some(coordinator), _) => Some(coordinator),
@@ -412,42 +412,6 @@ impl NodeBuilder {
         inner.auto_load_per_node();
         Ok(Node { inner })
     }
-}
-
-/// Opens the storage a node file names.
-#[allow(clippy::unused_async)]
-async fn open_storage(file: crate::config::StorageFile) -> Result<Arc<dyn Storage>> {
-    if let Some(url) = file.postgres {
-        #[cfg(feature = "postgres")]
-        {
-            let options = crate::storage::PostgresOptions::default().migrate(file.migrate);
-            let storage = crate::storage::PostgresStorage::connect(&url, options).await?;
-            return Ok(Arc::new(storage));
-        }
-        #[cfg(not(feature = "postgres"))]
-        {
-            let _ = url;
-            return Err(Error::Config(
-                "the configuration names PostgreSQL, but goverse was built without its `postgres` feature".into(),
-            ));
-        }
-    }
-    if let Some(path) = file.sqlite {
-        #[cfg(feature = "sqlite")]
-        {
-            return Ok(Arc::new(crate::storage::SqliteStorage::open(path).await?));
-        }
-        #[cfg(not(feature = "sqlite"))]
-        {
-            let _ = path;
-            return Err(Error::Config(
-                "the configuration names SQLite, but goverse was built without its `sqlite` feature".into(),
-            ));
-        }
-    }
-    Err(Error::Config(
-        "storage: give exactly one of `postgres` and `sqlite`".into(),
-    ))
 }
 
 #[cfg(feature = "etcd")]

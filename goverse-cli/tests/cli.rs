@@ -1,0 +1,96 @@
+//! The `goverse` command against a real PostgreSQL database of its own,
+//! and an SQLite file.
+
+use std::process::Command;
+
+use goverse::storage::{PostgresOptions, PostgresStorage};
+use goverse_tests::{database_url, unique_prefix};
+use sqlx::Connection as _;
+
+fn goverse(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_goverse"))
+        .args(args)
+        .output()
+        .expect("goverse runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn migrate_then_check_a_fresh_database() {
+    let url = database_url();
+    let name = unique_prefix("cli").replace(['/', '-'], "_").to_lowercase();
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let (base, _) = url.rsplit_once('/').expect("url has a database");
+    let fresh = format!("{base}/{name}");
+
+    let (ok, text) = goverse(&["check", "--postgres", &fresh]);
+    assert!(!ok, "no schema yet: {text}");
+    assert!(
+        text.contains("STORAGE_ERROR") && text.contains("schema is missing"),
+        "{text}"
+    );
+    assert!(
+        PostgresStorage::connect(&fresh, PostgresOptions::default())
+            .await
+            .is_err(),
+        "a node refuses it too"
+    );
+
+    let (ok, text) = goverse(&["migrate", "--postgres", &fresh]);
+    assert!(ok, "{text}");
+    assert!(text.contains("migrations applied"), "{text}");
+    let (ok, text) = goverse(&["migrate", "--postgres", &fresh]);
+    assert!(ok, "migrating twice is fine: {text}");
+    let (ok, text) = goverse(&["check", "--postgres", &fresh]);
+    assert!(ok, "{text}");
+    PostgresStorage::connect(&fresh, PostgresOptions::default())
+        .await
+        .expect("a node opens it without migrating");
+
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+}
+
+#[test]
+fn bad_invocations_say_what_is_wrong() {
+    let (ok, text) = goverse(&[]);
+    assert!(!ok && text.contains("usage: goverse"), "{text}");
+    let (ok, text) = goverse(&["migrate"]);
+    assert!(!ok && text.contains("no storage given"), "{text}");
+    let (ok, text) = goverse(&["migrate", "--postgres"]);
+    assert!(!ok, "{text}");
+    let (ok, text) = goverse(&[
+        "check",
+        "--postgres",
+        "postgres://u:${GOVERSE_CLI_UNSET}@127.0.0.1:1/x",
+    ]);
+    assert!(
+        !ok && text.contains("INVALID_CONFIG") && text.contains("GOVERSE_CLI_UNSET"),
+        "{text}"
+    );
+    let (ok, text) = goverse(&["frobnicate"]);
+    assert!(!ok && text.contains("usage"), "{text}");
+}
+
+#[test]
+fn sqlite_files_are_created_and_migrated() {
+    let dir = std::env::temp_dir().join(unique_prefix("cli-sqlite").replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("state.db");
+    let (ok, text) = goverse(&["migrate", "--sqlite", path.to_str().expect("utf-8")]);
+    assert!(ok, "{text}");
+    assert!(path.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
