@@ -3,6 +3,7 @@
 # ports, for the cluster and storage tests. Meant to be sourced: it exports
 #   GOVERSE_TEST_ETCD          e.g. http://127.0.0.1:23791
 #   GOVERSE_TEST_DATABASE_URL  e.g. postgres://goverse:goverse@127.0.0.1:54321/goverse
+#   GOVERSE_TEST_DATABASE_CA   the CA that signed PostgreSQL's TLS certificate
 # and registers cleanup of both on exit. Needs root (apt-get, runuser).
 
 services_dir=$(mktemp -d -t goverse-services.XXXXXX)
@@ -16,6 +17,7 @@ install_missing() {
   command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
   command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
   if [ ${#need[@]} -gt 0 ]; then
     echo "services: installing ${need[*]}"
     apt-get update -qq
@@ -44,15 +46,35 @@ start_etcd() {
   return 1
 }
 
+# A CA and a server certificate for 127.0.0.1, so TLS to PostgreSQL can
+# be tested with full verification.
+make_certificates() {
+  local tls="$services_dir/tls"
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=goverse test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/san.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 2 -extfile "$tls/san.ext" -out "$tls/server.crt" >/dev/null 2>&1
+  chown postgres "$tls/server.key" "$tls/server.crt"
+  chmod 600 "$tls/server.key"
+  export GOVERSE_TEST_DATABASE_CA="$tls/ca.crt"
+}
+
 start_postgres() {
-  local bin port data
+  local bin port data tls
   bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   port=$(free_port)
   data="$services_dir/pg"
   mkdir -p "$data" && echo postgres >"$services_dir/pg.pw"
   chown postgres "$services_dir" "$data" "$services_dir/pg.pw"
+  make_certificates
+  tls="$services_dir/tls"
   runuser -u postgres -- "$bin/initdb" -D "$data" -A scram-sha-256 -U postgres --pwfile="$services_dir/pg.pw" >/dev/null
-  runuser -u postgres -- "$bin/pg_ctl" -D "$data" -o "-k $services_dir -c listen_addresses=127.0.0.1 -p $port" \
+  runuser -u postgres -- "$bin/pg_ctl" -D "$data" \
+    -o "-k $services_dir -c listen_addresses=127.0.0.1 -p $port -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key" \
     -l "$data/log" -w start >/dev/null
   echo "$bin/pg_ctl -D $data" >"$services_dir/pg.ctl"
   PGPASSWORD=postgres psql -h 127.0.0.1 -p "$port" -U postgres -qc \

@@ -924,3 +924,47 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
     .execute(&mut admin)
     .await;
 }
+
+/// The CA that signed the test PostgreSQL's certificate (`scripts/test.sh`
+/// makes one and turns TLS on).
+fn database_ca() -> String {
+    std::env::var("GOVERSE_TEST_DATABASE_CA")
+        .expect("GOVERSE_TEST_DATABASE_CA names the test database's CA (run scripts/test.sh)")
+}
+
+/// Whether the connection behind `storage`'s url is encrypted.
+async fn encrypted(url: &str) -> bool {
+    use sqlx::Connection as _;
+    let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .expect("pg_stat_ssl")
+}
+
+#[tokio::test]
+async fn postgres_over_verified_tls() {
+    let url = database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let verified = format!(
+        "{url}{separator}sslmode=verify-full&sslrootcert={}",
+        database_ca()
+    );
+    assert!(encrypted(&verified).await, "the session is encrypted");
+    let storage = PostgresStorage::connect(&verified, PostgresOptions::default().migrate(true))
+        .await
+        .expect("connects over TLS, verifying the server");
+    let kind = unique_type("tls");
+    storage
+        .save(&kind, "a", br#"{"secret": true}"#, Fence { epoch: 1 })
+        .await
+        .expect("save over TLS");
+    assert!(storage.load(&kind, "a").await.expect("load").is_some());
+
+    // Without the private CA the server cannot be verified: refused.
+    let unverifiable = format!("{url}{separator}sslmode=verify-full");
+    let error = PostgresStorage::connect(&unverifiable, PostgresOptions::default())
+        .await
+        .expect_err("unknown issuer");
+    assert_eq!(error.code(), "STORAGE_ERROR");
+}
