@@ -122,7 +122,7 @@ impl IntoCaller for &Caller {
 /// use std::time::Duration;
 /// use goverse::{Codec, EncodedCall};
 ///
-/// let call = EncodedCall::new("Wallet", "alice", "Deposit", Codec::Json, br#"{"value": 5}"#.to_vec())
+/// let call = EncodedCall::new("Wallet", "alice", "Deposit", Codec::Json, b"5".to_vec())
 ///     .timeout(Duration::from_secs(2))
 ///     .reliable("deposit-7f3a");
 /// assert_eq!(call.call_id.as_deref(), Some("deposit-7f3a"));

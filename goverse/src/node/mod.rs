@@ -574,7 +574,7 @@ impl Node {
     ///
     /// let node = goverse::Node::builder().register::<Counter>().start().await?;
     /// let add = |call_id: &str| {
-    ///     EncodedCall::new("Counter", "c", "Add", Codec::Json, br#"{"value": 5}"#.to_vec())
+    ///     EncodedCall::new("Counter", "c", "Add", Codec::Json, b"5".to_vec())
     ///         .reliable(call_id)
     /// };
     /// assert_eq!(node.call(add("deposit-1")).await?, b"5");
