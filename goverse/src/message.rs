@@ -1,6 +1,8 @@
 //! Request and response messages: the [`Message`] trait, the two wire codecs,
 //! and the protobuf well-known types in [`types`].
 
+use prost::Message as _;
+
 use crate::error::{Error, Result};
 
 /// A protobuf message goverse can carry: prost binary encoding, proto3 JSON
@@ -25,22 +27,34 @@ pub trait Message:
 
 /// The encoding of a request or response body on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Codec {
     /// Protobuf binary encoding.
     Protobuf,
-    /// The proto3 JSON mapping.
+    /// The proto3 JSON mapping. For the wrapper types (`Int32Value`...),
+    /// decoding also takes the object form `{"value": 5}` beside the
+    /// canonical bare `5`.
     Json,
+    /// A protobuf-encoded `google.protobuf.Any` holding the message: what
+    /// clients that only know `Any` send (the HTTP gate's `{"request":
+    /// "<base64 Any>"}`). Decoding checks that the `Any` holds the
+    /// expected type.
+    Any,
 }
 
 impl Codec {
-    /// `protobuf` or `json`.
+    /// `protobuf`, `json` or `any`.
     pub fn name(self) -> &'static str {
         match self {
             Codec::Protobuf => "protobuf",
             Codec::Json => "json",
+            Codec::Any => "any",
         }
     }
 }
+
+/// The `type_url` prefix of the `Any`s goverse writes.
+const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 
 /// Decodes a message from a body in the given codec.
 ///
@@ -56,7 +70,35 @@ pub fn decode<T: Message>(codec: Codec, body: &[u8]) -> Result<T> {
     };
     match codec {
         Codec::Protobuf => T::decode(body).map_err(|e| invalid(e.to_string())),
-        Codec::Json => serde_json::from_slice(body).map_err(|e| invalid(e.to_string())),
+        Codec::Json => serde_json::from_slice(body).or_else(|error| {
+            unwrapped_json::<T>(body)
+                .and_then(|inner| serde_json::from_value(inner).ok())
+                .ok_or_else(|| invalid(error.to_string()))
+        }),
+        Codec::Any => {
+            let any = types::Any::decode(body).map_err(|e| invalid(e.to_string()))?;
+            let held = any.type_url.rsplit('/').next().unwrap_or_default();
+            if held != T::FULL_NAME {
+                return Err(invalid(format!(
+                    "the Any holds `{}`, not `{}`",
+                    any.type_url.chars().take(200).collect::<String>(),
+                    T::FULL_NAME
+                )));
+            }
+            T::decode(any.value.as_ref()).map_err(|e| invalid(e.to_string()))
+        }
+    }
+}
+
+/// The inner value of a wrapper type's object form (`{"value": 5}`), for
+/// wrapper types only.
+fn unwrapped_json<T: Message>(body: &[u8]) -> Option<serde_json::Value> {
+    if T::PROTO_FILE != "google/protobuf/wrappers.proto" {
+        return None;
+    }
+    match serde_json::from_slice(body).ok()? {
+        serde_json::Value::Object(mut fields) if fields.len() == 1 => fields.remove("value"),
+        _ => None,
     }
 }
 
@@ -72,6 +114,11 @@ pub fn encode<T: Message>(codec: Codec, message: &T) -> Result<Vec<u8>> {
             message_type: T::FULL_NAME,
             reason: e.to_string(),
         }),
+        Codec::Any => Ok(types::Any {
+            type_url: format!("{TYPE_URL_PREFIX}{}", T::FULL_NAME),
+            value: message.encode_to_vec().into(),
+        }
+        .encode_to_vec()),
     }
 }
 
@@ -118,6 +165,47 @@ mod tests {
             assert_eq!(decode::<Int32Value>(codec, &body).expect("decode"), value);
         }
         assert_eq!(encode(Codec::Json, &value).expect("encode"), b"42");
+    }
+
+    #[test]
+    fn wrappers_take_their_object_form_in_json() {
+        let value: Int32Value = decode(Codec::Json, br#"{"value": 5}"#).expect("object form");
+        assert_eq!(value.value, 5);
+        assert_eq!(
+            decode::<Int32Value>(Codec::Json, b"5").expect("bare").value,
+            5
+        );
+        let error = decode::<Int32Value>(Codec::Json, br#"{"value": 5, "x": 1}"#).unwrap_err();
+        assert_eq!(error.code(), "INVALID_JSON");
+    }
+
+    #[test]
+    fn any_checks_the_type_it_holds() {
+        // The seed README's request: Any{Int32Value{value: 5}}.
+        let seed = [
+            0x0a, 0x2e, b't', b'y', b'p', b'e', b'.', b'g', b'o', b'o', b'g', b'l', b'e', b'a',
+            b'p', b'i', b's', b'.', b'c', b'o', b'm', b'/', b'g', b'o', b'o', b'g', b'l', b'e',
+            b'.', b'p', b'r', b'o', b't', b'o', b'b', b'u', b'f', b'.', b'I', b'n', b't', b'3',
+            b'2', b'V', b'a', b'l', b'u', b'e', 0x12, 0x02, 0x08, 0x05,
+        ];
+        assert_eq!(
+            decode::<Int32Value>(Codec::Any, &seed)
+                .expect("decode")
+                .value,
+            5
+        );
+        assert_eq!(
+            encode(Codec::Any, &Int32Value { value: 5 }).expect("encode"),
+            seed
+        );
+        let error = decode::<types::StringValue>(Codec::Any, &seed).unwrap_err();
+        assert_eq!(error.code(), "INVALID_PROTOBUF");
+        assert!(
+            error
+                .to_string()
+                .contains("not `google.protobuf.StringValue`"),
+            "{error}"
+        );
     }
 
     #[test]

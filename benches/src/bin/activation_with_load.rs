@@ -1,6 +1,7 @@
 //! Activation with a load: persistent objects whose state is in storage
-//! are activated by a first call (claim the row for this node's epoch, load
-//! it, deserialize it, run the call), 64 callers at once, from SQLite and
+//! are activated by a first call (read the row, deserialize it, run the
+//! call; a row from an older epoch is first claimed for this node's epoch,
+//! a durable write), 64 callers at once, from SQLite and
 //! from PostgreSQL. The baseline in the same run reads the same rows with
 //! the same storage, one plain keyed read each and nothing more: the floor
 //! any activation from that database stands on.
@@ -175,6 +176,8 @@ async fn main() -> Result<(), Failure> {
         }
         Err(_) => println!("  PostgreSQL: skipped (set GOVERSE_BENCH_DATABASE_URL)"),
     }
-    println!("  (an activation claims the row for its epoch and loads it; the read is the floor)");
+    println!(
+        "  (an activation reads the row, claiming it first only if an older epoch wrote it; the read is the floor)"
+    );
     Ok(())
 }

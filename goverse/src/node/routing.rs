@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::message::{Codec, Message, decode};
 use crate::object::{BoxFuture, Invoke, Object};
 use crate::placement;
-use crate::transport::proto::{CallFrame, ReplyFrame, call_frame::Kind};
+use crate::transport::proto::{CallFrame, ReplyFrame, call_frame::Encoding, call_frame::Kind};
 use crate::transport::{FrameHandler, RemoteFailure, chain_links, error_to_wire};
 
 /// Where a call goes now.
@@ -158,7 +158,7 @@ impl NodeInner {
         object_type: &str,
         id: &str,
         method: &str,
-        (body, json, reliable): (Vec<u8>, bool, Option<&Arc<str>>),
+        (body, codec, reliable): (Vec<u8>, Codec, Option<&Arc<str>>),
         deadline: Instant,
         (parent, trace): (Option<&Arc<CallChain>>, Option<&Arc<str>>),
     ) -> CallFrame {
@@ -177,7 +177,7 @@ impl NodeInner {
             object_id: id.to_string(),
             method: method.to_string(),
             body,
-            json,
+            encoding: encoding_of(codec) as i32,
             timeout_micros: u64::try_from(left.as_micros()).unwrap_or(u64::MAX),
             chain: chain_links(parent),
             trace,
@@ -236,7 +236,7 @@ impl NodeInner {
                         O::DESCRIPTOR.type_name,
                         &id,
                         method_name,
-                        (request.encode_to_vec(), false, None),
+                        (request.encode_to_vec(), Codec::Protobuf, None),
                         deadline,
                         (parent.as_ref(), trace.as_ref()),
                     );
@@ -337,11 +337,7 @@ impl NodeInner {
                         type_name,
                         &id,
                         method_name,
-                        (
-                            work.body.clone(),
-                            codec == Codec::Json,
-                            work.reliable.as_ref(),
-                        ),
+                        (work.body.clone(), codec, work.reliable.as_ref()),
                         deadline,
                         (parent.as_ref(), trace.as_ref()),
                     );
@@ -424,7 +420,7 @@ impl NodeInner {
                         type_name,
                         &id,
                         "",
-                        (Vec::new(), false, None),
+                        (Vec::new(), Codec::Protobuf, None),
                         deadline,
                         (None, None),
                     );
@@ -499,10 +495,16 @@ impl NodeInner {
                     method: index,
                     mutates: found.mutates,
                     name: found.name,
-                    codec: if frame.json {
-                        Codec::Json
-                    } else {
-                        Codec::Protobuf
+                    codec: match Encoding::try_from(frame.encoding) {
+                        Ok(Encoding::Json) => Codec::Json,
+                        Ok(Encoding::Any) => Codec::Any,
+                        Ok(Encoding::Protobuf) => Codec::Protobuf,
+                        Err(_) => {
+                            return Err(Error::Internal(format!(
+                                "a peer sent unknown encoding {}",
+                                frame.encoding
+                            )));
+                        }
                     },
                     body: frame.body,
                     reliable,
@@ -563,6 +565,15 @@ impl FrameHandler for NodeInner {
                 },
             }
         })
+    }
+}
+
+/// A codec's wire name.
+fn encoding_of(codec: Codec) -> Encoding {
+    match codec {
+        Codec::Json => Encoding::Json,
+        Codec::Any => Encoding::Any,
+        _ => Encoding::Protobuf,
     }
 }
 
