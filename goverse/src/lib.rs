@@ -6,6 +6,8 @@ pub mod config;
 mod context;
 mod descriptor;
 mod error;
+#[cfg(feature = "gate")]
+pub mod gate;
 mod message;
 mod node;
 mod object;

@@ -589,6 +589,11 @@ impl Node {
         self.inner.call_encoded(call).await
     }
 
+    /// Whether the node has begun shutting down (it takes no new calls).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
     /// What the node has done so far.
     pub fn stats(&self) -> NodeStats {
         let inner = &self.inner;

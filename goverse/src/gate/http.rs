@@ -1,0 +1,292 @@
+//! The HTTP routes of the gate: calls, creates and deletes of objects by
+//! name, with the request as a base64 protobuf `Any` (the original's form)
+//! or as plain proto3 JSON.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::GateOptions;
+use super::errors::GateError;
+use crate::call::EncodedCall;
+use crate::message::Codec;
+use crate::node::Node;
+
+/// What every handler shares.
+pub(crate) struct HttpState {
+    pub(crate) node: Node,
+    pub(crate) options: GateOptions,
+}
+
+type Shared = State<Arc<HttpState>>;
+
+/// The header that makes a call reliable, carrying its call id.
+const CALL_ID: &str = "x-call-id";
+
+/// The gate's routes.
+pub(crate) fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/api/v1/objects/call/{type}/{id}/{method}", post(call))
+        .route("/api/v1/objects/create/{type}/{id}", post(create))
+        .route("/api/v1/objects/delete/{type}/{id}", post(delete))
+        .route("/healthz", get(healthz))
+        .route("/ready", get(ready))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .with_state(state)
+}
+
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Checks a path segment naming a type or a method: what the macro allows
+/// (ASCII letters, digits and `_`, starting with a letter or `_`).
+fn name_segment(what: &str, value: &str) -> Result<(), GateError> {
+    let mut chars = value.chars();
+    let valid = value.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(GateError::invalid_path(format!(
+            "`{}` is not a valid {what} name",
+            value.chars().take(128).collect::<String>()
+        )))
+    }
+}
+
+/// Reads the whole body: at most the configured size, within the
+/// configured time (a client that trickles its body is cut off).
+async fn read_body(options: &GateOptions, body: Body) -> Result<Bytes, GateError> {
+    let limited = http_body_util::Limited::new(body, options.max_body_bytes);
+    let collected = tokio::time::timeout(
+        options.body_timeout,
+        http_body_util::BodyExt::collect(limited),
+    )
+    .await
+    .map_err(|_| {
+        GateError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!(
+                "the request body did not arrive within {:?}",
+                options.body_timeout
+            ),
+        )
+    })?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(GateError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            format!("the request body is over {} bytes", options.max_body_bytes),
+        )),
+        Err(error) => Err(GateError::invalid_body(format!(
+            "the request body could not be read: {error}"
+        ))),
+    }
+}
+
+/// How a call's request came, and so how its response goes back.
+enum CallBody {
+    /// `{"request": "<base64 Any>"}`.
+    Any(Vec<u8>),
+    /// A proto3 JSON message.
+    Json(Vec<u8>),
+}
+
+/// Tells the two request forms apart. A JSON object whose only field is
+/// the string `request` is the `Any` form; anything else that is JSON is
+/// the request message itself. An empty body is the empty message `{}`.
+fn parse_call_body(body: &[u8]) -> Result<CallBody, GateError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CallBody::Json(b"{}".to_vec()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        GateError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+            format!("the request body is not JSON: {e}"),
+        )
+    })?;
+    if let serde_json::Value::Object(fields) = &value
+        && fields.len() == 1
+        && let Some(request) = fields.get("request")
+    {
+        let serde_json::Value::String(encoded) = request else {
+            return Err(GateError::invalid_body(
+                "`request` must be a string: a base64-encoded protobuf Any",
+            ));
+        };
+        let any = STANDARD.decode(encoded.trim()).map_err(|e| {
+            GateError::new(StatusCode::BAD_REQUEST, "INVALID_BASE64", e.to_string())
+        })?;
+        return Ok(CallBody::Any(any));
+    }
+    Ok(CallBody::Json(body.to_vec()))
+}
+
+async fn call(
+    State(state): Shared,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GateError> {
+    let Path((type_name, id, method)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
+    name_segment("type", &type_name)?;
+    name_segment("method", &method)?;
+    let body = read_body(&state.options, body).await?;
+    let (codec, request) = match parse_call_body(&body)? {
+        CallBody::Any(any) => (Codec::Any, any),
+        CallBody::Json(json) => (Codec::Json, json),
+    };
+    let mut call =
+        EncodedCall::new(type_name, id, method, codec, request).timeout(state.options.call_timeout);
+    if let Some(call_id) = headers.get(CALL_ID) {
+        let call_id = call_id
+            .to_str()
+            .map_err(|_| GateError::invalid_body("the X-Call-Id header is not ASCII text"))?;
+        call = call.reliable(call_id);
+    }
+    let response = state.node.call(call).await?;
+    let body = match codec {
+        Codec::Any => serde_json::json!({ "response": STANDARD.encode(response) }),
+        _ => {
+            let message: serde_json::Value = serde_json::from_slice(&response).map_err(|e| {
+                GateError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ENCODE_FAILED",
+                    format!("the object's JSON response is not JSON: {e}"),
+                )
+            })?;
+            serde_json::json!({ "response": message })
+        }
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn create(
+    State(state): Shared,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, GateError> {
+    let Path((type_name, id)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
+    name_segment("type", &type_name)?;
+    read_body(&state.options, body).await?;
+    state.node.create(&type_name, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "id": id }),
+    ))
+}
+
+async fn delete(
+    State(state): Shared,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, GateError> {
+    let Path((type_name, id)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
+    name_segment("type", &type_name)?;
+    read_body(&state.options, body).await?;
+    state.node.delete(&type_name, &id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "success": true }),
+    ))
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready while the node takes calls and the cluster has an owner for every
+/// shard.
+async fn ready(State(state): Shared) -> Response {
+    let view = state.node.cluster_view();
+    let owned = (0..view.shard_count()).all(|shard| view.current_owner(shard).is_some());
+    if owned && !state.node.is_shutting_down() {
+        json_response(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "not ready" }),
+        )
+    }
+}
+
+async fn method_not_allowed(method: Method) -> GateError {
+    GateError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not allowed here"),
+    )
+}
+
+async fn not_found() -> GateError {
+    GateError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such route; calls go to POST /api/v1/objects/call/{type}/{id}/{method}",
+    )
+}
+
+/// CORS: browsers on the allowed origins may call the gate. A preflight is
+/// answered here; other responses get the allow-origin header.
+async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed = origin.as_ref().and_then(|origin| {
+        let origins = &state.options.cors_origins;
+        let text = origin.to_str().ok()?;
+        (origins.iter().any(|o| o == "*" || o == text)).then(|| origin.clone())
+    });
+    if request.method() == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        if let Some(origin) = allowed {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type, authorization, x-client-id, x-call-id"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+        return response;
+    }
+    let mut response = next.run(request).await;
+    if let Some(origin) = allowed {
+        response
+            .headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("origin"));
+    }
+    response
+}

@@ -1,0 +1,220 @@
+//! The gate (feature `gate`): how clients outside the cluster reach
+//! objects. It forwards encoded requests by type and method name to the
+//! objects' owners and needs no knowledge of the object types itself, so
+//! it runs embedded in any node — one hosting objects (the quick start) or
+//! one that hosts none and only routes (a gate process of a cluster).
+//!
+//! HTTP routes (the original's, kept):
+//!
+//! | route | body | answer |
+//! | --- | --- | --- |
+//! | `POST /api/v1/objects/call/{type}/{id}/{method}` | `{"request": "<base64 Any>"}` | `{"response": "<base64 Any>"}` |
+//! | the same | a proto3 JSON request, e.g. `{"value": 5}` (empty: `{}`) | `{"response": <proto3 JSON>}` |
+//! | `POST /api/v1/objects/create/{type}/{id}` | none | `{"id": "<id>"}` |
+//! | `POST /api/v1/objects/delete/{type}/{id}` | none | `{"success": true}` |
+//! | `GET /healthz`, `GET /ready` | | `{"status": ...}` |
+//!
+//! A call with an `X-Call-Id` header is a [reliable
+//! call](crate::EncodedCall::reliable). Errors are `{"error": "...",
+//! "code": "..."}` with the status of their code (see the book's "Gate and
+//! clients" chapter for the table).
+//!
+//! ```no_run
+//! # async fn run(node: goverse::Node) -> goverse::Result<()> {
+//! use goverse::gate::{Gate, GateOptions};
+//!
+//! let gate = Gate::start(&node, GateOptions::default().http("127.0.0.1:8080".parse().unwrap())).await?;
+//! println!("gate on http://{}", gate.http_address().expect("serving HTTP"));
+//! # gate.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod errors;
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::node::Node;
+
+/// Settings of a [`Gate`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GateOptions {
+    /// Where to serve HTTP (`None`: no HTTP listener).
+    pub http: Option<SocketAddr>,
+    /// The largest request body taken, in bytes (default 1 MiB); larger
+    /// ones get `413 BODY_TOO_LARGE`.
+    pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive (default 10 s); a
+    /// slower one gets `408 REQUEST_TIMEOUT`.
+    pub body_timeout: Duration,
+    /// How long a connection may take to send a request's headers
+    /// (default 10 s); a slower one is closed (slow-loris clients).
+    pub header_timeout: Duration,
+    /// The timeout of calls made through the gate (default 30 s).
+    pub call_timeout: Duration,
+    /// Origins browsers may call from (`*`: any; default `["*"]`).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for GateOptions {
+    fn default() -> Self {
+        Self {
+            http: None,
+            max_body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+            cors_origins: vec!["*".to_string()],
+        }
+    }
+}
+
+impl GateOptions {
+    /// Serves HTTP on `address` (`127.0.0.1:0` picks a free port).
+    pub fn http(mut self, address: SocketAddr) -> Self {
+        self.http = Some(address);
+        self
+    }
+
+    /// Sets the largest request body taken.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a request body may take to arrive.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a connection may take to send a request's headers.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets the timeout of calls made through the gate.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Sets the origins browsers may call from.
+    pub fn cors_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.cors_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// A running gate. Dropping it leaves it running; [`shutdown`](Gate::shutdown)
+/// stops it.
+#[derive(Debug)]
+pub struct Gate {
+    http: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Gate {
+    /// Starts a gate in front of `node`: calls it takes are made through
+    /// the node, which routes them to the objects' owners.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` when a listener cannot be bound.
+    pub async fn start(node: &Node, options: GateOptions) -> Result<Gate> {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut http = None;
+        if let Some(address) = options.http {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| Error::Config(format!("gate: cannot listen on {address}: {e}")))?;
+            http = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| Error::Config(format!("gate: {e}")))?,
+            );
+            let state = Arc::new(http::HttpState {
+                node: node.clone(),
+                options: options.clone(),
+            });
+            tasks.spawn(serve_http(
+                listener,
+                http::router(state),
+                options.header_timeout,
+                stopped,
+            ));
+        }
+        Ok(Gate { http, stop, tasks })
+    }
+
+    /// The address HTTP is served on, if it is.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// Stops taking connections and closes the open ones once their
+    /// requests are answered.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Accepts HTTP/1 connections until told to stop. Each connection has a
+/// deadline for its request headers (against slow-loris clients), and ends
+/// gracefully at shutdown.
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let mut stop = stop.clone();
+                connections.spawn(async move {
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout);
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = stopped(&mut stop) => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
+                });
+            }
+            () = stopped(&mut stop) => break,
+        }
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Resolves once the gate is told to stop (or its handle is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
