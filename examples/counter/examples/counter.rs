@@ -1,25 +1,26 @@
 //! The goverse quick start: a `Counter` object on an embedded node, called
-//! through its typed proxy from many concurrent tasks.
+//! through its typed proxy from many concurrent tasks, then served over
+//! HTTP until Ctrl-C.
 //!
 //! Run with: cargo run --example counter
+//! (`GOVERSE_HTTP=127.0.0.1:9090` serves elsewhere than 127.0.0.1:8080.)
 
 use std::time::Instant;
 
-use example_counter::{Counter, CounterClient, Visits, VisitsClient};
+use example_counter::{ADD_FIVE_ANY, Counter, CounterClient, VisitsClient};
 use goverse::prelude::*;
-use goverse::storage::SqliteStorage;
 
 // ANCHOR: main
 #[tokio::main]
 async fn main() -> goverse::Result<()> {
-    // An embedded node: in-process coordinator, state in an SQLite file.
+    // An embedded node (in-process coordinator, state in an SQLite file)
+    // with the HTTP gate in front and `my-counter` created.
+    let http = std::env::var("GOVERSE_HTTP").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let http = http
+        .parse()
+        .map_err(|_| goverse::Error::Config(format!("GOVERSE_HTTP: `{http}` is not an address")))?;
     let database = std::env::temp_dir().join("goverse-quickstart.db");
-    let node = Node::builder()
-        .register::<Counter>()
-        .register::<Visits>()
-        .storage(SqliteStorage::open(&database).await?)
-        .start()
-        .await?;
+    let (node, gate) = example_counter::serve(http, &database).await?;
     println!("node {} started, hosting: Counter, Visits", node.id());
 
     // A persistent object: its state outlives this program.
@@ -32,10 +33,10 @@ async fn main() -> goverse::Result<()> {
         database.display()
     );
 
-    // The first call activates `my-counter`; no create step is needed.
-    let counter = CounterClient::new(&node, "my-counter");
+    // The first call activates an object; no create step is needed.
+    let counter = CounterClient::new(&node, "demo");
     let total = counter.add(Int32Value { value: 5 }).await?;
-    println!("my-counter.Add(5) -> {}", total.value);
+    println!("demo.Add(5) -> {}", total.value);
 
     // 100 tasks each add 1 to the same counter, 100 times. Turns run one at a
     // time per object, so no increment is lost.
@@ -55,19 +56,10 @@ async fn main() -> goverse::Result<()> {
     }
     let total = counter.get(Empty {}).await?;
     println!(
-        "100 tasks x 100 calls of Add(1) in {:?}: my-counter is now {} (expected 10005)",
+        "100 tasks x 100 calls of Add(1) in {:?}: demo is now {} (expected 10005)",
         started.elapsed(),
         total.value
     );
-
-    // Other ids are other objects, activated on first call.
-    for id in ["alice", "bob", "carol"] {
-        let value = CounterClient::new(&node, id)
-            .add(Int32Value { value: 1 })
-            .await?;
-        println!("{id}.Add(1) -> {}", value.value);
-    }
-    println!("{} objects active", node.stats().active);
 
     // The object's protobuf service, for clients in other languages.
     println!(
@@ -75,6 +67,19 @@ async fn main() -> goverse::Result<()> {
         goverse::descriptor_of::<Counter>().to_proto("demo")
     );
 
+    // Clients outside the process call through the gate.
+    let url = format!("http://{http}/api/v1/objects/call/Counter/my-counter/Add");
+    println!("HTTP gate on http://{http}; try:\n");
+    println!(
+        "curl -X POST {url} \\\n  -H \"Content-Type: application/json\" \\\n  -d '{ADD_FIVE_ANY}'\n"
+    );
+    println!("curl -X POST {url} -d '{{\"value\": 5}}'\n");
+    println!("Ctrl-C stops the node.");
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| goverse::Error::Internal(e.to_string()))?;
+
+    gate.shutdown().await;
     node.shutdown().await;
     println!("node shut down cleanly");
     Ok(())

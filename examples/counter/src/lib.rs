@@ -50,3 +50,30 @@ impl Visits {
     }
 }
 // ANCHOR_END: visits
+
+// ANCHOR: serve
+/// The quick start's server: an embedded node hosting `Counter` and
+/// `Visits` (state in the SQLite file `database`), with the HTTP gate on
+/// `http` and the object `my-counter` created, ready for curl.
+pub async fn serve(
+    http: std::net::SocketAddr,
+    database: &std::path::Path,
+) -> goverse::Result<(Node, goverse::gate::Gate)> {
+    use goverse::gate::{Gate, GateOptions};
+
+    let node = Node::builder()
+        .register::<Counter>()
+        .register::<Visits>()
+        .storage(goverse::storage::SqliteStorage::open(database).await?)
+        .start()
+        .await?;
+    node.create("Counter", "my-counter").await?;
+    let gate = Gate::start(&node, GateOptions::default().http(http)).await?;
+    Ok((node, gate))
+}
+
+/// The seed README's request body: a base64 protobuf `Any` holding
+/// `Int32Value{value: 5}`.
+pub const ADD_FIVE_ANY: &str =
+    r#"{"request":"Ci50eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5wcm90b2J1Zi5JbnQzMlZhbHVlEgIIBQ=="}"#;
+// ANCHOR_END: serve
