@@ -74,6 +74,32 @@ impl Context {
         self.trace.as_deref()
     }
 
+    /// Pushes `message` to client `client` (an id a gate gave it when it
+    /// registered), wherever in the cluster its gate is. Messages from one
+    /// object to one client arrive in the order they were pushed.
+    ///
+    /// # Errors
+    ///
+    /// `CLIENT_NOT_FOUND` when no gate holds that client (never connected,
+    /// or gone past its reconnect grace); `CLIENT_OVERFLOW` when the
+    /// client's buffer was full (the client is disconnected, and the drop
+    /// counted); `UNAVAILABLE` when its gate's node cannot be reached.
+    pub async fn push<M: crate::Message>(&self, client: &str, message: &M) -> crate::Result<()> {
+        let message = crate::node::PushMessage::of(message)?;
+        self.node.push(client, message).await
+    }
+
+    /// Pushes `message` to every client of every gate in the cluster.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when a node could not be reached (the others still
+    /// got the message).
+    pub async fn broadcast<M: crate::Message>(&self, message: &M) -> crate::Result<()> {
+        let message = crate::node::PushMessage::of(message)?;
+        self.node.broadcast(message).await
+    }
+
     /// The call id of the reliable call this turn runs, if it is one. A
     /// method that makes reliable calls of its own can derive their ids
     /// from it (`format!("{id}/fee")`), so a retry of the outer call that

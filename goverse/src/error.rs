@@ -163,6 +163,21 @@ pub enum Error {
         /// The object type.
         type_name: String,
     },
+    /// No connected (or resumable) client has this id.
+    #[error("no client `{client}` is connected")]
+    ClientNotFound {
+        /// The client id.
+        client: String,
+    },
+    /// The client reads its pushes too slowly: its buffer filled, so it was
+    /// disconnected and what it had not read was dropped (and counted).
+    #[error("client `{client}` fell behind by {buffered} messages and was disconnected")]
+    ClientOverflow {
+        /// The client id.
+        client: String,
+        /// The messages it had not read.
+        buffered: usize,
+    },
     /// A broken invariant inside goverse; please report it.
     #[error("internal error: {0}")]
     Internal(String),
@@ -201,6 +216,8 @@ impl Error {
             Error::InvalidCallId { .. } => "INVALID_CALL_ID",
             Error::CallIdReused { .. } => "CALL_ID_REUSED",
             Error::NotPersistent { .. } => "NOT_PERSISTENT",
+            Error::ClientNotFound { .. } => "CLIENT_NOT_FOUND",
+            Error::ClientOverflow { .. } => "CLIENT_OVERFLOW",
             Error::Internal(_) => "INTERNAL",
         }
     }

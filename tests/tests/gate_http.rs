@@ -50,6 +50,22 @@ impl Teller {
         tokio::time::sleep(Duration::from_millis(request.value as u64)).await;
         Ok(Empty {})
     }
+
+    /// Calls itself: a call cycle.
+    pub async fn echo(&self, ctx: &Context, _request: Empty) -> goverse::Result<Int32Value> {
+        TellerClient::new(ctx, ctx.id()).get(Empty {}).await
+    }
+}
+
+/// An object that keeps no state.
+#[derive(Debug, Default)]
+pub struct Scratch;
+
+#[goverse::object]
+impl Scratch {
+    pub async fn poke(&mut self, _ctx: &Context, _request: Empty) -> goverse::Result<Empty> {
+        Ok(Empty {})
+    }
 }
 
 struct Fixture {
@@ -59,8 +75,21 @@ struct Fixture {
 }
 
 async fn start() -> Fixture {
+    // One stored row that cannot be loaded: its activation fails.
+    let storage = std::sync::Arc::new(goverse::storage::MemoryStorage::new());
+    goverse::storage::Storage::save(
+        &*storage,
+        "Teller",
+        "corrupt",
+        b"not json",
+        goverse::storage::Fence { epoch: 1 },
+    )
+    .await
+    .expect("seed");
     let node = Node::builder()
         .register::<Teller>()
+        .register::<Scratch>()
+        .storage(storage)
         .start()
         .await
         .expect("node");
@@ -385,6 +414,18 @@ async fn every_error_has_its_code_and_status() {
             504,
             "DEADLINE_EXCEEDED",
         ),
+        (
+            "/api/v1/objects/call/Teller/loop/Echo",
+            "{}".into(),
+            409,
+            "CALL_CYCLE",
+        ),
+        (
+            "/api/v1/objects/call/Teller/corrupt/Get",
+            "{}".into(),
+            500,
+            "ACTIVATION_FAILED",
+        ),
     ];
     for (path, body, status, code) in cases {
         let (got, json) = gate.post(path, &body).await;
@@ -406,10 +447,57 @@ async fn every_error_has_its_code_and_status() {
         (status, json["code"].as_str()),
         (405, Some("METHOD_NOT_ALLOWED"))
     );
+    // Reliable calls by header: a bad id, a type without state, a header
+    // that is not ASCII text.
+    let reliable_cases: [(&str, &[u8], u16, &str); 3] = [
+        (
+            "/api/v1/objects/call/Teller/x/Add",
+            &[b'x'; 300],
+            400,
+            "INVALID_CALL_ID",
+        ),
+        (
+            "/api/v1/objects/call/Scratch/x/Poke",
+            b"c1",
+            400,
+            "NOT_PERSISTENT",
+        ),
+        (
+            "/api/v1/objects/call/Teller/x/Add",
+            b"caf\xe9",
+            400,
+            "INVALID_BODY",
+        ),
+    ];
+    for (path, call_id, status, code) in reliable_cases {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-length: 2\r\nx-call-id: "
+        )
+        .into_bytes();
+        request.extend_from_slice(call_id);
+        request.extend_from_slice(b"\r\n\r\n{}");
+        let mut stream = TcpStream::connect(&gate.address).await.expect("connect");
+        stream.write_all(&request).await.expect("write");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        let (got, _, json) = parse(&response);
+        assert_eq!(
+            (got, json["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {json}"
+        );
+    }
     // The node still serves after all that.
     let (status, json) = gate.post("/api/v1/objects/call/Teller/x/Add", "1").await;
     assert_eq!((status, json), (200, serde_json::json!({"response": 1})));
-    gate.stop().await;
+    // A node that is shutting down refuses calls: 503.
+    gate.node.shutdown().await;
+    let (status, json) = gate.post("/api/v1/objects/call/Teller/x/Add", "1").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("NODE_SHUTTING_DOWN"))
+    );
+    gate.gate.shutdown().await;
 }
 
 #[tokio::test]

@@ -54,11 +54,11 @@ impl From<Error> for GateError {
 /// | status | codes |
 /// | --- | --- |
 /// | 400 | `INVALID_OBJECT_ID`, `INVALID_JSON`, `INVALID_PROTOBUF`, `INVALID_CALL_ID`, `NOT_PERSISTENT` |
-/// | 404 | `UNKNOWN_OBJECT_TYPE`, `UNKNOWN_METHOD` |
+/// | 404 | `UNKNOWN_OBJECT_TYPE`, `UNKNOWN_METHOD`, `CLIENT_NOT_FOUND` |
 /// | 409 | `CALL_CYCLE`, `CALL_ID_REUSED` |
 /// | 422 | an application's own code (`Error::application`) |
 /// | 500 | `METHOD_PANICKED`, `ACTIVATION_FAILED`, `ENCODE_FAILED`, `INVALID_CONFIG`, `INTERNAL` |
-/// | 503 | `UNAVAILABLE`, `NODE_SHUTTING_DOWN`, `SHARD_MOVED`, `STORAGE_ERROR`, `STALE_OWNER` |
+/// | 503 | `UNAVAILABLE`, `NODE_SHUTTING_DOWN`, `SHARD_MOVED`, `STORAGE_ERROR`, `STALE_OWNER`, `CLIENT_OVERFLOW` |
 /// | 504 | `DEADLINE_EXCEEDED` |
 pub(crate) fn status_of(error: &Error) -> StatusCode {
     if let Error::Application { .. } = error {
@@ -67,11 +67,10 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
     match error.code() {
         "INVALID_OBJECT_ID" | "INVALID_JSON" | "INVALID_PROTOBUF" | "INVALID_CALL_ID"
         | "NOT_PERSISTENT" => StatusCode::BAD_REQUEST,
-        "UNKNOWN_OBJECT_TYPE" | "UNKNOWN_METHOD" => StatusCode::NOT_FOUND,
+        "UNKNOWN_OBJECT_TYPE" | "UNKNOWN_METHOD" | "CLIENT_NOT_FOUND" => StatusCode::NOT_FOUND,
         "CALL_CYCLE" | "CALL_ID_REUSED" => StatusCode::CONFLICT,
-        "UNAVAILABLE" | "NODE_SHUTTING_DOWN" | "SHARD_MOVED" | "STORAGE_ERROR" | "STALE_OWNER" => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        "UNAVAILABLE" | "NODE_SHUTTING_DOWN" | "SHARD_MOVED" | "STORAGE_ERROR" | "STALE_OWNER"
+        | "CLIENT_OVERFLOW" => StatusCode::SERVICE_UNAVAILABLE,
         "DEADLINE_EXCEEDED" => StatusCode::GATEWAY_TIMEOUT,
         "METHOD_PANICKED" | "ACTIVATION_FAILED" | "ENCODE_FAILED" | "INVALID_CONFIG"
         | "INTERNAL" => StatusCode::INTERNAL_SERVER_ERROR,

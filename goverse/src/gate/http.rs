@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::GateOptions;
 use super::errors::GateError;
+use super::sessions::{Ended, Next as SessionNext, Sessions};
 use crate::call::EncodedCall;
 use crate::message::Codec;
 use crate::node::Node;
@@ -25,6 +26,7 @@ use crate::node::Node;
 pub(crate) struct HttpState {
     pub(crate) node: Node,
     pub(crate) options: GateOptions,
+    pub(crate) sessions: Arc<Sessions>,
 }
 
 type Shared = State<Arc<HttpState>>;
@@ -38,6 +40,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .route("/api/v1/objects/call/{type}/{id}/{method}", post(call))
         .route("/api/v1/objects/create/{type}/{id}", post(create))
         .route("/api/v1/objects/delete/{type}/{id}", post(delete))
+        .route("/api/v1/events/stream", get(events))
         .route("/healthz", get(healthz))
         .route("/ready", get(ready))
         .method_not_allowed_fallback(method_not_allowed)
@@ -213,6 +216,171 @@ async fn delete(
         StatusCode::OK,
         &serde_json::json!({ "success": true }),
     ))
+}
+
+/// One server-sent event.
+fn sse(event: &str, id: Option<u64>, data: &serde_json::Value) -> Bytes {
+    let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
+    Bytes::from(format!("event: {event}\n{id}data: {data}\n\n"))
+}
+
+/// The `data` of a `message` event: the type, the message in proto3 JSON,
+/// and as a base64 protobuf `Any`.
+fn message_data(message: &crate::node::PushMessage) -> serde_json::Value {
+    let any = crate::types::Any {
+        type_url: format!("type.googleapis.com/{}", message.type_name),
+        value: message.body.clone().into(),
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&message.json).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "type": message.type_name,
+        "json": json,
+        "any": STANDARD.encode(prost::Message::encode_to_vec(&any)),
+    })
+}
+
+/// A query parameter, percent-decoded.
+fn query_param(request: &Request, name: &str) -> Option<String> {
+    request.uri().query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (decoded, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A header or, for browsers' `EventSource` (which cannot set headers),
+/// a query parameter.
+fn header_or_query(request: &Request, header: &str, query: &str) -> Option<String> {
+    request
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| query_param(request, query))
+}
+
+/// `GET /api/v1/events/stream`: a client's push stream. First a
+/// `register` event with its client id and session token, then a `message`
+/// event for each push (with an `id:`, its sequence number), and a
+/// `heartbeat` whenever nothing else was sent for the heartbeat interval.
+/// Reconnecting with `X-Client-ID` and `X-Session-Token` (or `client_id`
+/// and `session` query parameters), within the grace period, resumes the
+/// session; with `Last-Event-ID` (or `last_event_id`) the messages after
+/// that one are sent again.
+async fn events(State(state): Shared, request: Request) -> Result<Response, GateError> {
+    let client = header_or_query(&request, "x-client-id", "client_id");
+    let token = header_or_query(&request, "x-session-token", "session");
+    let last_read = header_or_query(&request, "last-event-id", "last_event_id")
+        .and_then(|id| id.trim().parse::<u64>().ok());
+    let resume = match (&client, &token) {
+        (Some(client), Some(token)) => Some((client.as_str(), token.as_str())),
+        _ => None,
+    };
+    let attached = state
+        .sessions
+        .attach(resume, last_read)
+        .map_err(|reason| GateError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", reason))?;
+    let (events, stream) =
+        tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+    let sessions = state.sessions.clone();
+    let heartbeat = state.options.heartbeat;
+    tokio::spawn(async move {
+        let (session, generation) = (attached.session, attached.generation);
+        let register = serde_json::json!({
+            "client_id": session.id,
+            "session": session.token,
+            "resumed": attached.resumed,
+        });
+        if events
+            .send(Ok(sse("register", None, &register)))
+            .await
+            .is_err()
+        {
+            sessions.detach(&session, generation);
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                () = events.closed() => {
+                    sessions.detach(&session, generation);
+                    return;
+                }
+                next = session.next(generation, heartbeat) => next,
+            };
+            let event = match next {
+                SessionNext::Messages(messages) if messages.is_empty() => {
+                    vec![sse("heartbeat", None, &serde_json::json!({}))]
+                }
+                SessionNext::Messages(messages) => messages
+                    .iter()
+                    .map(|(sequence, message)| {
+                        sse("message", Some(*sequence), &message_data(message))
+                    })
+                    .collect(),
+                SessionNext::Ended(Ended::Overflow(dropped)) => {
+                    let data = serde_json::json!({
+                        "code": "CLIENT_OVERFLOW",
+                        "error": "the client fell a whole buffer behind; its unread messages were dropped",
+                        "dropped": dropped,
+                    });
+                    let _ = events.send(Ok(sse("error", None, &data))).await;
+                    return;
+                }
+                SessionNext::Ended(Ended::TakenOver) => {
+                    let data = serde_json::json!({
+                        "code": "SESSION_TAKEN_OVER",
+                        "error": "another connection resumed this session",
+                    });
+                    let _ = events.send(Ok(sse("error", None, &data))).await;
+                    return;
+                }
+            };
+            for bytes in event {
+                if events.send(Ok(bytes)).await.is_err() {
+                    sessions.detach(&session, generation);
+                    return;
+                }
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(stream),
+    ));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
 async fn healthz() -> Response {

@@ -32,6 +32,9 @@
 
 mod errors;
 mod http;
+mod sessions;
+
+pub use sessions::GateStats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +67,14 @@ pub struct GateOptions {
     pub call_timeout: Duration,
     /// Origins browsers may call from (`*`: any; default `["*"]`).
     pub cors_origins: Vec<String>,
+    /// Pushed messages a client may have unread (default 1024); one more
+    /// disconnects it, and the drop is counted.
+    pub push_buffer: usize,
+    /// How long a disconnected client's session (and its buffered pushes)
+    /// waits for it to come back (default 30 s).
+    pub reconnect_grace: Duration,
+    /// A heartbeat event goes to a push stream idle this long (default 30 s).
+    pub heartbeat: Duration,
 }
 
 impl Default for GateOptions {
@@ -75,6 +86,9 @@ impl Default for GateOptions {
             header_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             cors_origins: vec!["*".to_string()],
+            push_buffer: 1024,
+            reconnect_grace: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(30),
         }
     }
 }
@@ -110,6 +124,24 @@ impl GateOptions {
         self
     }
 
+    /// Sets how many pushed messages a client may have unread.
+    pub fn push_buffer(mut self, messages: usize) -> Self {
+        self.push_buffer = messages;
+        self
+    }
+
+    /// Sets how long a disconnected client's session waits for it.
+    pub fn reconnect_grace(mut self, grace: Duration) -> Self {
+        self.reconnect_grace = grace;
+        self
+    }
+
+    /// Sets the interval of heartbeats on idle push streams.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
     /// Sets the origins browsers may call from.
     pub fn cors_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.cors_origins = origins.into_iter().map(Into::into).collect();
@@ -119,11 +151,22 @@ impl GateOptions {
 
 /// A running gate. Dropping it leaves it running; [`shutdown`](Gate::shutdown)
 /// stops it.
-#[derive(Debug)]
 pub struct Gate {
+    node: Node,
     http: Option<SocketAddr>,
+    sessions: Arc<sessions::Sessions>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("node", &self.node.id())
+            .field("http", &self.http)
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 impl Gate {
@@ -137,6 +180,12 @@ impl Gate {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut http = None;
+        let sessions = sessions::Sessions::new(
+            &node.address(),
+            options.push_buffer,
+            options.reconnect_grace,
+        );
+        node.inner.set_clients(Some(sessions.clone()));
         if let Some(address) = options.http {
             let listener = TcpListener::bind(address)
                 .await
@@ -149,6 +198,7 @@ impl Gate {
             let state = Arc::new(http::HttpState {
                 node: node.clone(),
                 options: options.clone(),
+                sessions: sessions.clone(),
             });
             tasks.spawn(serve_http(
                 listener,
@@ -157,7 +207,18 @@ impl Gate {
                 stopped,
             ));
         }
-        Ok(Gate { http, stop, tasks })
+        Ok(Gate {
+            node: node.clone(),
+            http,
+            sessions,
+            stop,
+            tasks,
+        })
+    }
+
+    /// What the gate counts about its clients and their pushes.
+    pub fn stats(&self) -> GateStats {
+        self.sessions.stats()
     }
 
     /// The address HTTP is served on, if it is.
@@ -168,6 +229,8 @@ impl Gate {
     /// Stops taking connections and closes the open ones once their
     /// requests are answered.
     pub async fn shutdown(mut self) {
+        self.node.inner.set_clients(None);
+        self.sessions.close_all();
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
     }

@@ -5,6 +5,11 @@
 mod activation;
 mod directory;
 mod host;
+mod push;
+
+#[cfg(feature = "gate")]
+pub(crate) use push::ClientSink;
+pub(crate) use push::PushMessage;
 mod routing;
 mod shards;
 
@@ -376,6 +381,7 @@ impl NodeBuilder {
                 stats: Stats::default(),
                 shutting_down: AtomicBool::new(false),
                 crashed: AtomicBool::new(false),
+                clients: RwLock::new(None),
                 background: Mutex::new(Vec::new()),
             }
         });
@@ -589,6 +595,27 @@ impl Node {
         self.inner.call_encoded(call).await
     }
 
+    /// Pushes `message` to client `client`, wherever its gate is; as
+    /// [`Context::push`](crate::Context::push), for code outside objects.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Context::push`](crate::Context::push).
+    pub async fn push<M: crate::Message>(&self, client: &str, message: &M) -> Result<()> {
+        let message = PushMessage::of(message)?;
+        self.inner.push(client, message).await
+    }
+
+    /// Pushes `message` to every client of every gate in the cluster.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Context::broadcast`](crate::Context::broadcast).
+    pub async fn broadcast<M: crate::Message>(&self, message: &M) -> Result<()> {
+        let message = PushMessage::of(message)?;
+        self.inner.broadcast(message).await
+    }
+
     /// Whether the node has begun shutting down (it takes no new calls).
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
@@ -698,6 +725,8 @@ pub(crate) struct NodeInner {
     shutting_down: AtomicBool,
     /// Stopped as if dead (tests): peers' streams are dropped.
     crashed: AtomicBool,
+    /// The gate's clients, when a gate runs on this node.
+    clients: RwLock<Option<Arc<dyn push::ClientSink>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
 

@@ -437,6 +437,9 @@ impl NodeInner {
     /// Serves one frame from a peer. The call is run here or refused with
     /// `SHARD_MOVED` (the caller routes again); it is never forwarded.
     async fn serve_frame(self: &Arc<Self>, frame: CallFrame) -> Result<Vec<u8>> {
+        if frame.kind == Kind::Push as i32 || frame.kind == Kind::Broadcast as i32 {
+            return self.serve_push(frame);
+        }
         let arrived = Instant::now();
         let timeout = Duration::from_micros(frame.timeout_micros).min(Duration::from_secs(3600));
         let deadline = arrived + timeout;
@@ -530,6 +533,7 @@ impl NodeInner {
                     Some(Turn::Moved(_)) => Err(self.moved(shard)),
                 }
             }
+            Kind::Push | Kind::Broadcast => self.serve_push(frame),
             Kind::Delete => {
                 let deleting = host.delete(self.clone(), call);
                 match Detached::new(self.runtime.clone(), deleting)

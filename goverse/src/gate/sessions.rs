@@ -1,0 +1,441 @@
+//! Client sessions of a gate: each registered client has an id (which
+//! names this node, so pushes find their way here), a secret session token
+//! (so nobody else can take the id over), and a bounded buffer of pushed
+//! messages. A client that disconnects keeps its session, and what is
+//! pushed meanwhile, for a grace period; reconnecting with its token it
+//! gets the same id and the buffered messages. A client that falls a whole
+//! buffer behind is disconnected, and the drop is counted and shown to it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::node::{ClientSink, PushMessage};
+
+/// What a gate counts about its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct GateStats {
+    /// Clients with a session now (connected, or within their grace).
+    pub clients: u64,
+    /// Messages put in a client's buffer.
+    pub pushed: u64,
+    /// Messages dropped: buffered for a client that overflowed or did not
+    /// come back within its grace.
+    pub dropped: u64,
+    /// Clients disconnected for falling a whole buffer behind.
+    pub overflows: u64,
+}
+
+/// Why a session's stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The client fell a buffer behind; this many messages were dropped.
+    Overflow(usize),
+    /// Another connection resumed the session.
+    TakenOver,
+}
+
+/// What a session's stream gets next.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Messages with their sequence numbers; none means a quiet interval.
+    Messages(Vec<(u64, PushMessage)>),
+    Ended(Ended),
+}
+
+struct State {
+    /// Not yet handed to a connection.
+    queue: VecDeque<(u64, PushMessage)>,
+    /// Handed to a connection lately, kept (up to a buffer's worth) so a
+    /// client that reconnects saying the last one it read gets the rest
+    /// again: what was in flight on a dropped connection is not lost.
+    sent: VecDeque<(u64, PushMessage)>,
+    /// The sequence number of the next message.
+    next_sequence: u64,
+    /// Bumped by every connection that takes the session: only the newest
+    /// one reads it.
+    generation: u64,
+    attached: bool,
+    ended: Option<Ended>,
+}
+
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) token: String,
+    state: Mutex<State>,
+    wake: Notify,
+    /// How many sent messages are kept for a replay.
+    window: usize,
+}
+
+impl Session {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for messages (or the end) for the connection of `generation`,
+    /// up to `idle`; an empty batch means nothing came (send a heartbeat).
+    pub(crate) async fn next(&self, generation: u64, idle: Duration) -> Next {
+        loop {
+            let notified = self.wake.notified();
+            {
+                let mut state = self.state();
+                if state.generation != generation {
+                    return Next::Ended(Ended::TakenOver);
+                }
+                if let Some(ended) = state.ended {
+                    return Next::Ended(ended);
+                }
+                if !state.queue.is_empty() {
+                    let batch: Vec<_> = state.queue.drain(..).collect();
+                    state.sent.extend(batch.iter().cloned());
+                    let excess = state.sent.len().saturating_sub(self.window);
+                    state.sent.drain(..excess);
+                    return Next::Messages(batch);
+                }
+            }
+            if tokio::time::timeout(idle, notified).await.is_err() {
+                return Next::Messages(Vec::new());
+            }
+        }
+    }
+}
+
+/// The sessions of one gate.
+pub(crate) struct Sessions {
+    /// `<node address>/`: what every client id of this gate starts with.
+    prefix: String,
+    live: Mutex<HashMap<String, Arc<Session>>>,
+    buffer: usize,
+    grace: Duration,
+    pushed: AtomicU64,
+    dropped: AtomicU64,
+    overflows: AtomicU64,
+    this: Weak<Sessions>,
+}
+
+/// A connection's hold on a session.
+pub(crate) struct Attached {
+    pub(crate) session: Arc<Session>,
+    pub(crate) generation: u64,
+    pub(crate) resumed: bool,
+}
+
+impl Sessions {
+    pub(crate) fn new(node_address: &str, buffer: usize, grace: Duration) -> Arc<Self> {
+        Arc::new_cyclic(|this| Sessions {
+            prefix: format!("{node_address}/"),
+            live: Mutex::new(HashMap::new()),
+            buffer: buffer.max(1),
+            grace,
+            pushed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+            this: this.clone(),
+        })
+    }
+
+    fn live(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn stats(&self) -> GateStats {
+        GateStats {
+            clients: self.live().len() as u64,
+            pushed: self.pushed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            overflows: self.overflows.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Registers a connection: resumes the session `resume` names if its
+    /// token matches, or opens a new one (also when the named session is
+    /// gone: the client learns its new id from the register event).
+    ///
+    /// # Errors
+    ///
+    /// `ACCESS_DENIED` when the session exists and the token is wrong: a
+    /// client id cannot be taken over without its token.
+    /// With `last_read`, the sequence number of the last message the
+    /// client read, the messages after it that were already sent are sent
+    /// again.
+    pub(crate) fn attach(
+        &self,
+        resume: Option<(&str, &str)>,
+        last_read: Option<u64>,
+    ) -> Result<Attached, &'static str> {
+        if let Some((id, token)) = resume
+            && let Some(session) = self.live().get(id).cloned()
+        {
+            if !same_secret(&session.token, token) {
+                return Err("the session token does not match this client id");
+            }
+            let generation = {
+                let mut state = session.state();
+                state.generation += 1;
+                state.attached = true;
+                if let Some(last_read) = last_read {
+                    let unread: Vec<_> = state
+                        .sent
+                        .iter()
+                        .filter(|(sequence, _)| *sequence > last_read)
+                        .cloned()
+                        .collect();
+                    state.sent.retain(|(sequence, _)| *sequence <= last_read);
+                    for entry in unread.into_iter().rev() {
+                        state.queue.push_front(entry);
+                    }
+                }
+                state.generation
+            };
+            // The connection that had it (if any) ends.
+            session.wake.notify_waiters();
+            return Ok(Attached {
+                session,
+                generation,
+                resumed: true,
+            });
+        }
+        let session = Arc::new(Session {
+            id: format!("{}c-{}", self.prefix, random_hex(8)),
+            token: random_hex(16),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                sent: VecDeque::new(),
+                next_sequence: 1,
+                generation: 1,
+                attached: true,
+                ended: None,
+            }),
+            wake: Notify::new(),
+            window: self.buffer,
+        });
+        self.live().insert(session.id.clone(), session.clone());
+        Ok(Attached {
+            session,
+            generation: 1,
+            resumed: false,
+        })
+    }
+
+    /// The connection of `generation` went away: the session waits for
+    /// its client to come back for the grace period, then goes, with
+    /// whatever it still buffers counted as dropped.
+    pub(crate) fn detach(&self, session: &Arc<Session>, generation: u64) {
+        {
+            let mut state = session.state();
+            if state.generation != generation || state.ended.is_some() {
+                return;
+            }
+            state.attached = false;
+        }
+        let (sessions, session, grace) = (self.this.clone(), session.clone(), self.grace);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let Some(sessions) = sessions.upgrade() else {
+                return;
+            };
+            let buffered = {
+                let state = session.state();
+                if state.attached || state.generation != generation {
+                    return;
+                }
+                state.queue.len()
+            };
+            sessions.remove(&session);
+            sessions
+                .dropped
+                .fetch_add(buffered as u64, Ordering::Relaxed);
+        });
+    }
+
+    fn remove(&self, session: &Arc<Session>) {
+        let mut live = self.live();
+        if live
+            .get(&session.id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            live.remove(&session.id);
+        }
+    }
+
+    /// Ends every session (the gate is stopping).
+    pub(crate) fn close_all(&self) {
+        let sessions: Vec<_> = self.live().drain().map(|(_, s)| s).collect();
+        for session in sessions {
+            session.state().generation += 1;
+            session.wake.notify_waiters();
+        }
+    }
+}
+
+impl ClientSink for Sessions {
+    fn deliver(&self, client: &str, message: PushMessage) -> Result<()> {
+        let Some(session) = self.live().get(client).cloned() else {
+            return Err(Error::ClientNotFound {
+                client: client.chars().take(256).collect(),
+            });
+        };
+        let mut state = session.state();
+        if state.ended.is_some() {
+            return Err(Error::ClientNotFound {
+                client: client.to_string(),
+            });
+        }
+        if state.queue.len() >= self.buffer {
+            // Bounded: the client is cut off rather than the node's memory.
+            let buffered = state.queue.len();
+            state.queue.clear();
+            state.ended = Some(Ended::Overflow(buffered + 1));
+            drop(state);
+            self.remove(&session);
+            session.wake.notify_waiters();
+            self.overflows.fetch_add(1, Ordering::Relaxed);
+            self.dropped
+                .fetch_add(buffered as u64 + 1, Ordering::Relaxed);
+            tracing::warn!(
+                client,
+                buffered,
+                "client fell a whole buffer behind; disconnected"
+            );
+            return Err(Error::ClientOverflow {
+                client: client.to_string(),
+                buffered,
+            });
+        }
+        let sequence = state.next_sequence;
+        state.next_sequence += 1;
+        state.queue.push_back((sequence, message));
+        drop(state);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
+        session.wake.notify_waiters();
+        Ok(())
+    }
+
+    fn broadcast(&self, message: &PushMessage) -> usize {
+        let clients: Vec<String> = self.live().keys().cloned().collect();
+        clients
+            .iter()
+            .filter(|client| self.deliver(client, message.clone()).is_ok())
+            .count()
+    }
+}
+
+/// `bytes` random bytes from the operating system, as hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    if getrandom::fill(&mut buffer).is_err() {
+        // No OS randomness: fall back to the process's hash keys, which the
+        // standard library seeds from the OS once.
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in buffer.chunks_mut(8) {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(u64::from(chunk.len() as u8));
+            let value = hasher.finish().to_le_bytes();
+            chunk.copy_from_slice(&value[..chunk.len()]);
+        }
+    }
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u8) -> PushMessage {
+        PushMessage {
+            type_name: "t".into(),
+            body: vec![n],
+            json: n.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_disconnects_the_client_and_counts_the_drop() {
+        let sessions = Sessions::new("gate", 2, Duration::from_secs(30));
+        let attached = sessions.attach(None, None).expect("attach");
+        let id = attached.session.id.clone();
+        assert!(id.starts_with("gate/c-"), "{id}");
+        sessions.deliver(&id, message(1)).expect("buffered");
+        sessions.deliver(&id, message(2)).expect("buffered");
+        let error = sessions.deliver(&id, message(3)).unwrap_err();
+        assert_eq!(error.code(), "CLIENT_OVERFLOW");
+        assert!(matches!(
+            attached
+                .session
+                .next(attached.generation, Duration::from_secs(1))
+                .await,
+            Next::Ended(Ended::Overflow(3))
+        ));
+        let stats = sessions.stats();
+        assert_eq!(
+            (stats.clients, stats.pushed, stats.dropped, stats.overflows),
+            (0, 2, 3, 1)
+        );
+        assert_eq!(
+            sessions.deliver(&id, message(4)).unwrap_err().code(),
+            "CLIENT_NOT_FOUND"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_is_resumed_only_with_its_token() {
+        let sessions = Sessions::new("gate", 8, Duration::from_secs(30));
+        let first = sessions.attach(None, None).expect("attach");
+        let id = first.session.id.clone();
+        let token = first.session.token.clone();
+        assert_eq!(token.len(), 32);
+        assert!(
+            sessions
+                .attach(Some((&id, "0".repeat(32).as_str())), None)
+                .is_err()
+        );
+        sessions.deliver(&id, message(1)).expect("buffered");
+        sessions.deliver(&id, message(2)).expect("buffered");
+        // The first connection got both, but the client read only the first.
+        match first
+            .session
+            .next(first.generation, Duration::from_secs(1))
+            .await
+        {
+            Next::Messages(messages) => assert_eq!(messages.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        sessions.deliver(&id, message(3)).expect("buffered");
+        let second = sessions
+            .attach(Some((&id, &token)), Some(1))
+            .expect("resumed");
+        assert!(second.resumed);
+        assert!(matches!(
+            first
+                .session
+                .next(first.generation, Duration::from_secs(1))
+                .await,
+            Next::Ended(Ended::TakenOver)
+        ));
+        match second
+            .session
+            .next(second.generation, Duration::from_secs(1))
+            .await
+        {
+            Next::Messages(messages) => {
+                assert_eq!(messages, vec![(2, message(2)), (3, message(3))]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
