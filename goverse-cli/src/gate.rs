@@ -1,0 +1,112 @@
+//! `goverse-gate`: a gate process for a cluster. It joins the cluster as a
+//! node that hosts no objects (so it gets no shards), and serves the HTTP
+//! gate, routing every call to the object's owner.
+//!
+//! ```text
+//! goverse-gate --http 0.0.0.0:8080 --etcd http://10.0.0.2:2379 --prefix /goverse [node flags]
+//! goverse-gate --http 0.0.0.0:8080 --config gate.yaml
+//! ```
+//!
+//! Gate flags: `--http <address>` (required), `--max-body-bytes <n>`,
+//! `--cors <origin>[,<origin>...]`. Every other flag is a node flag
+//! (`goverse::config::NodeFile::from_args`: `--node-id`, `--listen`,
+//! `--etcd`, `--prefix`, `--shard-count`, `--lease-ttl`, ...). It prints
+//! `ready <node id> http://<address>` once it serves, and leaves the
+//! cluster gracefully on SIGTERM or Ctrl-C.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use goverse::Node;
+use goverse::config::NodeFile;
+use goverse::gate::{Gate, GateOptions};
+
+const USAGE: &str = "usage: goverse-gate --http <address> [--max-body-bytes <n>] [--cors <origins>] \
+                     (--etcd <urls> --prefix <prefix> | --config <file>) [node flags]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("goverse-gate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let mut options = GateOptions::default();
+    let mut node_args = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "--http" => {
+                let address: SocketAddr = value("--http")?
+                    .parse()
+                    .map_err(|_| "--http: not an address".to_string())?;
+                options = options.http(address);
+            }
+            "--max-body-bytes" => {
+                let bytes = value("--max-body-bytes")?
+                    .parse()
+                    .map_err(|_| "--max-body-bytes: not a number".to_string())?;
+                options = options.max_body_bytes(bytes);
+            }
+            "--cors" => options = options.cors_origins(value("--cors")?.split(',')),
+            _ => node_args.push(arg),
+        }
+    }
+    if options.http.is_none() {
+        return Err(format!("--http is required\n{USAGE}"));
+    }
+    let file = NodeFile::from_args(node_args).map_err(|e| e.to_string())?;
+    if file.cluster.is_none() {
+        return Err(format!(
+            "a gate routes to a cluster: give --etcd (or a config file with `cluster:`)\n{USAGE}"
+        ));
+    }
+    let node = Node::builder()
+        .configure(file)
+        .map_err(|e| e.to_string())?
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let gate = Gate::start(&node, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let http = gate
+        .http_address()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!("ready {} http://{http}", node.id());
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    gate.shutdown().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

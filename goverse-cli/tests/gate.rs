@@ -1,0 +1,149 @@
+//! `goverse-gate` in front of a cluster on a real etcd: it joins as a node
+//! that hosts nothing, and routes HTTP calls to the node that owns each
+//! object.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use goverse::Node;
+use goverse_tests::etcd::Etcd;
+use goverse_tests::processes::Vault;
+use goverse_tests::{PATIENCE, unique_prefix};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+async fn curl(url: &str, body: &str) -> serde_json::Value {
+    let output = Command::new("curl")
+        .args(["-sS", "-X", "POST", url, "-d", body])
+        .output()
+        .await
+        .expect("curl must be installed");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_process_routes_to_the_owners() {
+    let dir = std::env::temp_dir().join(unique_prefix("gate-process").replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let etcd = Etcd::start(&dir).await;
+    let prefix = unique_prefix("gate-process");
+    let options = goverse::cluster::ClusterOptions::default()
+        .prefix(&prefix)
+        .lease_ttl(Duration::from_secs(2));
+    let coordinator =
+        goverse::cluster::ClusterCoordinator::etcd(&[etcd.endpoint().as_str()], options)
+            .await
+            .expect("etcd");
+    let worker = Node::builder()
+        .register::<Vault>()
+        .node_id("worker")
+        .shard_count(64)
+        .listen("127.0.0.1:0".parse().expect("address"))
+        .coordinator(coordinator)
+        .start()
+        .await
+        .expect("worker");
+
+    let mut gate = Command::new(env!("CARGO_BIN_EXE_goverse-gate"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--etcd",
+            &etcd.endpoint(),
+            "--prefix",
+            &prefix,
+        ])
+        .args([
+            "--node-id",
+            "gate-1",
+            "--listen",
+            "127.0.0.1:0",
+            "--shard-count",
+            "64",
+            "--lease-ttl",
+            "2s",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("goverse-gate starts");
+    let mut lines = BufReader::new(gate.stdout.take().expect("stdout")).lines();
+    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("ready in time")
+        .expect("stdout")
+        .expect("a line");
+    let http = ready
+        .strip_prefix("ready gate-1 ")
+        .unwrap_or_else(|| panic!("unexpected: {ready}"))
+        .to_string();
+
+    let call = |method: &str| format!("{http}/api/v1/objects/call/Vault/v1/{method}");
+    assert_eq!(
+        curl(&call("Deposit"), r#"{"value": 5}"#).await,
+        serde_json::json!({"response": "5"})
+    );
+    assert_eq!(
+        curl(&call("Deposit"), r#""2""#).await,
+        serde_json::json!({"response": "7"})
+    );
+    assert_eq!(
+        curl(&call("Total"), "").await,
+        serde_json::json!({"response": "7"})
+    );
+    assert_eq!(
+        curl(&format!("{http}/api/v1/objects/call/Nobody/x/Go"), "").await["code"],
+        "UNKNOWN_OBJECT_TYPE",
+        "the gate knows no types; the owner answers"
+    );
+    // The gate hosts nothing: the worker ran every call.
+    assert_eq!(worker.stats().active, 1);
+    assert!(
+        worker
+            .cluster_view()
+            .nodes
+            .values()
+            .any(|n| &*n.id == "gate-1" && !n.hosts_objects),
+        "the gate joined as a node without objects"
+    );
+
+    let pid = gate.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(PATIENCE, gate.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(exit.success(), "{exit}");
+    worker.shutdown().await;
+    drop(etcd);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_gate_needs_an_address_and_a_cluster() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_goverse-gate"))
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, text) = run(&["--etcd", "http://127.0.0.1:1"]);
+    assert!(!ok && text.contains("--http is required"), "{text}");
+    let (ok, text) = run(&["--http", "127.0.0.1:0"]);
+    assert!(!ok && text.contains("give --etcd"), "{text}");
+    let (ok, text) = run(&["--http", "nowhere"]);
+    assert!(!ok && text.contains("not an address"), "{text}");
+}
