@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = [proto_dir.join("node.proto")];
+    let files = [proto_dir.join("node.proto"), proto_dir.join("gate.proto")];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::GateOptions;
 use super::errors::GateError;
-use super::sessions::{Ended, Next as SessionNext, Sessions};
+use super::sessions::{Ended, Outgoing, Sessions, pump};
 use crate::call::EncodedCall;
 use crate::message::Codec;
 use crate::node::Node;
@@ -308,72 +308,12 @@ async fn events(State(state): Shared, request: Request) -> Result<Response, Gate
         .sessions
         .attach(resume, last_read)
         .map_err(|reason| GateError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", reason))?;
-    let (events, stream) =
-        tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
-    let sessions = state.sessions.clone();
-    let heartbeat = state.options.heartbeat;
-    tokio::spawn(async move {
-        let (session, generation) = (attached.session, attached.generation);
-        let register = serde_json::json!({
-            "client_id": session.id,
-            "session": session.token,
-            "resumed": attached.resumed,
-        });
-        if events
-            .send(Ok(sse("register", None, &register)))
-            .await
-            .is_err()
-        {
-            sessions.detach(&session, generation);
-            return;
-        }
-        loop {
-            let next = tokio::select! {
-                () = events.closed() => {
-                    sessions.detach(&session, generation);
-                    return;
-                }
-                next = session.next(generation, heartbeat) => next,
-            };
-            let event = match next {
-                SessionNext::Messages(messages) if messages.is_empty() => {
-                    vec![sse("heartbeat", None, &serde_json::json!({}))]
-                }
-                SessionNext::Messages(messages) => messages
-                    .iter()
-                    .map(|(sequence, message)| {
-                        sse("message", Some(*sequence), &message_data(message))
-                    })
-                    .collect(),
-                SessionNext::Ended(Ended::Overflow(dropped)) => {
-                    let data = serde_json::json!({
-                        "code": "CLIENT_OVERFLOW",
-                        "error": "the client fell a whole buffer behind; its unread messages were dropped",
-                        "dropped": dropped,
-                    });
-                    let _ = events.send(Ok(sse("error", None, &data))).await;
-                    return;
-                }
-                SessionNext::Ended(Ended::TakenOver) => {
-                    let data = serde_json::json!({
-                        "code": "SESSION_TAKEN_OVER",
-                        "error": "another connection resumed this session",
-                    });
-                    let _ = events.send(Ok(sse("error", None, &data))).await;
-                    return;
-                }
-            };
-            for bytes in event {
-                if events.send(Ok(bytes)).await.is_err() {
-                    sessions.detach(&session, generation);
-                    return;
-                }
-            }
-        }
-    });
-    let mut response = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(stream),
-    ));
+    let outgoing = pump(state.sessions.clone(), attached, state.options.heartbeat);
+    let stream = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(outgoing),
+        |outgoing| Ok::<_, std::convert::Infallible>(sse_of(outgoing)),
+    );
+    let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -381,6 +321,42 @@ async fn events(State(state): Shared, request: Request) -> Result<Response, Gate
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
+}
+
+/// A stream item as a server-sent event.
+fn sse_of(outgoing: Outgoing) -> Bytes {
+    match outgoing {
+        Outgoing::Registered {
+            client_id,
+            session,
+            resumed,
+        } => sse(
+            "register",
+            None,
+            &serde_json::json!({ "client_id": client_id, "session": session, "resumed": resumed }),
+        ),
+        Outgoing::Message(sequence, message) => {
+            sse("message", Some(sequence), &message_data(&message))
+        }
+        Outgoing::Heartbeat => sse("heartbeat", None, &serde_json::json!({})),
+        Outgoing::Ended(Ended::Overflow(dropped)) => sse(
+            "error",
+            None,
+            &serde_json::json!({
+                "code": "CLIENT_OVERFLOW",
+                "error": "the client fell a whole buffer behind; its unread messages were dropped",
+                "dropped": dropped,
+            }),
+        ),
+        Outgoing::Ended(Ended::TakenOver) => sse(
+            "error",
+            None,
+            &serde_json::json!({
+                "code": "SESSION_TAKEN_OVER",
+                "error": "another connection resumed this session",
+            }),
+        ),
+    }
 }
 
 async fn healthz() -> Response {

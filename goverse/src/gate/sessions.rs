@@ -439,3 +439,91 @@ mod tests {
         }
     }
 }
+
+/// What a client's stream carries, whatever the protocol.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Registered {
+        client_id: String,
+        session: String,
+        resumed: bool,
+    },
+    Message(u64, PushMessage),
+    Heartbeat,
+    Ended(Ended),
+}
+
+/// Feeds a connection's stream from its session: the registration, then
+/// messages as they are pushed, heartbeats when idle, and why it ended.
+/// When the connection goes away the session is detached (its grace
+/// begins); a message the connection could not take is put back first.
+pub(crate) fn pump(
+    sessions: Arc<Sessions>,
+    attached: Attached,
+    heartbeat: Duration,
+) -> tokio::sync::mpsc::Receiver<Outgoing> {
+    let (out, stream) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let (session, generation) = (attached.session, attached.generation);
+        let registered = Outgoing::Registered {
+            client_id: session.id.clone(),
+            session: session.token.clone(),
+            resumed: attached.resumed,
+        };
+        if out.send(registered).await.is_err() {
+            sessions.detach(&session, generation);
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                () = out.closed() => {
+                    sessions.detach(&session, generation);
+                    return;
+                }
+                next = session.next(generation, heartbeat) => next,
+            };
+            match next {
+                Next::Messages(messages) if messages.is_empty() => {
+                    if out.send(Outgoing::Heartbeat).await.is_err() {
+                        sessions.detach(&session, generation);
+                        return;
+                    }
+                }
+                Next::Messages(messages) => {
+                    let mut messages = messages.into_iter();
+                    while let Some((sequence, message)) = messages.next() {
+                        if let Err(failed) = out.send(Outgoing::Message(sequence, message)).await {
+                            // The connection is gone: what it did not take
+                            // waits for the client's return.
+                            if let Outgoing::Message(sequence, message) = failed.0 {
+                                session
+                                    .put_back(std::iter::once((sequence, message)).chain(messages));
+                            }
+                            sessions.detach(&session, generation);
+                            return;
+                        }
+                    }
+                }
+                Next::Ended(ended) => {
+                    let _ = out.send(Outgoing::Ended(ended)).await;
+                    return;
+                }
+            }
+        }
+    });
+    stream
+}
+
+impl Session {
+    /// Returns messages a connection did not take to the front of the queue.
+    fn put_back(&self, messages: impl DoubleEndedIterator<Item = (u64, PushMessage)>) {
+        let mut state = self.state();
+        let messages: Vec<_> = messages.collect();
+        state
+            .sent
+            .retain(|(sequence, _)| !messages.iter().any(|(s, _)| s == sequence));
+        for entry in messages.into_iter().rev() {
+            state.queue.push_front(entry);
+        }
+    }
+}
