@@ -12,6 +12,13 @@ step "services"
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
 
+step "python client"
+# The interoperability test runs a Python gRPC client of the gate.
+if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+  command -v pip >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null; }
+  pip install --quiet grpcio grpcio-tools 2>/dev/null || pip install --quiet --break-system-packages grpcio grpcio-tools
+fi
+
 step "format"
 cargo fmt --all -- --check
 

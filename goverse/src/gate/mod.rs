@@ -31,6 +31,7 @@
 //! ```
 
 mod errors;
+pub mod grpc;
 mod http;
 mod sessions;
 
@@ -54,6 +55,8 @@ use crate::node::Node;
 pub struct GateOptions {
     /// Where to serve HTTP (`None`: no HTTP listener).
     pub http: Option<SocketAddr>,
+    /// Where to serve the gRPC gate service (`None`: no gRPC listener).
+    pub grpc: Option<SocketAddr>,
     /// The largest request body taken, in bytes (default 1 MiB); larger
     /// ones get `413 BODY_TOO_LARGE`.
     pub max_body_bytes: usize,
@@ -81,6 +84,7 @@ impl Default for GateOptions {
     fn default() -> Self {
         Self {
             http: None,
+            grpc: None,
             max_body_bytes: 1 << 20,
             body_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
@@ -97,6 +101,12 @@ impl GateOptions {
     /// Serves HTTP on `address` (`127.0.0.1:0` picks a free port).
     pub fn http(mut self, address: SocketAddr) -> Self {
         self.http = Some(address);
+        self
+    }
+
+    /// Serves the gRPC gate service on `address`.
+    pub fn grpc(mut self, address: SocketAddr) -> Self {
+        self.grpc = Some(address);
         self
     }
 
@@ -154,6 +164,7 @@ impl GateOptions {
 pub struct Gate {
     node: Node,
     http: Option<SocketAddr>,
+    grpc: Option<SocketAddr>,
     sessions: Arc<sessions::Sessions>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -164,6 +175,7 @@ impl std::fmt::Debug for Gate {
         f.debug_struct("Gate")
             .field("node", &self.node.id())
             .field("http", &self.http)
+            .field("grpc", &self.grpc)
             .field("stats", &self.stats())
             .finish()
     }
@@ -207,9 +219,44 @@ impl Gate {
                 stopped,
             ));
         }
+        let mut grpc = None;
+        if let Some(address) = options.grpc {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|e| Error::Config(format!("gate: cannot listen on {address}: {e}")))?;
+            grpc = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| Error::Config(format!("gate: {e}")))?,
+            );
+            let service = grpc::GrpcGate {
+                node: node.clone(),
+                options: options.clone(),
+                sessions: sessions.clone(),
+            };
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let mut stop = stop.subscribe();
+            let max = options.max_body_bytes;
+            tasks.spawn(async move {
+                let service = grpc::proto::gate_server::GateServer::new(service)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(64 << 20);
+                let served = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        self::stopped(&mut stop).await
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "gate gRPC server stopped");
+                }
+            });
+        }
         Ok(Gate {
             node: node.clone(),
             http,
+            grpc,
             sessions,
             stop,
             tasks,
@@ -224,6 +271,11 @@ impl Gate {
     /// The address HTTP is served on, if it is.
     pub fn http_address(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    /// The address the gRPC service is served on, if it is.
+    pub fn grpc_address(&self) -> Option<SocketAddr> {
+        self.grpc
     }
 
     /// Stops taking connections and closes the open ones once their

@@ -1,0 +1,224 @@
+//! The gate's gRPC service (`proto/gate.proto`): `Register` (a client's
+//! push stream), and calls, creates, deletes and reliable calls of objects
+//! by name, with requests and responses as `google.protobuf.Any`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prost::Message as _;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::GateOptions;
+use super::errors::GateError;
+use super::sessions::{Ended, Outgoing, Sessions, pump};
+use crate::call::EncodedCall;
+use crate::message::Codec;
+use crate::node::Node;
+
+/// The generated service and messages.
+#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+pub mod proto {
+    tonic::include_proto!("goverse.gate.v1");
+}
+
+use proto::client_event::Event;
+use proto::gate_server::Gate as GateService;
+
+/// The metadata key of goverse's stable error code on a failed call.
+pub const CODE_METADATA: &str = "goverse-code";
+
+pub(crate) struct GrpcGate {
+    pub(crate) node: Node,
+    pub(crate) options: GateOptions,
+    pub(crate) sessions: Arc<Sessions>,
+}
+
+/// A gate error as a gRPC status: the code by kind, goverse's code in
+/// metadata.
+pub(crate) fn status_of(error: GateError) -> Status {
+    use tonic::Code;
+    let code = match error.status.as_u16() {
+        400 | 413 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        408 | 504 => Code::DeadlineExceeded,
+        409 => Code::Aborted,
+        422 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
+        503 => Code::Unavailable,
+        _ => Code::Internal,
+    };
+    let mut status = Status::new(code, error.message);
+    if let Ok(value) = error.code.parse() {
+        status.metadata_mut().insert(CODE_METADATA, value);
+    }
+    status
+}
+
+fn fail(error: impl Into<GateError>) -> Status {
+    status_of(error.into())
+}
+
+/// Checks a type or method name as the HTTP gate does.
+fn name(what: &str, value: &str) -> Result<(), Status> {
+    let mut chars = value.chars();
+    let valid = value.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(fail(GateError::invalid_path(format!(
+            "`{}` is not a valid {what} name",
+            value.chars().take(128).collect::<String>()
+        ))))
+    }
+}
+
+impl GrpcGate {
+    async fn call(
+        &self,
+        (type_name, id, method): (String, String, String),
+        request: Option<prost_types::Any>,
+        call_id: Option<String>,
+    ) -> Result<Response<proto::CallObjectResponse>, Status> {
+        name("type", &type_name)?;
+        name("method", &method)?;
+        let request = request.unwrap_or_default().encode_to_vec();
+        let mut call = EncodedCall::new(type_name, id, method, Codec::Any, request)
+            .timeout(self.options.call_timeout);
+        if let Some(call_id) = call_id {
+            call = call.reliable(call_id);
+        }
+        let response = self.node.call(call).await.map_err(fail)?;
+        let response = prost_types::Any::decode(response.as_slice()).map_err(|e| {
+            fail(crate::Error::Internal(format!(
+                "an object's response is not an Any: {e}"
+            )))
+        })?;
+        Ok(Response::new(proto::CallObjectResponse {
+            response: Some(response),
+        }))
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<proto::ClientEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GateService for GrpcGate {
+    type RegisterStream = Events;
+
+    async fn register(
+        &self,
+        request: Request<proto::RegisterRequest>,
+    ) -> Result<Response<Events>, Status> {
+        let request = request.into_inner();
+        let resume = (!request.client_id.is_empty() && !request.session.is_empty())
+            .then_some((request.client_id.as_str(), request.session.as_str()));
+        let last_read = (request.last_sequence > 0).then_some(request.last_sequence);
+        let attached = self.sessions.attach(resume, last_read).map_err(|reason| {
+            fail(GateError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "ACCESS_DENIED",
+                reason,
+            ))
+        })?;
+        let outgoing = pump(self.sessions.clone(), attached, self.options.heartbeat);
+        let events = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(outgoing),
+            |outgoing| match outgoing {
+                Outgoing::Registered {
+                    client_id,
+                    session,
+                    resumed,
+                } => Ok(proto::ClientEvent {
+                    event: Some(Event::Registered(proto::Registered {
+                        client_id,
+                        session,
+                        resumed,
+                    })),
+                }),
+                Outgoing::Message(sequence, message) => Ok(proto::ClientEvent {
+                    event: Some(Event::Message(proto::Pushed {
+                        sequence,
+                        message: Some(prost_types::Any {
+                            type_url: format!("type.googleapis.com/{}", message.type_name),
+                            value: message.body,
+                        }),
+                    })),
+                }),
+                Outgoing::Heartbeat => Ok(proto::ClientEvent {
+                    event: Some(Event::Heartbeat(proto::Heartbeat {})),
+                }),
+                Outgoing::Ended(Ended::Overflow(dropped)) => {
+                    Err(fail(crate::Error::ClientOverflow {
+                        client: String::new(),
+                        buffered: dropped,
+                    }))
+                }
+                Outgoing::Ended(Ended::TakenOver) => {
+                    Err(Status::aborted("another connection resumed this session"))
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn call_object(
+        &self,
+        request: Request<proto::CallObjectRequest>,
+    ) -> Result<Response<proto::CallObjectResponse>, Status> {
+        let request = request.into_inner();
+        self.call(
+            (request.r#type, request.id, request.method),
+            request.request,
+            None,
+        )
+        .await
+    }
+
+    async fn reliable_call_object(
+        &self,
+        request: Request<proto::ReliableCallObjectRequest>,
+    ) -> Result<Response<proto::CallObjectResponse>, Status> {
+        let request = request.into_inner();
+        self.call(
+            (request.r#type, request.id, request.method),
+            request.request,
+            Some(request.call_id),
+        )
+        .await
+    }
+
+    async fn create_object(
+        &self,
+        request: Request<proto::CreateObjectRequest>,
+    ) -> Result<Response<proto::CreateObjectResponse>, Status> {
+        let request = request.into_inner();
+        name("type", &request.r#type)?;
+        self.node
+            .create(&request.r#type, &request.id)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(proto::CreateObjectResponse {
+            id: request.id,
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        request: Request<proto::DeleteObjectRequest>,
+    ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
+        let request = request.into_inner();
+        name("type", &request.r#type)?;
+        self.node
+            .delete(&request.r#type, &request.id)
+            .await
+            .map_err(fail)?;
+        Ok(Response::new(proto::DeleteObjectResponse { success: true }))
+    }
+}
