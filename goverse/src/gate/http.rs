@@ -434,3 +434,64 @@ async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Request decoding against arbitrary input: it answers or refuses
+    //! with a stable code, and never panics. `PROPTEST_CASES` bounds the
+    //! run (the test script runs the default 256 per property).
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::message::{decode, types};
+
+    const CODES: [&str; 4] = ["INVALID_JSON", "INVALID_BODY", "INVALID_BASE64", "OK"];
+
+    fn outcome(body: &[u8]) -> &'static str {
+        match parse_call_body(body) {
+            Ok(_) => "OK",
+            Err(error) => CODES
+                .into_iter()
+                .find(|code| *code == error.code)
+                .unwrap_or("UNEXPECTED"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_parses_or_is_refused_with_a_code(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            prop_assert_ne!(outcome(&body), "UNEXPECTED");
+        }
+
+        #[test]
+        fn any_request_string_is_base64_or_refused(request in ".{0,300}") {
+            let body = serde_json::json!({ "request": request }).to_string();
+            prop_assert!(matches!(outcome(body.as_bytes()), "OK" | "INVALID_BASE64"));
+        }
+
+        #[test]
+        fn any_bytes_decode_or_are_refused_in_every_codec(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for codec in [Codec::Protobuf, Codec::Json, Codec::Any] {
+                if let Err(error) = decode::<types::Int32Value>(codec, &body) {
+                    prop_assert!(matches!(error.code(), "INVALID_PROTOBUF" | "INVALID_JSON"));
+                }
+                if let Err(error) = decode::<types::Struct>(codec, &body) {
+                    prop_assert!(matches!(error.code(), "INVALID_PROTOBUF" | "INVALID_JSON"));
+                }
+            }
+        }
+
+        #[test]
+        fn any_path_segment_is_a_name_or_refused(segment in "\\PC{0,200}") {
+            if let Err(error) = name_segment("type", &segment) {
+                prop_assert_eq!(error.code, "INVALID_PATH");
+            }
+        }
+
+        #[test]
+        fn percent_decoding_takes_anything(text in "\\PC{0,200}") {
+            let _ = percent_decode(&text);
+        }
+    }
+}
