@@ -23,7 +23,7 @@ use crate::object::{BoxFuture, Invoke, InvokeMut, InvokeRef, Object};
 /// Obtained through [`IntoCaller`]; proxies keep one and it is cheap to clone.
 #[derive(Clone)]
 pub struct Caller {
-    pub(crate) node: Arc<NodeInner>,
+    pub(crate) target: Target,
     /// The chain of turns waiting on calls made through this caller.
     pub(crate) chain: Option<Arc<CallChain>>,
     /// The deadline inherited from the calling turn.
@@ -46,6 +46,16 @@ impl Caller {
     }
 }
 
+/// Where a caller's calls go.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// Routed by a node of the cluster (or embedded).
+    Node(Arc<NodeInner>),
+    /// Sent to a gate by a client outside the cluster.
+    #[cfg(feature = "client")]
+    Gate(Arc<crate::client::ClientInner>),
+}
+
 /// The shape of a W3C `traceparent`: version, trace id, parent id, flags.
 pub(crate) fn valid_traceparent(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
@@ -62,7 +72,14 @@ pub(crate) fn valid_traceparent(text: &str) -> bool {
 impl fmt::Debug for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Caller")
-            .field("node", &self.node.id())
+            .field(
+                "via",
+                &match &self.target {
+                    Target::Node(node) => node.id().to_string(),
+                    #[cfg(feature = "client")]
+                    Target::Gate(_) => "a gate".to_string(),
+                },
+            )
             .field("chain", &self.chain.as_ref().map(|c| c.render()))
             .finish_non_exhaustive()
     }
@@ -82,7 +99,7 @@ pub trait IntoCaller {
 impl IntoCaller for &Node {
     fn into_caller(self) -> Caller {
         Caller {
-            node: self.inner.clone(),
+            target: Target::Node(self.inner.clone()),
             chain: None,
             deadline: None,
             trace: None,
@@ -93,7 +110,7 @@ impl IntoCaller for &Node {
 impl IntoCaller for &Context {
     fn into_caller(self) -> Caller {
         Caller {
-            node: self.node.clone(),
+            target: Target::Node(self.node.clone()),
             chain: Some(self.chain()),
             deadline: Some(self.deadline),
             trace: self.trace.clone(),
@@ -295,7 +312,21 @@ impl<O: Object> ObjectRef<O> {
         invoke: Invoke<O, Req, Resp>,
         request: Req,
     ) -> Result<Resp> {
-        let node = &self.caller.node;
+        let node = match &self.caller.target {
+            Target::Node(node) => node,
+            #[cfg(feature = "client")]
+            Target::Gate(client) => {
+                return client
+                    .call::<O, Req, Resp>(
+                        &self.id,
+                        method,
+                        request,
+                        self.timeout,
+                        self.call_id.as_deref(),
+                    )
+                    .await;
+            }
+        };
         let timeout = self.timeout.unwrap_or(node.config.call_timeout);
         let started = Instant::now();
         let deadline = match self.caller.deadline {

@@ -1,6 +1,8 @@
 #![doc = include_str!("../../README.md")]
 
 mod call;
+#[cfg(feature = "client")]
+mod client;
 pub mod cluster;
 pub mod config;
 mod context;
@@ -8,6 +10,16 @@ mod descriptor;
 mod error;
 #[cfg(feature = "gate")]
 pub mod gate;
+/// The gate's gRPC protocol (`proto/gate.proto`): messages, server and
+/// client stubs.
+#[cfg(any(feature = "gate", feature = "client"))]
+#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+pub mod gate_proto {
+    tonic::include_proto!("goverse.gate.v1");
+
+    /// The metadata key of goverse's stable error code on a failed call.
+    pub const CODE_METADATA: &str = "goverse-code";
+}
 mod message;
 mod node;
 mod object;
@@ -19,6 +31,8 @@ mod transport;
 pub mod __private;
 
 pub use call::{Caller, EncodedCall, IntoCaller};
+#[cfg(feature = "client")]
+pub use client::{Client, ClientOptions, PushedMessage};
 pub use context::Context;
 pub use descriptor::{MethodDescriptor, ObjectDescriptor};
 pub use error::{Error, Result};

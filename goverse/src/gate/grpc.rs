@@ -16,17 +16,13 @@ use crate::call::EncodedCall;
 use crate::message::Codec;
 use crate::node::Node;
 
-/// The generated service and messages.
-#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
-pub mod proto {
-    tonic::include_proto!("goverse.gate.v1");
-}
+/// The generated service and messages of `proto/gate.proto`.
+pub use crate::gate_proto as proto;
 
 use proto::client_event::Event;
 use proto::gate_server::Gate as GateService;
 
-/// The metadata key of goverse's stable error code on a failed call.
-pub const CODE_METADATA: &str = "goverse-code";
+pub use crate::gate_proto::CODE_METADATA;
 
 pub(crate) struct GrpcGate {
     pub(crate) node: Node,
