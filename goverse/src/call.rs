@@ -30,6 +30,8 @@ pub struct Caller {
     pub(crate) deadline: Option<Instant>,
     /// The W3C trace context calls carry.
     pub(crate) trace: Option<Arc<str>>,
+    /// Where the calls come from (`None`: code on a node).
+    pub(crate) origin: Option<Arc<crate::access::Origin>>,
 }
 
 impl Caller {
@@ -103,6 +105,7 @@ impl IntoCaller for &Node {
             chain: None,
             deadline: None,
             trace: None,
+            origin: None,
         }
     }
 }
@@ -114,6 +117,7 @@ impl IntoCaller for &Context {
             chain: Some(self.chain()),
             deadline: Some(self.deadline),
             trace: self.trace.clone(),
+            origin: crate::access::Origin::nested(self.origin.as_ref()),
         }
     }
 }
@@ -161,6 +165,8 @@ pub struct EncodedCall {
     pub timeout: Option<Duration>,
     /// Set for a reliable call: see [`EncodedCall::reliable`].
     pub call_id: Option<String>,
+    /// Where the call comes from: set by gates.
+    pub(crate) origin: Option<Arc<crate::access::Origin>>,
 }
 
 impl EncodedCall {
@@ -180,6 +186,7 @@ impl EncodedCall {
             body,
             timeout: None,
             call_id: None,
+            origin: None,
         }
     }
 
@@ -312,6 +319,7 @@ impl<O: Object> ObjectRef<O> {
         invoke: Invoke<O, Req, Resp>,
         request: Req,
     ) -> Result<Resp> {
+        #[allow(clippy::infallible_destructuring_match)]
         let node = match &self.caller.target {
             Target::Node(node) => node,
             #[cfg(feature = "client")]
@@ -367,7 +375,11 @@ impl<O: Object> ObjectRef<O> {
                         Some(call_id.clone()),
                     ),
                     deadline,
-                    (self.caller.chain.clone(), self.caller.trace.clone()),
+                    (
+                        self.caller.chain.clone(),
+                        self.caller.trace.clone(),
+                        self.caller.origin.clone(),
+                    ),
                     started,
                 )
                 .await?;
@@ -377,7 +389,11 @@ impl<O: Object> ObjectRef<O> {
             self.id.clone(),
             (method, invoke, request),
             deadline,
-            (self.caller.chain.clone(), self.caller.trace.clone()),
+            (
+                self.caller.chain.clone(),
+                self.caller.trace.clone(),
+                self.caller.origin.clone(),
+            ),
             started,
         )
         .await

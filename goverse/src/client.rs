@@ -270,6 +270,7 @@ impl IntoCaller for &Client {
             chain: None,
             deadline: None,
             trace: None,
+            origin: None,
         }
     }
 }

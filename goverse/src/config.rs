@@ -8,6 +8,7 @@
 //! call_timeout: 30s
 //! idle_timeout: 15m
 //! reliable_call_retention: 24h     # how long reliable-call records are kept
+//! access_rules: ./access.yaml      # who may call, create and delete what
 //! cluster:
 //!   etcd: [http://10.0.0.2:2379, http://10.0.0.3:2379]
 //!   prefix: /goverse
@@ -25,7 +26,7 @@
 //!
 //! Flags override the file: `--config <file>`, `--node-id`, `--listen`,
 //! `--advertise`, `--shard-count`, `--call-timeout`, `--idle-timeout`,
-//! `--reliable-call-retention`, `--etcd <url>[,<url>...]`, `--prefix`,
+//! `--reliable-call-retention`, `--access-rules <file>`, `--etcd <url>[,<url>...]`, `--prefix`,
 //! `--lease-ttl`, `--postgres <url>`, `--migrate <true|false>`,
 //! `--max-connections <n>`,
 //! `--sqlite <file>`. See [`NodeFile::from_args`].
@@ -56,6 +57,8 @@ pub struct NodeFile {
     pub idle_timeout: Option<String>,
     /// How long reliable-call records are kept (`24h`).
     pub reliable_call_retention: Option<String>,
+    /// A YAML file of access rules (see [`crate::access`]).
+    pub access_rules: Option<String>,
     /// How the node finds its cluster; absent: an embedded, single node.
     pub cluster: Option<ClusterFile>,
     /// Where persistent objects keep their state; absent: in memory.
@@ -236,6 +239,7 @@ impl NodeFile {
                 "--call-timeout" => file.call_timeout = Some(value),
                 "--idle-timeout" => file.idle_timeout = Some(value),
                 "--reliable-call-retention" => file.reliable_call_retention = Some(value),
+                "--access-rules" => file.access_rules = Some(value),
                 "--etcd" => {
                     file.cluster.get_or_insert_with(Default::default).etcd =
                         value.split(',').map(str::to_string).collect();

@@ -43,6 +43,8 @@ pub struct Context {
     pub(crate) trace: Option<Arc<str>>,
     /// The id of the reliable call this turn runs, if it is one.
     pub(crate) call_id: Option<Arc<str>>,
+    /// Where the turn's call came from.
+    pub(crate) origin: Option<Arc<crate::access::Origin>>,
 }
 
 impl Context {
@@ -72,6 +74,24 @@ impl Context {
     /// so their logs and spans can be joined to the caller's trace.
     pub fn traceparent(&self) -> Option<&str> {
         self.trace.as_deref()
+    }
+
+    /// The user this turn's call was made for, when a gate authenticated
+    /// one; calls the turn makes carry it on, to any node.
+    pub fn identity(&self) -> Option<&crate::access::Identity> {
+        self.origin.as_ref()?.identity.as_ref()
+    }
+
+    /// The registered client that made this turn's call (or on whose
+    /// behalf the calls before it were made), if the gate verified one.
+    pub fn client_id(&self) -> Option<&str> {
+        self.origin.as_ref()?.client_id.as_deref()
+    }
+
+    /// Whether this turn's call came straight from a client through a gate
+    /// (rather than from an object or code on a node).
+    pub fn is_external(&self) -> bool {
+        self.origin.as_ref().is_some_and(|o| o.external)
     }
 
     /// Pushes `message` to client `client` (an id a gate gave it when it

@@ -163,6 +163,12 @@ pub enum Error {
         /// The object type.
         type_name: String,
     },
+    /// The access rules do not let this caller make this call.
+    #[error("access denied: {message}")]
+    AccessDenied {
+        /// What was refused, and which rule refused it.
+        message: String,
+    },
     /// No connected (or resumable) client has this id.
     #[error("no client `{client}` is connected")]
     ClientNotFound {
@@ -216,6 +222,7 @@ impl Error {
             Error::InvalidCallId { .. } => "INVALID_CALL_ID",
             Error::CallIdReused { .. } => "CALL_ID_REUSED",
             Error::NotPersistent { .. } => "NOT_PERSISTENT",
+            Error::AccessDenied { .. } => "ACCESS_DENIED",
             Error::ClientNotFound { .. } => "CLIENT_NOT_FOUND",
             Error::ClientOverflow { .. } => "CLIENT_OVERFLOW",
             Error::Internal(_) => "INTERNAL",

@@ -1,5 +1,6 @@
 #![doc = include_str!("../../README.md")]
 
+pub mod access;
 mod call;
 #[cfg(feature = "client")]
 mod client;

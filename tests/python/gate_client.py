@@ -50,9 +50,12 @@ def main():
     def call(method, message):
         request = any_pb2.Any()
         request.Pack(message)
+        # A call on behalf of a registered client carries its session
+        # token: nobody else can use the client id.
         response = gate.CallObject(gate_pb2.CallObjectRequest(
             type="Purse", id=object_id, method=method, request=request,
-            client_id=registered.client_id))
+            client_id=registered.client_id),
+            metadata=(("x-session-token", registered.session),))
         value = wrappers_pb2.Int32Value()
         if not response.response.Unpack(value):
             sys.exit(f"unexpected response type {response.response.type_url}")

@@ -241,10 +241,18 @@ async fn calls_errors_and_pushes_over_grpc() {
         }),
         client_id: client_id.into(),
     };
-    client
+    // On behalf of a client: only with its session token.
+    let status = client
         .call_object(show(&registered.client_id))
         .await
-        .expect("show");
+        .expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    let mut request = tonic::Request::new(show(&registered.client_id));
+    request.metadata_mut().insert(
+        "x-session-token",
+        registered.session.parse().expect("ASCII token"),
+    );
+    client.call_object(request).await.expect("show");
     let Event::Message(pushed) = next(&mut stream).await else {
         panic!("a push")
     };

@@ -54,6 +54,7 @@ impl From<Error> for GateError {
 /// | status | codes |
 /// | --- | --- |
 /// | 400 | `INVALID_OBJECT_ID`, `INVALID_JSON`, `INVALID_PROTOBUF`, `INVALID_CALL_ID`, `NOT_PERSISTENT` |
+/// | 403 | `ACCESS_DENIED` |
 /// | 404 | `UNKNOWN_OBJECT_TYPE`, `UNKNOWN_METHOD`, `CLIENT_NOT_FOUND` |
 /// | 409 | `CALL_CYCLE`, `CALL_ID_REUSED` |
 /// | 422 | an application's own code (`Error::application`) |
@@ -68,6 +69,7 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         "INVALID_OBJECT_ID" | "INVALID_JSON" | "INVALID_PROTOBUF" | "INVALID_CALL_ID"
         | "NOT_PERSISTENT" => StatusCode::BAD_REQUEST,
         "UNKNOWN_OBJECT_TYPE" | "UNKNOWN_METHOD" | "CLIENT_NOT_FOUND" => StatusCode::NOT_FOUND,
+        "ACCESS_DENIED" => StatusCode::FORBIDDEN,
         "CALL_CYCLE" | "CALL_ID_REUSED" => StatusCode::CONFLICT,
         "UNAVAILABLE" | "NODE_SHUTTING_DOWN" | "SHARD_MOVED" | "STORAGE_ERROR" | "STALE_OWNER"
         | "CLIENT_OVERFLOW" => StatusCode::SERVICE_UNAVAILABLE,

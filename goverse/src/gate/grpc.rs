@@ -11,7 +11,9 @@ use tonic::{Request, Response, Status};
 
 use super::GateOptions;
 use super::errors::GateError;
+use super::security::{AuthRequest, Guard};
 use super::sessions::{Ended, Outgoing, Sessions, pump};
+use crate::access::Origin;
 use crate::call::EncodedCall;
 use crate::message::Codec;
 use crate::node::Node;
@@ -28,6 +30,25 @@ pub(crate) struct GrpcGate {
     pub(crate) node: Node,
     pub(crate) options: GateOptions,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) guard: Arc<Guard>,
+}
+
+/// What the authentication hook sees of a gRPC request.
+fn auth_request<T>(request: &Request<T>) -> AuthRequest {
+    AuthRequest {
+        headers: request
+            .metadata()
+            .iter()
+            .filter_map(|entry| match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(key, value) => {
+                    Some((key.as_str().to_string(), value.to_str().ok()?.to_string()))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .collect(),
+        remote: request.remote_addr(),
+        protocol: "grpc",
+    }
 }
 
 /// A gate error as a gRPC status: the code by kind, goverse's code in
@@ -76,17 +97,41 @@ fn name(what: &str, value: &str) -> Result<(), Status> {
 }
 
 impl GrpcGate {
+    /// Authenticates a request, binds its client id, and applies the rate
+    /// limits for `target`.
+    async fn admit(
+        &self,
+        auth: &AuthRequest,
+        client_id: &str,
+        target: &str,
+    ) -> Result<Arc<Origin>, Status> {
+        let origin = self
+            .guard
+            .admit(auth, Some(client_id), auth.header("x-session-token"))
+            .await
+            .map_err(fail)?;
+        self.guard
+            .limit(&origin, auth.remote, target)
+            .map_err(fail)?;
+        Ok(Arc::new(origin))
+    }
+
     async fn call(
         &self,
-        (type_name, id, method): (String, String, String),
+        auth: AuthRequest,
+        (type_name, id, method, client_id): (String, String, String, String),
         request: Option<prost_types::Any>,
         call_id: Option<String>,
     ) -> Result<Response<proto::CallObjectResponse>, Status> {
         name("type", &type_name)?;
         name("method", &method)?;
+        let origin = self
+            .admit(&auth, &client_id, &format!("{type_name}/{id}"))
+            .await?;
         let request = request.unwrap_or_default().encode_to_vec();
         let mut call = EncodedCall::new(type_name, id, method, Codec::Any, request)
             .timeout(self.options.call_timeout);
+        call.origin = Some(origin);
         if let Some(call_id) = call_id {
             call = call.reliable(call_id);
         }
@@ -112,6 +157,10 @@ impl GateService for GrpcGate {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<Events>, Status> {
+        self.guard
+            .admit(&auth_request(&request), None, None)
+            .await
+            .map_err(fail)?;
         let request = request.into_inner();
         let resume = (!request.client_id.is_empty() && !request.session.is_empty())
             .then_some((request.client_id.as_str(), request.session.as_str()));
@@ -168,9 +217,16 @@ impl GateService for GrpcGate {
         &self,
         request: Request<proto::CallObjectRequest>,
     ) -> Result<Response<proto::CallObjectResponse>, Status> {
+        let auth = auth_request(&request);
         let request = request.into_inner();
         self.call(
-            (request.r#type, request.id, request.method),
+            auth,
+            (
+                request.r#type,
+                request.id,
+                request.method,
+                request.client_id,
+            ),
             request.request,
             None,
         )
@@ -181,9 +237,16 @@ impl GateService for GrpcGate {
         &self,
         request: Request<proto::ReliableCallObjectRequest>,
     ) -> Result<Response<proto::CallObjectResponse>, Status> {
+        let auth = auth_request(&request);
         let request = request.into_inner();
         self.call(
-            (request.r#type, request.id, request.method),
+            auth,
+            (
+                request.r#type,
+                request.id,
+                request.method,
+                request.client_id,
+            ),
             request.request,
             Some(request.call_id),
         )
@@ -194,10 +257,15 @@ impl GateService for GrpcGate {
         &self,
         request: Request<proto::CreateObjectRequest>,
     ) -> Result<Response<proto::CreateObjectResponse>, Status> {
+        let auth = auth_request(&request);
         let request = request.into_inner();
         name("type", &request.r#type)?;
+        let origin = self
+            .admit(&auth, "", &format!("{}/{}", request.r#type, request.id))
+            .await?;
         self.node
-            .create(&request.r#type, &request.id)
+            .inner
+            .create(&request.r#type, &request.id, Some(origin))
             .await
             .map_err(fail)?;
         Ok(Response::new(proto::CreateObjectResponse {
@@ -209,10 +277,15 @@ impl GateService for GrpcGate {
         &self,
         request: Request<proto::DeleteObjectRequest>,
     ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
+        let auth = auth_request(&request);
         let request = request.into_inner();
         name("type", &request.r#type)?;
+        let origin = self
+            .admit(&auth, "", &format!("{}/{}", request.r#type, request.id))
+            .await?;
         self.node
-            .delete(&request.r#type, &request.id)
+            .inner
+            .delete(&request.r#type, &request.id, Some(origin))
             .await
             .map_err(fail)?;
         Ok(Response::new(proto::DeleteObjectResponse { success: true }))

@@ -17,7 +17,9 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::GateOptions;
 use super::errors::GateError;
+use super::security::{AuthRequest, Guard};
 use super::sessions::{Ended, Outgoing, Sessions, pump};
+use crate::access::Origin;
 use crate::call::EncodedCall;
 use crate::message::Codec;
 use crate::node::Node;
@@ -27,6 +29,46 @@ pub(crate) struct HttpState {
     pub(crate) node: Node,
     pub(crate) options: GateOptions,
     pub(crate) sessions: Arc<Sessions>,
+    pub(crate) guard: Arc<Guard>,
+}
+
+/// The address of the peer a request came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
+/// What the authentication hook sees of an HTTP request.
+fn auth_request(headers: &HeaderMap, peer: Option<&Peer>) -> AuthRequest {
+    AuthRequest {
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect(),
+        remote: peer.map(|p| p.0),
+        protocol: "http",
+    }
+}
+
+/// Authenticates a request, binds its client id, and applies the rate
+/// limits for `target`: the origin its call carries.
+async fn admit(
+    state: &HttpState,
+    headers: &HeaderMap,
+    peer: Option<&Peer>,
+    target: &str,
+) -> Result<Arc<Origin>, GateError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let origin = state
+        .guard
+        .admit(
+            &auth_request(headers, peer),
+            text("x-client-id"),
+            text("x-session-token"),
+        )
+        .await?;
+    state.guard.limit(&origin, peer.map(|p| p.0), target)?;
+    Ok(Arc::new(origin))
 }
 
 type Shared = State<Arc<HttpState>>;
@@ -152,12 +194,15 @@ fn parse_call_body(body: &[u8]) -> Result<CallBody, GateError> {
 async fn call(
     State(state): Shared,
     path: Result<Path<(String, String, String)>, PathRejection>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GateError> {
     let Path((type_name, id, method)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
     name_segment("type", &type_name)?;
     name_segment("method", &method)?;
+    let target = format!("{type_name}/{id}");
+    let origin = admit(&state, &headers, peer.as_deref(), &target).await?;
     let body = read_body(&state.options, body).await?;
     let (codec, request) = match parse_call_body(&body)? {
         CallBody::Any(any) => (Codec::Any, any),
@@ -165,6 +210,7 @@ async fn call(
     };
     let mut call =
         EncodedCall::new(type_name, id, method, codec, request).timeout(state.options.call_timeout);
+    call.origin = Some(origin);
     if let Some(call_id) = headers.get(CALL_ID) {
         let call_id = call_id
             .to_str()
@@ -191,12 +237,20 @@ async fn call(
 async fn create(
     State(state): Shared,
     path: Result<Path<(String, String)>, PathRejection>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GateError> {
     let Path((type_name, id)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
     name_segment("type", &type_name)?;
+    let target = format!("{type_name}/{id}");
+    let origin = admit(&state, &headers, peer.as_deref(), &target).await?;
     read_body(&state.options, body).await?;
-    state.node.create(&type_name, &id).await?;
+    state
+        .node
+        .inner
+        .create(&type_name, &id, Some(origin))
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "id": id }),
@@ -206,12 +260,20 @@ async fn create(
 async fn delete(
     State(state): Shared,
     path: Result<Path<(String, String)>, PathRejection>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GateError> {
     let Path((type_name, id)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
     name_segment("type", &type_name)?;
+    let target = format!("{type_name}/{id}");
+    let origin = admit(&state, &headers, peer.as_deref(), &target).await?;
     read_body(&state.options, body).await?;
-    state.node.delete(&type_name, &id).await?;
+    state
+        .node
+        .inner
+        .delete(&type_name, &id, Some(origin))
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "success": true }),
@@ -296,6 +358,11 @@ fn header_or_query(request: &Request, header: &str, query: &str) -> Option<Strin
 /// session; with `Last-Event-ID` (or `last_event_id`) the messages after
 /// that one are sent again.
 async fn events(State(state): Shared, request: Request) -> Result<Response, GateError> {
+    let peer = request.extensions().get::<Peer>().copied();
+    state
+        .guard
+        .admit(&auth_request(request.headers(), peer.as_ref()), None, None)
+        .await?;
     let client = header_or_query(&request, "x-client-id", "client_id");
     let token = header_or_query(&request, "x-session-token", "session");
     let last_read = header_or_query(&request, "last-event-id", "last_event_id")

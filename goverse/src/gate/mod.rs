@@ -33,9 +33,21 @@
 mod errors;
 pub mod grpc;
 mod http;
+mod security;
 mod sessions;
 
+pub use security::{AuthRequest, Authenticator, RateLimit};
 pub use sessions::GateStats;
+
+/// A shared authentication hook.
+#[derive(Clone)]
+pub(crate) struct AuthHook(Arc<dyn Authenticator>);
+
+impl std::fmt::Debug for AuthHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<authenticator>")
+    }
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +90,15 @@ pub struct GateOptions {
     pub reconnect_grace: Duration,
     /// A heartbeat event goes to a push stream idle this long (default 30 s).
     pub heartbeat: Duration,
+    /// Decides who each request is for (default: nobody is asked; calls
+    /// carry no identity).
+    pub(crate) authenticator: Option<AuthHook>,
+    /// Requests per client (its verified client id, else its user, else
+    /// its IP address); over it: `429 RATE_LIMITED`.
+    pub rate_limit_per_client: Option<RateLimit>,
+    /// Calls per object (`Type/id`) through this gate; over it: `429
+    /// RATE_LIMITED`.
+    pub rate_limit_per_object: Option<RateLimit>,
 }
 
 impl Default for GateOptions {
@@ -93,6 +114,9 @@ impl Default for GateOptions {
             push_buffer: 1024,
             reconnect_grace: Duration::from_secs(30),
             heartbeat: Duration::from_secs(30),
+            authenticator: None,
+            rate_limit_per_client: None,
+            rate_limit_per_object: None,
         }
     }
 }
@@ -152,6 +176,25 @@ impl GateOptions {
         self
     }
 
+    /// Authenticates every request with `hook`: a refusal is `401
+    /// UNAUTHENTICATED`; an identity goes with the request's calls.
+    pub fn authenticator(mut self, hook: impl Authenticator) -> Self {
+        self.authenticator = Some(AuthHook(Arc::new(hook)));
+        self
+    }
+
+    /// Limits each client's requests.
+    pub fn rate_limit_per_client(mut self, limit: RateLimit) -> Self {
+        self.rate_limit_per_client = Some(limit);
+        self
+    }
+
+    /// Limits the calls to each object through this gate.
+    pub fn rate_limit_per_object(mut self, limit: RateLimit) -> Self {
+        self.rate_limit_per_object = Some(limit);
+        self
+    }
+
     /// Sets the origins browsers may call from.
     pub fn cors_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.cors_origins = origins.into_iter().map(Into::into).collect();
@@ -198,6 +241,12 @@ impl Gate {
             options.reconnect_grace,
         );
         node.inner.set_clients(Some(sessions.clone()));
+        let guard = Arc::new(security::Guard {
+            authenticator: options.authenticator.as_ref().map(|hook| hook.0.clone()),
+            per_client: options.rate_limit_per_client.map(security::Limiter::new),
+            per_object: options.rate_limit_per_object.map(security::Limiter::new),
+            sessions: sessions.clone(),
+        });
         if let Some(address) = options.http {
             let listener = TcpListener::bind(address)
                 .await
@@ -211,6 +260,7 @@ impl Gate {
                 node: node.clone(),
                 options: options.clone(),
                 sessions: sessions.clone(),
+                guard: guard.clone(),
             });
             tasks.spawn(serve_http(
                 listener,
@@ -233,6 +283,7 @@ impl Gate {
                 node: node.clone(),
                 options: options.clone(),
                 sessions: sessions.clone(),
+                guard: guard.clone(),
             };
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -301,9 +352,15 @@ async fn serve_http(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let router = router.clone();
+                // Handlers see the peer's address (for rate limits by IP).
+                let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(http::Peer(peer));
+                    let mut router = router.clone();
+                    async move { tower_service::Service::call(&mut router, request).await }
+                });
                 let mut stop = stop.clone();
                 connections.spawn(async move {
                     let mut builder = hyper::server::conn::http1::Builder::new();

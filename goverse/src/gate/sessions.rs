@@ -223,6 +223,13 @@ impl Sessions {
         })
     }
 
+    /// Whether `token` is the session token of client `client`.
+    pub(crate) fn verify(&self, client: &str, token: &str) -> bool {
+        self.live()
+            .get(client)
+            .is_some_and(|session| same_secret(&session.token, token))
+    }
+
     /// The connection of `generation` went away: the session waits for
     /// its client to come back for the grace period, then goes, with
     /// whatever it still buffers counted as dropped.

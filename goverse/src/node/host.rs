@@ -38,6 +38,11 @@ pub(crate) trait Work<O>: Send + 'static {
         None
     }
 
+    /// The lifecycle operation this work is, if it is one (not a call).
+    fn lifecycle(&self) -> Option<crate::access::Lifecycle> {
+        None
+    }
+
     /// The record of what this turn returned, for a reliable call.
     fn record(&self, result: &Result<Self::Output>) -> Option<CallRecord> {
         let _ = result;
@@ -170,6 +175,26 @@ impl<O: Object> Work<O> for EncodedWork {
     }
 }
 
+/// Applies the node's access rules to a call (or a create or delete) of
+/// an object of type `O`, by where it came from.
+fn check_access<O: Object>(
+    node: &NodeInner,
+    call: &TurnCall,
+    lifecycle: Option<crate::access::Lifecycle>,
+    method: &str,
+) -> Result<()> {
+    let Some(rules) = &node.config.access_rules else {
+        return Ok(());
+    };
+    let external = call.origin.as_ref().is_some_and(|o| o.external);
+    match lifecycle {
+        Some(operation) => {
+            rules.check_lifecycle(O::DESCRIPTOR.type_name, &call.id, operation, external)
+        }
+        None => rules.check_call(O::DESCRIPTOR.type_name, &call.id, method, external),
+    }
+}
+
 /// Loads an object's stored state for an owner at `fence`. A row stored
 /// at an older epoch is claimed first (its epoch raised to ours, so a
 /// stale owner's later writes are refused) and read again, since the stale
@@ -211,6 +236,10 @@ impl<O: Object> Work<O> for ActivateWork {
 
     fn method_name(&self) -> &'static str {
         "create"
+    }
+
+    fn lifecycle(&self) -> Option<crate::access::Lifecycle> {
+        Some(crate::access::Lifecycle::Create)
     }
 
     fn run<'a>(
@@ -265,6 +294,7 @@ impl<O: Object> TypeHost<O> {
             scope: activation.clone(),
             trace: call.and_then(|c| c.trace.clone()),
             call_id: None,
+            origin: call.and_then(|c| c.origin.clone()),
         }
     }
 
@@ -280,6 +310,9 @@ impl<O: Object> TypeHost<O> {
         call: TurnCall,
         mut work: W,
     ) -> Turn<W, W::Output> {
+        if let Err(denied) = check_access::<O>(&node, &call, work.lifecycle(), work.method_name()) {
+            return Turn::Done(Err(denied));
+        }
         let arrived_ms = node.ms_at(call.arrived);
         loop {
             if !node.serves(call.shard) {
@@ -898,6 +931,8 @@ pub(crate) struct TurnCall {
     pub(crate) parent: Option<Arc<CallChain>>,
     /// The W3C trace context the call carries.
     pub(crate) trace: Option<Arc<str>>,
+    /// Where the call came from (`None`: code on a node).
+    pub(crate) origin: Option<Arc<crate::access::Origin>>,
 }
 
 /// How a turn ended.
@@ -1147,6 +1182,12 @@ impl<O: Object> ErasedHost for TypeHost<O> {
         call: TurnCall,
     ) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            check_access::<O>(
+                &node,
+                &call,
+                Some(crate::access::Lifecycle::Delete),
+                "delete",
+            )?;
             let id = call.id;
             while let Some(activation) = self.directory.get(&id) {
                 let mut guard = activation.state.write().await;

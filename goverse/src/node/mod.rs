@@ -65,6 +65,9 @@ pub struct NodeConfig {
     /// a retry within this window returns the recorded outcome, a later
     /// one runs the method again.
     pub reliable_call_retention: Duration,
+    /// What clients and objects may call, create and delete on this node
+    /// (default: no rules, everything allowed). See [`crate::access`].
+    pub access_rules: Option<crate::access::AccessRules>,
 }
 
 impl Default for NodeConfig {
@@ -83,6 +86,7 @@ impl Default for NodeConfig {
             advertise: None,
             auto_load: Vec::new(),
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
+            access_rules: None,
         }
     }
 }
@@ -200,6 +204,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Applies `rules` to the calls, creates and deletes of the objects
+    /// this node hosts. Every node of a cluster should have the same.
+    pub fn access_rules(mut self, rules: crate::access::AccessRules) -> Self {
+        self.config.access_rules = Some(rules);
+        self
+    }
+
     /// Sets how long reliable-call records are kept (default 24 hours).
     pub fn reliable_call_retention(mut self, retention: Duration) -> Self {
         self.config.reliable_call_retention = retention;
@@ -261,6 +272,9 @@ impl NodeBuilder {
         }
         if let Some(timeout) = &file.call_timeout {
             config.call_timeout = parse_duration(timeout)?;
+        }
+        if let Some(path) = &file.access_rules {
+            config.access_rules = Some(crate::access::AccessRules::from_file(path)?);
         }
         if let Some(retention) = &file.reliable_call_retention {
             config.reliable_call_retention = parse_duration(retention)?;
@@ -512,7 +526,7 @@ impl Node {
     /// `UNKNOWN_OBJECT_TYPE`, `INVALID_OBJECT_ID`, `ACTIVATION_FAILED`,
     /// `DEADLINE_EXCEEDED`, `NODE_SHUTTING_DOWN`.
     pub async fn create(&self, type_name: &str, id: &str) -> Result<()> {
-        self.inner.create(type_name, id).await
+        self.inner.create(type_name, id, None).await
     }
 
     /// Deactivates object `type_name/id` (running `on_deactivate`) and deletes
@@ -525,7 +539,7 @@ impl Node {
     /// `DEADLINE_EXCEEDED` (a turn held the object past the node's call
     /// timeout; the delete still happens once it ends), storage errors.
     pub async fn delete(&self, type_name: &str, id: &str) -> Result<()> {
-        self.inner.delete(type_name, id).await
+        self.inner.delete(type_name, id, None).await
     }
 
     /// Calls `method` of `type_name/id` with an encoded request and returns
@@ -852,7 +866,7 @@ impl NodeInner {
         let node = self.clone();
         self.runtime.spawn(async move {
             for (type_name, id) in creates {
-                if let Err(error) = node.create(&type_name, &id).await {
+                if let Err(error) = node.create(&type_name, &id, None).await {
                     tracing::warn!(object_type = %type_name, object_id = %id, %error, "auto-load failed");
                 }
             }

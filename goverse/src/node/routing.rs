@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::NodeInner;
 use super::host::{ActivateWork, EncodedWork, Turn, TurnCall, TypedWork};
+use crate::access::Origin;
 use crate::call::{Detached, EncodedCall, validate_call_id};
 use crate::cluster::{ClusterView, NodeInfo};
 use crate::context::CallChain;
@@ -21,6 +22,21 @@ use crate::object::{BoxFuture, Invoke, Object};
 use crate::placement;
 use crate::transport::proto::{CallFrame, ReplyFrame, call_frame::Encoding, call_frame::Kind};
 use crate::transport::{FrameHandler, RemoteFailure, chain_links, error_to_wire};
+
+/// What travels with a call besides its request: the chain of turns
+/// waiting on it, its trace context, and where it came from.
+pub(crate) type CallMeta = (
+    Option<Arc<CallChain>>,
+    Option<Arc<str>>,
+    Option<Arc<Origin>>,
+);
+
+/// [`CallMeta`], borrowed.
+type CallMetaRef<'a> = (
+    Option<&'a Arc<CallChain>>,
+    Option<&'a Arc<str>>,
+    Option<&'a Arc<Origin>>,
+);
 
 /// Where a call goes now.
 enum Route {
@@ -160,7 +176,7 @@ impl NodeInner {
         method: &str,
         (body, codec, reliable): (Vec<u8>, Codec, Option<&Arc<str>>),
         deadline: Instant,
-        (parent, trace): (Option<&Arc<CallChain>>, Option<&Arc<str>>),
+        (parent, trace, origin): CallMetaRef<'_>,
     ) -> CallFrame {
         let left = deadline.saturating_duration_since(Instant::now());
         let trace = trace
@@ -182,6 +198,7 @@ impl NodeInner {
             chain: chain_links(parent),
             trace,
             reliable_call_id: reliable.map(|r| r.to_string()).unwrap_or_default(),
+            origin: origin.map(|o| origin_to_wire(o)),
         }
     }
 
@@ -192,7 +209,7 @@ impl NodeInner {
         id: Arc<str>,
         (method, invoke, request): (usize, Invoke<O, Req, Resp>, Req),
         deadline: Instant,
-        (parent, trace): (Option<Arc<CallChain>>, Option<Arc<str>>),
+        (parent, trace, origin): CallMeta,
         arrived: Instant,
     ) -> Result<Resp> {
         let shard = self.admit(&id)?;
@@ -215,6 +232,7 @@ impl NodeInner {
                         arrived,
                         parent: parent.clone(),
                         trace: trace.clone(),
+                        origin: origin.clone(),
                     };
                     let turn: BoxFuture<'static, _> =
                         Box::pin(host.run_turn(self.clone(), call, work));
@@ -238,7 +256,7 @@ impl NodeInner {
                         method_name,
                         (request.encode_to_vec(), Codec::Protobuf, None),
                         deadline,
-                        (parent.as_ref(), trace.as_ref()),
+                        (parent.as_ref(), trace.as_ref(), origin.as_ref()),
                     );
                     if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
                         return decode::<Resp>(Codec::Protobuf, &body);
@@ -261,7 +279,7 @@ impl NodeInner {
             &call.method,
             (call.codec, call.body, reliable),
             deadline,
-            (None, None),
+            (None, None, call.origin),
             arrived,
         )
         .await
@@ -275,7 +293,7 @@ impl NodeInner {
         method: &str,
         (codec, body, reliable): (Codec, Vec<u8>, Option<Arc<str>>),
         deadline: Instant,
-        (parent, trace): (Option<Arc<CallChain>>, Option<Arc<str>>),
+        (parent, trace, origin): CallMeta,
         arrived: Instant,
     ) -> Result<Vec<u8>> {
         let shard = self.admit(id)?;
@@ -319,6 +337,7 @@ impl NodeInner {
                         arrived,
                         parent: parent.clone(),
                         trace: trace.clone(),
+                        origin: origin.clone(),
                     };
                     let turn = host.call_encoded(self.clone(), call, work);
                     match Detached::new(self.runtime.clone(), turn)
@@ -339,7 +358,7 @@ impl NodeInner {
                         method_name,
                         (work.body.clone(), codec, work.reliable.as_ref()),
                         deadline,
-                        (parent.as_ref(), trace.as_ref()),
+                        (parent.as_ref(), trace.as_ref(), origin.as_ref()),
                     );
                     if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
                         return Ok(body);
@@ -352,17 +371,33 @@ impl NodeInner {
     }
 
     /// Activates an object on its owner.
-    pub(crate) async fn create(self: &Arc<Self>, type_name: &str, id: &str) -> Result<()> {
-        self.lifecycle(Kind::Create, type_name, id).await
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        type_name: &str,
+        id: &str,
+        origin: Option<Arc<Origin>>,
+    ) -> Result<()> {
+        self.lifecycle(Kind::Create, type_name, id, origin).await
     }
 
     /// Deactivates an object on its owner and deletes its stored state.
-    pub(crate) async fn delete(self: &Arc<Self>, type_name: &str, id: &str) -> Result<()> {
-        self.lifecycle(Kind::Delete, type_name, id).await
+    pub(crate) async fn delete(
+        self: &Arc<Self>,
+        type_name: &str,
+        id: &str,
+        origin: Option<Arc<Origin>>,
+    ) -> Result<()> {
+        self.lifecycle(Kind::Delete, type_name, id, origin).await
     }
 
     /// Creates or deletes an object (`kind`) wherever it lives.
-    async fn lifecycle(self: &Arc<Self>, kind: Kind, type_name: &str, id: &str) -> Result<()> {
+    async fn lifecycle(
+        self: &Arc<Self>,
+        kind: Kind,
+        type_name: &str,
+        id: &str,
+        origin: Option<Arc<Origin>>,
+    ) -> Result<()> {
         let arrived = Instant::now();
         let deadline = arrived + self.config.call_timeout;
         let shard = self.admit(id)?;
@@ -386,6 +421,7 @@ impl NodeInner {
                         arrived,
                         parent: None,
                         trace: None,
+                        origin: origin.clone(),
                     };
                     // `None`: the shard left this node; route again.
                     let done: BoxFuture<'static, Option<Result<()>>> = if kind == Kind::Create {
@@ -422,7 +458,7 @@ impl NodeInner {
                         "",
                         (Vec::new(), Codec::Protobuf, None),
                         deadline,
-                        (None, None),
+                        (None, None, origin.as_ref()),
                     );
                     if self.send(&owner, frame, deadline, &target).await?.is_some() {
                         return Ok(());
@@ -436,7 +472,7 @@ impl NodeInner {
 
     /// Serves one frame from a peer. The call is run here or refused with
     /// `SHARD_MOVED` (the caller routes again); it is never forwarded.
-    async fn serve_frame(self: &Arc<Self>, frame: CallFrame) -> Result<Vec<u8>> {
+    async fn serve_frame(self: &Arc<Self>, mut frame: CallFrame) -> Result<Vec<u8>> {
         if frame.kind == Kind::Push as i32 || frame.kind == Kind::Broadcast as i32 {
             return self.serve_push(frame);
         }
@@ -470,6 +506,7 @@ impl NodeInner {
             .get("traceparent")
             .filter(|t| crate::call::valid_traceparent(t))
             .map(|t| Arc::<str>::from(t.as_str()));
+        let origin = frame.origin.take().map(origin_from_wire);
         let call = TurnCall {
             id,
             shard,
@@ -477,6 +514,7 @@ impl NodeInner {
             arrived,
             parent,
             trace,
+            origin,
         };
         let target = || format!("{}/{}.{}", frame.object_type, frame.object_id, frame.method);
         match Kind::try_from(frame.kind).unwrap_or(Kind::Call) {
@@ -570,6 +608,28 @@ impl FrameHandler for NodeInner {
             }
         })
     }
+}
+
+/// A call's origin as it travels.
+fn origin_to_wire(origin: &Origin) -> crate::transport::proto::Origin {
+    let identity = origin.identity.as_ref();
+    crate::transport::proto::Origin {
+        external: origin.external,
+        user_id: identity.map(|i| i.user_id.clone()).unwrap_or_default(),
+        roles: identity.map(|i| i.roles.clone()).unwrap_or_default(),
+        authenticated: identity.is_some(),
+        client_id: origin.client_id.clone().unwrap_or_default(),
+    }
+}
+
+fn origin_from_wire(origin: crate::transport::proto::Origin) -> Arc<Origin> {
+    Arc::new(Origin {
+        external: origin.external,
+        identity: origin
+            .authenticated
+            .then(|| crate::access::Identity::new(origin.user_id, origin.roles)),
+        client_id: (!origin.client_id.is_empty()).then_some(origin.client_id),
+    })
 }
 
 /// A codec's wire name.

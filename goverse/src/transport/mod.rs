@@ -100,6 +100,7 @@ pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
         "INVALID_CALL_ID",
         "CALL_ID_REUSED",
         "NOT_PERSISTENT",
+        "ACCESS_DENIED",
         "CLIENT_NOT_FOUND",
         "CLIENT_OVERFLOW",
         "INTERNAL",

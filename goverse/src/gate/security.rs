@@ -1,0 +1,240 @@
+//! Who may use a gate, and how much: the authentication hook, the binding
+//! of client ids to their sessions, and rate limits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::time::Instant;
+
+use super::errors::GateError;
+use super::sessions::Sessions;
+use crate::access::{Identity, Origin};
+use crate::object::BoxFuture;
+
+/// What an [`Authenticator`] sees of a request: its headers (HTTP) or
+/// metadata (gRPC), with lower-case names, and where it came from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthRequest {
+    /// Header or metadata names (lower case) and values.
+    pub headers: Vec<(String, String)>,
+    /// The peer's address, when known.
+    pub remote: Option<SocketAddr>,
+    /// `"http"` or `"grpc"`.
+    pub protocol: &'static str,
+}
+
+impl AuthRequest {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header.
+    pub fn bearer_token(&self) -> Option<&str> {
+        self.header("authorization")?.strip_prefix("Bearer ")
+    }
+}
+
+/// Decides who a request is for. Objects see the identity as
+/// [`Context::identity`](crate::Context::identity), and it travels with
+/// the calls they make.
+///
+/// ```
+/// use goverse::access::Identity;
+/// use goverse::gate::{AuthRequest, Authenticator};
+///
+/// struct Tokens;
+///
+/// impl Authenticator for Tokens {
+///     fn authenticate<'a>(&'a self, request: &'a AuthRequest) -> goverse::BoxFuture<'a, Result<Identity, String>> {
+///         Box::pin(async move {
+///             match request.bearer_token() {
+///                 Some("alice-secret") => Ok(Identity::new("alice", ["player"])),
+///                 Some(_) => Err("unknown token".to_string()),
+///                 None => Err("a bearer token is required".to_string()),
+///             }
+///         })
+///     }
+/// }
+/// ```
+pub trait Authenticator: Send + Sync + 'static {
+    /// The identity of the request, or why it is refused (`401
+    /// UNAUTHENTICATED`).
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a AuthRequest,
+    ) -> BoxFuture<'a, Result<Identity, String>>;
+}
+
+/// A token bucket's settings: `per_second` requests on average, bursts of
+/// up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Requests per second, on average.
+    pub per_second: f64,
+    /// Requests at once after a quiet while.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// A limit of `per_second` with bursts of `burst`.
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        Self {
+            per_second: per_second.max(0.0),
+            burst: burst.max(1),
+        }
+    }
+}
+
+/// Token buckets by key.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    limit: RateLimit,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// Buckets kept before full ones are forgotten.
+const MAX_BUCKETS: usize = 100_000;
+
+impl Limiter {
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `key`, or says how long until one is there.
+    pub(crate) fn take(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS {
+            let (rate, burst) = (self.limit.per_second, f64::from(self.limit.burst));
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let burst = f64::from(self.limit.burst);
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.limit.per_second).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = if self.limit.per_second > 0.0 {
+            (1.0 - *tokens) / self.limit.per_second
+        } else {
+            f64::MAX
+        };
+        Err(Duration::from_secs_f64(wait.min(86_400.0)))
+    }
+}
+
+/// What a gate checks before it forwards a request.
+pub(crate) struct Guard {
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) per_client: Option<Limiter>,
+    pub(crate) per_object: Option<Limiter>,
+    pub(crate) sessions: Arc<Sessions>,
+}
+
+impl Guard {
+    /// Authenticates a request and binds its claimed client id (which
+    /// needs the client's session token): the origin its calls carry.
+    pub(crate) async fn admit(
+        &self,
+        request: &AuthRequest,
+        claimed_client: Option<&str>,
+        session_token: Option<&str>,
+    ) -> Result<Origin, GateError> {
+        let identity = match &self.authenticator {
+            Some(hook) => Some(hook.authenticate(request).await.map_err(|reason| {
+                GateError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", reason)
+            })?),
+            None => None,
+        };
+        let client_id = match claimed_client.filter(|c| !c.is_empty()) {
+            Some(client) => {
+                if !self
+                    .sessions
+                    .verify(client, session_token.unwrap_or_default())
+                {
+                    return Err(GateError::new(
+                        StatusCode::FORBIDDEN,
+                        "ACCESS_DENIED",
+                        "a client id is used with its session token (X-Session-Token) only",
+                    ));
+                }
+                Some(client.to_string())
+            }
+            None => None,
+        };
+        Ok(Origin {
+            external: true,
+            identity,
+            client_id,
+        })
+    }
+
+    /// Applies the rate limits to a call of `target` (`Type/id`) by the
+    /// client `origin` and `remote` stand for.
+    pub(crate) fn limit(
+        &self,
+        origin: &Origin,
+        remote: Option<SocketAddr>,
+        target: &str,
+    ) -> Result<(), GateError> {
+        let too_many = |who: &str, wait: Duration| {
+            GateError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!("{who} is over its rate limit; try again in {wait:?}"),
+            )
+        };
+        if let Some(limiter) = &self.per_client {
+            let key = match (&origin.client_id, &origin.identity, remote) {
+                (Some(client), _, _) => format!("client:{client}"),
+                (None, Some(identity), _) => format!("user:{}", identity.user_id),
+                (None, None, Some(remote)) => format!("ip:{}", remote.ip()),
+                (None, None, None) => "anonymous".to_string(),
+            };
+            limiter
+                .take(&key)
+                .map_err(|wait| too_many("this client", wait))?;
+        }
+        if let Some(limiter) = &self.per_object {
+            limiter
+                .take(target)
+                .map_err(|wait| too_many(&format!("object {target}"), wait))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_refills_at_its_rate() {
+        let limiter = Limiter::new(RateLimit::new(10.0, 3));
+        for _ in 0..3 {
+            limiter.take("a").expect("burst");
+        }
+        let wait = limiter.take("a").unwrap_err();
+        assert!(wait <= Duration::from_millis(100), "{wait:?}");
+        limiter.take("b").expect("another key has its own bucket");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        limiter.take("a").expect("refilled one");
+        assert!(limiter.take("a").is_err());
+    }
+}
