@@ -7,11 +7,12 @@
 //! goverse-gate --http 0.0.0.0:8080 --config gate.yaml
 //! ```
 //!
-//! Gate flags: `--http <address>` (required), `--max-body-bytes <n>`,
-//! `--cors <origin>[,<origin>...]`. Every other flag is a node flag
+//! Gate flags: `--http <address>` and/or `--grpc <address>` (at least
+//! one), `--max-body-bytes <n>`, `--cors <origin>[,<origin>...]`. Every other flag is a node flag
 //! (`goverse::config::NodeFile::from_args`: `--node-id`, `--listen`,
 //! `--etcd`, `--prefix`, `--shard-count`, `--lease-ttl`, ...). It prints
-//! `ready <node id> http://<address>` once it serves, and leaves the
+//! `ready <node id> http://<address> grpc://<address>` (the listeners
+//! it has) once it serves, and leaves the
 //! cluster gracefully on SIGTERM or Ctrl-C.
 
 use std::io::Write as _;
@@ -22,7 +23,7 @@ use goverse::Node;
 use goverse::config::NodeFile;
 use goverse::gate::{Gate, GateOptions};
 
-const USAGE: &str = "usage: goverse-gate --http <address> [--max-body-bytes <n>] [--cors <origins>] \
+const USAGE: &str = "usage: goverse-gate [--http <address>] [--grpc <address>] [--max-body-bytes <n>] [--cors <origins>] \
                      (--etcd <urls> --prefix <prefix> | --config <file>) [node flags]";
 
 #[tokio::main]
@@ -56,6 +57,12 @@ async fn run() -> Result<(), String> {
                     .map_err(|_| "--http: not an address".to_string())?;
                 options = options.http(address);
             }
+            "--grpc" => {
+                let address: SocketAddr = value("--grpc")?
+                    .parse()
+                    .map_err(|_| "--grpc: not an address".to_string())?;
+                options = options.grpc(address);
+            }
             "--max-body-bytes" => {
                 let bytes = value("--max-body-bytes")?
                     .parse()
@@ -66,8 +73,8 @@ async fn run() -> Result<(), String> {
             _ => node_args.push(arg),
         }
     }
-    if options.http.is_none() {
-        return Err(format!("--http is required\n{USAGE}"));
+    if options.http.is_none() && options.grpc.is_none() {
+        return Err(format!("--http or --grpc is required\n{USAGE}"));
     }
     let file = NodeFile::from_args(node_args).map_err(|e| e.to_string())?;
     if file.cluster.is_none() {
@@ -84,11 +91,14 @@ async fn run() -> Result<(), String> {
     let gate = Gate::start(&node, options)
         .await
         .map_err(|e| e.to_string())?;
-    let http = gate
-        .http_address()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    println!("ready {} http://{http}", node.id());
+    let mut listeners = Vec::new();
+    if let Some(http) = gate.http_address() {
+        listeners.push(format!("http://{http}"));
+    }
+    if let Some(grpc) = gate.grpc_address() {
+        listeners.push(format!("grpc://{grpc}"));
+    }
+    println!("ready {} {}", node.id(), listeners.join(" "));
     let _ = std::io::stdout().flush();
     wait_for_signal().await;
     gate.shutdown().await;

@@ -50,6 +50,7 @@ async fn a_gate_process_routes_to_the_owners() {
         .expect("worker");
 
     let mut gate = Command::new(env!("CARGO_BIN_EXE_goverse-gate"))
+        .args(["--grpc", "127.0.0.1:0"])
         .args([
             "--http",
             "127.0.0.1:0",
@@ -78,10 +79,13 @@ async fn a_gate_process_routes_to_the_owners() {
         .expect("ready in time")
         .expect("stdout")
         .expect("a line");
-    let http = ready
+    let listeners: Vec<&str> = ready
         .strip_prefix("ready gate-1 ")
         .unwrap_or_else(|| panic!("unexpected: {ready}"))
-        .to_string();
+        .split(' ')
+        .collect();
+    let http = listeners[0].to_string();
+    let grpc = listeners[1].replace("grpc://", "http://");
 
     let call = |method: &str| format!("{http}/api/v1/objects/call/Vault/v1/{method}");
     assert_eq!(
@@ -101,6 +105,16 @@ async fn a_gate_process_routes_to_the_owners() {
         "UNKNOWN_OBJECT_TYPE",
         "the gate knows no types; the owner answers"
     );
+    // The same gate over gRPC, through the Rust client and a typed proxy.
+    let client = goverse::Client::connect([grpc], goverse::ClientOptions::default())
+        .await
+        .expect("client");
+    let total = goverse_tests::processes::VaultClient::new(&client, "v1")
+        .deposit(goverse::types::Int64Value { value: 3 })
+        .await
+        .expect("deposit over gRPC");
+    assert_eq!(total.value, 10);
+
     // The gate hosts nothing: the worker ran every call.
     assert_eq!(worker.stats().active, 1);
     assert!(
@@ -141,7 +155,10 @@ async fn a_gate_needs_an_address_and_a_cluster() {
         )
     };
     let (ok, text) = run(&["--etcd", "http://127.0.0.1:1"]);
-    assert!(!ok && text.contains("--http is required"), "{text}");
+    assert!(
+        !ok && text.contains("--http or --grpc is required"),
+        "{text}"
+    );
     let (ok, text) = run(&["--http", "127.0.0.1:0"]);
     assert!(!ok && text.contains("give --etcd"), "{text}");
     let (ok, text) = run(&["--http", "nowhere"]);
