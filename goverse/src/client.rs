@@ -40,6 +40,9 @@ pub struct ClientOptions {
     pub initial_backoff: Duration,
     /// The longest pause between reconnection attempts (default 5 s).
     pub max_backoff: Duration,
+    /// Metadata sent with every request, e.g. `authorization` for a gate
+    /// with an authentication hook.
+    pub metadata: Vec<(String, String)>,
     /// Pushed messages held for the program before the client stops
     /// reading its stream (default 1024; the gate then buffers, and past
     /// its own limit disconnects the client, visibly).
@@ -53,6 +56,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            metadata: Vec::new(),
             push_buffer: 1024,
         }
     }
@@ -62,6 +66,14 @@ impl ClientOptions {
     /// Sets the default call timeout.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+
+    /// Sends `name: value` with every request (e.g. `authorization`,
+    /// `Bearer <token>`).
+    pub fn metadata(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata
+            .push((name.into().to_ascii_lowercase(), value.into()));
         self
     }
 
@@ -238,7 +250,7 @@ impl Client {
             r#type: type_name.to_string(),
             id: id.to_string(),
         };
-        gate.create_object(request)
+        gate.create_object(self.inner.request(request))
             .await
             .map(|_| ())
             .map_err(|status| self.inner.failed(&status))
@@ -256,7 +268,7 @@ impl Client {
             r#type: type_name.to_string(),
             id: id.to_string(),
         };
-        gate.delete_object(request)
+        gate.delete_object(self.inner.request(request))
             .await
             .map(|_| ())
             .map_err(|status| self.inner.failed(&status))
@@ -276,6 +288,20 @@ impl IntoCaller for &Client {
 }
 
 impl ClientInner {
+    /// `message` as a request carrying the client's metadata.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        for (name, value) in &self.options.metadata {
+            if let (Ok(name), Ok(value)) = (
+                name.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+                value.parse(),
+            ) {
+                request.metadata_mut().insert(name, value);
+            }
+        }
+        request
+    }
+
     /// The pause before reconnection attempt `attempt`: doubling, capped,
     /// with jitter (between half and all of it) so clients spread out.
     fn backoff(&self, attempt: u32) -> Duration {
@@ -390,7 +416,7 @@ impl ClientInner {
             let left = deadline.saturating_duration_since(Instant::now());
             let sent = match call_id {
                 Some(call_id) => {
-                    let mut request = tonic::Request::new(proto::ReliableCallObjectRequest {
+                    let mut request = self.request(proto::ReliableCallObjectRequest {
                         call_id: call_id.to_string(),
                         r#type: O::DESCRIPTOR.type_name.to_string(),
                         id: id.to_string(),
@@ -402,7 +428,7 @@ impl ClientInner {
                     gate.reliable_call_object(request).await
                 }
                 None => {
-                    let mut request = tonic::Request::new(proto::CallObjectRequest {
+                    let mut request = self.request(proto::CallObjectRequest {
                         r#type: O::DESCRIPTOR.type_name.to_string(),
                         id: id.to_string(),
                         method: method.to_string(),
@@ -470,6 +496,7 @@ impl ClientInner {
                 last_sequence: resume.last_sequence,
             };
             let backoff = inner.backoff(attempt);
+            let request = inner.request(request);
             let stream = gate.register(request).await;
             drop(inner);
             let mut stream = match stream {

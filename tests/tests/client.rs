@@ -201,3 +201,71 @@ async fn a_client_fails_over_to_another_gate() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Accepts one bearer token.
+struct OneToken;
+
+impl goverse::gate::Authenticator for OneToken {
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a goverse::gate::AuthRequest,
+    ) -> goverse::BoxFuture<'a, Result<goverse::access::Identity, String>> {
+        Box::pin(async move {
+            match request.bearer_token() {
+                Some("s3cret") => Ok(goverse::access::Identity::new("carol", ["member"])),
+                _ => Err("who are you?".to_string()),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_client_authenticates_with_its_metadata() {
+    let node = Node::builder()
+        .register::<Wallet>()
+        .start()
+        .await
+        .expect("node");
+    let gate = Gate::start(&node, grpc_options().authenticator(OneToken))
+        .await
+        .expect("gate");
+    let url = format!("http://{}", gate.grpc_address().expect("grpc"));
+    let anonymous = Client::connect([url.clone()], ClientOptions::default())
+        .await
+        .expect("connect");
+    let error = WalletClient::new(&anonymous, "w")
+        .deposit(Int64Value { value: 1 })
+        .await
+        .expect_err("no token");
+    assert_eq!(error.code(), "UNAUTHENTICATED");
+    let carol = Client::connect(
+        [url],
+        ClientOptions::default().metadata("Authorization", "Bearer s3cret"),
+    )
+    .await
+    .expect("connect");
+    let wallet = WalletClient::new(&carol, "w");
+    assert_eq!(
+        wallet
+            .deposit(Int64Value { value: 1 })
+            .await
+            .expect("deposit")
+            .value,
+        1
+    );
+    let mut messages = carol.messages().await.expect("registered with the token");
+    wallet
+        .notify(StringValue {
+            value: carol.client_id().expect("id"),
+        })
+        .await
+        .expect("notify");
+    assert!(
+        tokio::time::timeout(PATIENCE, messages.recv())
+            .await
+            .expect("in time")
+            .is_some()
+    );
+    gate.shutdown().await;
+    node.shutdown().await;
+}

@@ -101,6 +101,8 @@ pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
         "CALL_ID_REUSED",
         "NOT_PERSISTENT",
         "ACCESS_DENIED",
+        "UNAUTHENTICATED",
+        "RATE_LIMITED",
         "CLIENT_NOT_FOUND",
         "CLIENT_OVERFLOW",
         "INTERNAL",
