@@ -71,3 +71,58 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// The bare gRPC baselines (`proto/bench.proto`): a unary echo, and a
+/// server stream every published payload goes to.
+pub mod echo {
+    #![allow(
+        missing_docs,
+        unreachable_pub,
+        clippy::all,
+        missing_debug_implementations
+    )]
+    tonic::include_proto!("goverse.bench.v1");
+}
+
+/// The baseline server: echoes, and fans published payloads out to every
+/// subscriber.
+#[derive(Debug, Clone)]
+pub struct Echoer {
+    /// What `Subscribe` streams carry.
+    pub published: tokio::sync::broadcast::Sender<echo::Payload>,
+}
+
+impl Default for Echoer {
+    fn default() -> Self {
+        Self {
+            published: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
+}
+
+type Subscription = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<echo::Payload, tonic::Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl echo::echo_server::Echo for Echoer {
+    async fn unary(
+        &self,
+        request: tonic::Request<echo::Payload>,
+    ) -> Result<tonic::Response<echo::Payload>, tonic::Status> {
+        Ok(tonic::Response::new(request.into_inner()))
+    }
+
+    type SubscribeStream = Subscription;
+
+    async fn subscribe(
+        &self,
+        _request: tonic::Request<echo::Payload>,
+    ) -> Result<tonic::Response<Subscription>, tonic::Status> {
+        let stream = tokio_stream::wrappers::BroadcastStream::new(self.published.subscribe());
+        let stream = tokio_stream::StreamExt::map(stream, |payload| {
+            payload.map_err(|lagged| tonic::Status::data_loss(lagged.to_string()))
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}

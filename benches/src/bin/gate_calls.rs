@@ -22,30 +22,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tonic::transport::{Endpoint, Server};
 
-#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
-mod echo {
-    tonic::include_proto!("goverse.bench.v1");
-}
-
-use echo::Payload;
-use echo::echo_client::EchoClient;
-use echo::echo_server::{Echo, EchoServer};
+use goverse_benches::Echoer;
+use goverse_benches::echo::Payload;
+use goverse_benches::echo::echo_client::EchoClient;
+use goverse_benches::echo::echo_server::EchoServer;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 const CALLERS: usize = 64;
-
-struct Echoer;
-
-#[tonic::async_trait]
-impl Echo for Echoer {
-    async fn unary(
-        &self,
-        request: tonic::Request<Payload>,
-    ) -> Result<tonic::Response<Payload>, tonic::Status> {
-        Ok(tonic::Response::new(request.into_inner()))
-    }
-}
 
 /// One keep-alive HTTP/1.1 connection that posts `body` to `path` and
 /// reads each response whole.
@@ -149,7 +133,7 @@ async fn bare_grpc(calls: usize) -> Result<Measurement, Failure> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(
         Server::builder()
-            .add_service(EchoServer::new(Echoer))
+            .add_service(EchoServer::new(Echoer::default()))
             .serve_with_incoming(incoming),
     );
     let channel = Endpoint::from_shared(format!("http://{address}"))?

@@ -19,35 +19,14 @@ use tokio::process::Command;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 
-mod echo {
-    #![allow(
-        missing_docs,
-        unreachable_pub,
-        clippy::all,
-        missing_debug_implementations
-    )]
-    tonic::include_proto!("goverse.bench.v1");
-}
-
-use echo::Payload;
-use echo::echo_client::EchoClient;
-use echo::echo_server::{Echo, EchoServer};
+use goverse_benches::Echoer;
+use goverse_benches::echo::Payload;
+use goverse_benches::echo::echo_client::EchoClient;
+use goverse_benches::echo::echo_server::EchoServer;
 
 const SHARDS: u32 = 64;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
-
-struct Echoer;
-
-#[tonic::async_trait]
-impl Echo for Echoer {
-    async fn unary(
-        &self,
-        request: tonic::Request<Payload>,
-    ) -> Result<tonic::Response<Payload>, tonic::Status> {
-        Ok(tonic::Response::new(request.into_inner()))
-    }
-}
 
 fn options(prefix: &str) -> ClusterOptions {
     ClusterOptions::default()
@@ -70,7 +49,7 @@ async fn serve(etcd: &str, prefix: &str) -> Result<(), Failure> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(
         Server::builder()
-            .add_service(EchoServer::new(Echoer))
+            .add_service(EchoServer::new(Echoer::default()))
             .serve_with_incoming(incoming),
     );
     println!("ready {echo_address}");

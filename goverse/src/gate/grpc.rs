@@ -191,8 +191,8 @@ impl GateService for GrpcGate {
                     event: Some(Event::Message(proto::Pushed {
                         sequence,
                         message: Some(prost_types::Any {
-                            type_url: format!("type.googleapis.com/{}", message.type_name),
-                            value: message.body,
+                            type_url: message.type_url.to_string(),
+                            value: message.body.to_vec(),
                         }),
                     })),
                 }),

@@ -292,13 +292,13 @@ fn sse(event: &str, id: Option<u64>, data: &serde_json::Value) -> Bytes {
 /// and as a base64 protobuf `Any`.
 fn message_data(message: &crate::node::PushMessage) -> serde_json::Value {
     let any = crate::types::Any {
-        type_url: format!("type.googleapis.com/{}", message.type_name),
-        value: message.body.clone().into(),
+        type_url: message.type_url.to_string(),
+        value: message.body.to_vec().into(),
     };
     let json: serde_json::Value =
         serde_json::from_str(&message.json).unwrap_or(serde_json::Value::Null);
     serde_json::json!({
-        "type": message.type_name,
+        "type": message.type_name(),
         "json": json,
         "any": STANDARD.encode(prost::Message::encode_to_vec(&any)),
     })

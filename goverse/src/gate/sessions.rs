@@ -281,13 +281,10 @@ impl Sessions {
     }
 }
 
-impl ClientSink for Sessions {
-    fn deliver(&self, client: &str, message: PushMessage) -> Result<()> {
-        let Some(session) = self.live().get(client).cloned() else {
-            return Err(Error::ClientNotFound {
-                client: client.chars().take(256).collect(),
-            });
-        };
+impl Sessions {
+    /// Buffers `message` for `session`'s client.
+    fn deliver_to(&self, session: &Arc<Session>, message: PushMessage) -> Result<()> {
+        let client = session.id.as_str();
         let mut state = session.state();
         if state.ended.is_some() {
             return Err(Error::ClientNotFound {
@@ -300,7 +297,7 @@ impl ClientSink for Sessions {
             state.queue.clear();
             state.ended = Some(Ended::Overflow(buffered + 1));
             drop(state);
-            self.remove(&session);
+            self.remove(session);
             session.wake.notify_waiters();
             self.overflows.fetch_add(1, Ordering::Relaxed);
             self.dropped
@@ -323,12 +320,23 @@ impl ClientSink for Sessions {
         session.wake.notify_waiters();
         Ok(())
     }
+}
+
+impl ClientSink for Sessions {
+    fn deliver(&self, client: &str, message: PushMessage) -> Result<()> {
+        let Some(session) = self.live().get(client).cloned() else {
+            return Err(Error::ClientNotFound {
+                client: client.chars().take(256).collect(),
+            });
+        };
+        self.deliver_to(&session, message)
+    }
 
     fn broadcast(&self, message: &PushMessage) -> usize {
-        let clients: Vec<String> = self.live().keys().cloned().collect();
-        clients
+        let sessions: Vec<Arc<Session>> = self.live().values().cloned().collect();
+        sessions
             .iter()
-            .filter(|client| self.deliver(client, message.clone()).is_ok())
+            .filter(|session| self.deliver_to(session, message.clone()).is_ok())
             .count()
     }
 }
@@ -365,9 +373,9 @@ mod tests {
 
     fn message(n: u8) -> PushMessage {
         PushMessage {
-            type_name: "t".into(),
-            body: vec![n],
-            json: n.to_string(),
+            type_url: "type.googleapis.com/t".into(),
+            body: vec![n].into(),
+            json: n.to_string().into(),
         }
     }
 

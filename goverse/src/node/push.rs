@@ -13,46 +13,56 @@ use crate::message::{Codec, Message, encode};
 use crate::transport::RemoteFailure;
 use crate::transport::proto::{self, CallFrame, call_frame::Kind};
 
-/// A message pushed to clients, in each form a client may read it.
+/// A message pushed to clients, in each form a client may read it. Its
+/// parts are shared: a broadcast to many clients copies no bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PushMessage {
-    /// Full protobuf name of the message.
-    pub(crate) type_name: String,
+    /// `type.googleapis.com/<full protobuf name>`.
+    pub(crate) type_url: Arc<str>,
     /// Protobuf encoding.
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: Arc<[u8]>,
     /// Proto3 JSON.
-    pub(crate) json: String,
+    pub(crate) json: Arc<str>,
 }
 
 impl PushMessage {
     pub(crate) fn of<M: Message>(message: &M) -> Result<Self> {
         let json = encode(Codec::Json, message)?;
+        let json = String::from_utf8(json).map_err(|e| Error::Encode {
+            message_type: M::FULL_NAME,
+            reason: e.to_string(),
+        })?;
         Ok(Self {
-            type_name: M::FULL_NAME.to_string(),
-            body: encode(Codec::Protobuf, message)?,
-            json: String::from_utf8(json).map_err(|e| Error::Encode {
-                message_type: M::FULL_NAME,
-                reason: e.to_string(),
-            })?,
+            type_url: format!("{TYPE_URL_PREFIX}{}", M::FULL_NAME).into(),
+            body: encode(Codec::Protobuf, message)?.into(),
+            json: json.into(),
         })
+    }
+
+    /// Full protobuf name of the message.
+    pub(crate) fn type_name(&self) -> &str {
+        self.type_url.rsplit('/').next().unwrap_or_default()
     }
 
     fn to_wire(&self) -> proto::Push {
         proto::Push {
-            r#type: self.type_name.clone(),
-            body: self.body.clone(),
-            json: self.json.clone(),
+            r#type: self.type_name().to_string(),
+            body: self.body.to_vec(),
+            json: self.json.to_string(),
         }
     }
 
     pub(crate) fn from_wire(push: proto::Push) -> Self {
         Self {
-            type_name: push.r#type,
-            body: push.body,
-            json: push.json,
+            type_url: format!("{TYPE_URL_PREFIX}{}", push.r#type).into(),
+            body: push.body.into(),
+            json: push.json.into(),
         }
     }
 }
+
+/// The `type_url` prefix of the `Any`s goverse writes.
+const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 
 /// Where a node hands pushes for the clients of its gate.
 pub(crate) trait ClientSink: Send + Sync {
