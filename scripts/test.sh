@@ -5,6 +5,8 @@
 # the book build. In CI (CI=true) a missing service is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A clean build gains nothing from incremental artifacts but their disk.
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
 step() { printf '\n==> %s\n' "$*"; }
 

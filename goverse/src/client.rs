@@ -43,6 +43,10 @@ pub struct ClientOptions {
     /// Metadata sent with every request, e.g. `authorization` for a gate
     /// with an authentication hook.
     pub metadata: Vec<(String, String)>,
+    /// The CA (PEM) that signed the gates' certificates, for `https://`
+    /// gate addresses (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub tls_ca: Option<Vec<u8>>,
     /// Pushed messages held for the program before the client stops
     /// reading its stream (default 1024; the gate then buffers, and past
     /// its own limit disconnects the client, visibly).
@@ -57,6 +61,8 @@ impl Default for ClientOptions {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             metadata: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls_ca: None,
             push_buffer: 1024,
         }
     }
@@ -74,6 +80,14 @@ impl ClientOptions {
     pub fn metadata(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata
             .push((name.into().to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Trusts the gates' certificates signed by this CA (PEM): for
+    /// `https://` gate addresses.
+    #[cfg(feature = "tls")]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
         self
     }
 
@@ -331,6 +345,16 @@ impl ClientInner {
                 .map_err(|e| Error::Config(format!("gate address `{url}`: {e}")))?
                 .connect_timeout(self.options.connect_timeout)
                 .tcp_nodelay(true);
+            #[cfg(feature = "tls")]
+            let endpoint = match &self.options.tls_ca {
+                Some(ca) if url.starts_with("https://") => endpoint
+                    .tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                    )
+                    .map_err(|e| Error::Config(format!("gate TLS: {e}")))?,
+                _ => endpoint,
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, endpoint.connect()).await {
                 Ok(Ok(channel)) => {

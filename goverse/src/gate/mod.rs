@@ -35,9 +35,13 @@ pub mod grpc;
 mod http;
 mod security;
 mod sessions;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use security::{AuthRequest, Authenticator, RateLimit};
 pub use sessions::GateStats;
+#[cfg(feature = "tls")]
+pub use tls::GateTls;
 
 /// A shared authentication hook.
 #[derive(Clone)]
@@ -99,6 +103,9 @@ pub struct GateOptions {
     /// Calls per object (`Type/id`) through this gate; over it: `429
     /// RATE_LIMITED`.
     pub rate_limit_per_object: Option<RateLimit>,
+    /// TLS on both listeners (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<GateTls>,
 }
 
 impl Default for GateOptions {
@@ -117,6 +124,8 @@ impl Default for GateOptions {
             authenticator: None,
             rate_limit_per_client: None,
             rate_limit_per_object: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -180,6 +189,14 @@ impl GateOptions {
     /// UNAUTHENTICATED`; an identity goes with the request's calls.
     pub fn authenticator(mut self, hook: impl Authenticator) -> Self {
         self.authenticator = Some(AuthHook(Arc::new(hook)));
+        self
+    }
+
+    /// Serves both listeners over TLS with this certificate (HTTPS for
+    /// the HTTP routes).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: GateTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -262,10 +279,18 @@ impl Gate {
                 sessions: sessions.clone(),
                 guard: guard.clone(),
             });
+            #[cfg(feature = "tls")]
+            let tls = options
+                .tls
+                .as_ref()
+                .map(GateTls::http_acceptor)
+                .transpose()?;
+            #[cfg(not(feature = "tls"))]
+            let tls = None;
             tasks.spawn(serve_http(
                 listener,
                 http::router(state),
-                options.header_timeout,
+                (options.header_timeout, tls),
                 stopped,
             ));
         }
@@ -289,11 +314,26 @@ impl Gate {
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let mut stop = stop.subscribe();
             let max = options.max_body_bytes;
+            #[cfg(feature = "tls")]
+            let tls = options.tls.clone();
             tasks.spawn(async move {
                 let service = grpc::proto::gate_server::GateServer::new(service)
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(64 << 20);
-                let served = tonic::transport::Server::builder()
+                let builder = tonic::transport::Server::builder();
+                #[cfg(feature = "tls")]
+                let builder = match &tls {
+                    Some(tls) => match builder.tls_config(tls.grpc_config()) {
+                        Ok(builder) => builder,
+                        Err(error) => {
+                            tracing::error!(%error, "gate gRPC TLS");
+                            return;
+                        }
+                    },
+                    None => builder,
+                };
+                let mut builder = builder;
+                let served = builder
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async move {
                         self::stopped(&mut stop).await
@@ -342,10 +382,16 @@ impl Gate {
 /// Accepts HTTP/1 connections until told to stop. Each connection has a
 /// deadline for its request headers (against slow-loris clients), and ends
 /// gracefully at shutdown.
+/// What a plain listener has instead of a TLS acceptor.
+#[cfg(not(feature = "tls"))]
+type Acceptor = std::convert::Infallible;
+#[cfg(feature = "tls")]
+type Acceptor = tokio_rustls::TlsAcceptor;
+
 async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
-    header_timeout: Duration,
+    (header_timeout, tls): (Duration, Option<Acceptor>),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -361,20 +407,22 @@ async fn serve_http(
                     let mut router = router.clone();
                     async move { tower_service::Service::call(&mut router, request).await }
                 });
-                let mut stop = stop.clone();
+                let stop = stop.clone();
+                #[allow(clippy::clone_on_copy)]
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let mut builder = hyper::server::conn::http1::Builder::new();
-                    builder
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(header_timeout);
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(connection);
-                    tokio::select! {
-                        _ = connection.as_mut() => {}
-                        () = stopped(&mut stop) => {
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
+                    match tls {
+                        None => serve_connection(TokioIo::new(stream), service, header_timeout, stop).await,
+                        #[cfg(feature = "tls")]
+                        Some(acceptor) => {
+                            // The handshake has the headers' deadline too.
+                            let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, acceptor.accept(stream)).await else {
+                                return;
+                            };
+                            serve_connection(TokioIo::new(stream), service, header_timeout, stop).await;
                         }
+                        #[cfg(not(feature = "tls"))]
+                        Some(never) => match never {},
                     }
                 });
             }
@@ -384,6 +432,36 @@ async fn serve_http(
         while connections.try_join_next().is_some() {}
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves one HTTP/1 connection, with a deadline for each request's
+/// headers, until it ends or the gate stops.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// Resolves once the gate is told to stop (or its handle is gone).
