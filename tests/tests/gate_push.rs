@@ -435,6 +435,30 @@ async fn pushes_cross_to_the_node_whose_gate_holds_the_client() {
         client.stream.next_non_heartbeat().await.data["json"],
         "everyone"
     );
+
+    // The worker restarts (a new process would do the same): the herald
+    // activates again on its replacement, and its pushes still reach the
+    // client, on the same session, in sequence.
+    worker.shutdown().await;
+    let worker = start("worker-2", true).await;
+    wait_until("the new worker owns every shard", PATIENCE, || {
+        let shards = worker.stats().shards;
+        async move { shards == 16 }
+    })
+    .await;
+    herald
+        .tell(tell(&client.client, 2))
+        .await
+        .expect("tell after the restart");
+    for n in 0..2 {
+        let event = client.stream.next_non_heartbeat().await;
+        assert_eq!(event.data["json"], n);
+        assert_eq!(
+            event.id,
+            Some(5 + n as u64),
+            "the session's sequence goes on"
+        );
+    }
     gate.shutdown().await;
     front.shutdown().await;
     worker.shutdown().await;

@@ -315,7 +315,7 @@ impl Gate {
             let mut stop = stop.subscribe();
             let max = options.max_body_bytes;
             #[cfg(feature = "tls")]
-            let tls = options.tls.clone();
+            let (tls, handshake) = (options.tls.clone(), options.header_timeout);
             tasks.spawn(async move {
                 let service = grpc::proto::gate_server::GateServer::new(service)
                     .max_decoding_message_size(max)
@@ -323,7 +323,7 @@ impl Gate {
                 let builder = tonic::transport::Server::builder();
                 #[cfg(feature = "tls")]
                 let builder = match &tls {
-                    Some(tls) => match builder.tls_config(tls.grpc_config()) {
+                    Some(tls) => match builder.tls_config(tls.grpc_config(handshake)) {
                         Ok(builder) => builder,
                         Err(error) => {
                             tracing::error!(%error, "gate gRPC TLS");

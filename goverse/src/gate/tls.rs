@@ -84,11 +84,16 @@ impl GateTls {
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 
-    /// The identity of the gRPC listener.
-    pub(crate) fn grpc_config(&self) -> tonic::transport::ServerTlsConfig {
-        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
-            &*self.cert_chain,
-            &*self.key,
-        ))
+    /// The identity of the gRPC listener; a handshake gets `handshake`.
+    pub(crate) fn grpc_config(
+        &self,
+        handshake: std::time::Duration,
+    ) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &*self.cert_chain,
+                &*self.key,
+            ))
+            .timeout(handshake)
     }
 }
