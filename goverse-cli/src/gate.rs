@@ -1,6 +1,6 @@
 //! `goverse-gate`: a gate process for a cluster. It joins the cluster as a
-//! node that hosts no objects (so it gets no shards), and serves the HTTP
-//! gate, routing every call to the object's owner.
+//! node that hosts no objects (so it gets no shards), and serves the gate
+//! over HTTP and/or gRPC, routing every call to the object's owner.
 //!
 //! ```text
 //! goverse-gate --http 0.0.0.0:8080 --etcd http://10.0.0.2:2379 --prefix /goverse [node flags]
