@@ -358,3 +358,48 @@ pub fn database_url() -> String {
         ),
     }
 }
+
+/// Objects the gate tests (Rust and Python clients) call.
+pub mod gate_objects {
+    use goverse::prelude::*;
+
+    /// A persistent purse of coins that can show its coins to a client.
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    pub struct Purse {
+        coins: i32,
+    }
+
+    #[goverse::object(persistent)]
+    impl Purse {
+        pub async fn add(
+            &mut self,
+            _ctx: &Context,
+            request: Int32Value,
+        ) -> goverse::Result<Int32Value> {
+            self.coins += request.value;
+            Ok(Int32Value { value: self.coins })
+        }
+
+        pub async fn spend(
+            &mut self,
+            _ctx: &Context,
+            request: Int32Value,
+        ) -> goverse::Result<Int32Value> {
+            if request.value > self.coins {
+                return Err(goverse::Error::application(
+                    "INSUFFICIENT_FUNDS",
+                    "not enough coins",
+                ));
+            }
+            self.coins -= request.value;
+            Ok(Int32Value { value: self.coins })
+        }
+
+        /// Pushes the purse's coins to the client named in the request.
+        pub async fn show(&self, ctx: &Context, request: StringValue) -> goverse::Result<Empty> {
+            ctx.push(&request.value, &Int32Value { value: self.coins })
+                .await?;
+            Ok(Empty {})
+        }
+    }
+}

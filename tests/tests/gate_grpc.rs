@@ -11,6 +11,7 @@ use goverse::gate::grpc::proto::{
 };
 use goverse::gate::{Gate, GateOptions};
 use goverse::prelude::*;
+use goverse_tests::gate_objects::Purse;
 use prost::Message as _;
 use tokio_stream_ext::next;
 
@@ -26,45 +27,6 @@ mod tokio_stream_ext {
             .expect("an event")
             .event
             .expect("set")
-    }
-}
-
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Purse {
-    coins: i32,
-}
-
-#[goverse::object(persistent)]
-impl Purse {
-    pub async fn add(
-        &mut self,
-        _ctx: &Context,
-        request: Int32Value,
-    ) -> goverse::Result<Int32Value> {
-        self.coins += request.value;
-        Ok(Int32Value { value: self.coins })
-    }
-
-    pub async fn spend(
-        &mut self,
-        _ctx: &Context,
-        request: Int32Value,
-    ) -> goverse::Result<Int32Value> {
-        if request.value > self.coins {
-            return Err(goverse::Error::application(
-                "INSUFFICIENT_FUNDS",
-                "not enough coins",
-            ));
-        }
-        self.coins -= request.value;
-        Ok(Int32Value { value: self.coins })
-    }
-
-    /// Pushes the purse's coins to the client named in the request.
-    pub async fn show(&self, ctx: &Context, request: StringValue) -> goverse::Result<Empty> {
-        ctx.push(&request.value, &Int32Value { value: self.coins })
-            .await?;
-        Ok(Empty {})
     }
 }
 

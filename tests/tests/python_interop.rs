@@ -8,44 +8,7 @@ use std::time::Duration;
 use goverse::gate::{Gate, GateOptions};
 use goverse::prelude::*;
 use goverse_tests::PATIENCE;
-
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Purse {
-    coins: i32,
-}
-
-#[goverse::object(persistent)]
-impl Purse {
-    pub async fn add(
-        &mut self,
-        _ctx: &Context,
-        request: Int32Value,
-    ) -> goverse::Result<Int32Value> {
-        self.coins += request.value;
-        Ok(Int32Value { value: self.coins })
-    }
-
-    pub async fn spend(
-        &mut self,
-        _ctx: &Context,
-        request: Int32Value,
-    ) -> goverse::Result<Int32Value> {
-        if request.value > self.coins {
-            return Err(goverse::Error::application(
-                "INSUFFICIENT_FUNDS",
-                "not enough coins",
-            ));
-        }
-        self.coins -= request.value;
-        Ok(Int32Value { value: self.coins })
-    }
-
-    pub async fn show(&self, ctx: &Context, request: StringValue) -> goverse::Result<Empty> {
-        ctx.push(&request.value, &Int32Value { value: self.coins })
-            .await?;
-        Ok(Empty {})
-    }
-}
+use goverse_tests::gate_objects::Purse;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpc_client_calls_and_receives_pushes() {

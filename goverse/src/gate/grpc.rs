@@ -80,20 +80,7 @@ fn fail(error: impl Into<GateError>) -> Status {
 
 /// Checks a type or method name as the HTTP gate does.
 fn name(what: &str, value: &str) -> Result<(), Status> {
-    let mut chars = value.chars();
-    let valid = value.len() <= 128
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(fail(GateError::invalid_path(format!(
-            "`{}` is not a valid {what} name",
-            value.chars().take(128).collect::<String>()
-        ))))
-    }
+    super::http::name_segment(what, value).map_err(fail)
 }
 
 impl GrpcGate {
@@ -114,6 +101,25 @@ impl GrpcGate {
             .limit(&origin, auth.remote, target)
             .map_err(fail)?;
         Ok(Arc::new(origin))
+    }
+
+    /// A create or delete by a client.
+    async fn lifecycle(
+        &self,
+        auth: &AuthRequest,
+        type_name: &str,
+        id: &str,
+        create: bool,
+    ) -> Result<(), Status> {
+        name("type", type_name)?;
+        let origin = self.admit(auth, "", &format!("{type_name}/{id}")).await?;
+        let node = &self.node.inner;
+        let done = if create {
+            node.create(type_name, id, Some(origin)).await
+        } else {
+            node.delete(type_name, id, Some(origin)).await
+        };
+        done.map_err(fail)
     }
 
     async fn call(
@@ -259,15 +265,8 @@ impl GateService for GrpcGate {
     ) -> Result<Response<proto::CreateObjectResponse>, Status> {
         let auth = auth_request(&request);
         let request = request.into_inner();
-        name("type", &request.r#type)?;
-        let origin = self
-            .admit(&auth, "", &format!("{}/{}", request.r#type, request.id))
+        self.lifecycle(&auth, &request.r#type, &request.id, true)
             .await?;
-        self.node
-            .inner
-            .create(&request.r#type, &request.id, Some(origin))
-            .await
-            .map_err(fail)?;
         Ok(Response::new(proto::CreateObjectResponse {
             id: request.id,
         }))
@@ -279,15 +278,8 @@ impl GateService for GrpcGate {
     ) -> Result<Response<proto::DeleteObjectResponse>, Status> {
         let auth = auth_request(&request);
         let request = request.into_inner();
-        name("type", &request.r#type)?;
-        let origin = self
-            .admit(&auth, "", &format!("{}/{}", request.r#type, request.id))
+        self.lifecycle(&auth, &request.r#type, &request.id, false)
             .await?;
-        self.node
-            .inner
-            .delete(&request.r#type, &request.id, Some(origin))
-            .await
-            .map_err(fail)?;
         Ok(Response::new(proto::DeleteObjectResponse { success: true }))
     }
 }

@@ -103,7 +103,7 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 
 /// Checks a path segment naming a type or a method: what the macro allows
 /// (ASCII letters, digits and `_`, starting with a letter or `_`).
-fn name_segment(what: &str, value: &str) -> Result<(), GateError> {
+pub(crate) fn name_segment(what: &str, value: &str) -> Result<(), GateError> {
     let mut chars = value.chars();
     let valid = value.len() <= 128
         && chars
@@ -236,6 +236,28 @@ async fn call(
     Ok(response)
 }
 
+/// A create or delete by a client: checks, admits and runs it; returns
+/// the object id.
+async fn lifecycle(
+    state: &HttpState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    (peer, headers): (Option<&Peer>, &HeaderMap),
+    body: Body,
+    create: bool,
+) -> Result<String, GateError> {
+    let Path((type_name, id)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
+    name_segment("type", &type_name)?;
+    let origin = admit(state, headers, peer, &format!("{type_name}/{id}")).await?;
+    read_body(&state.options, body).await?;
+    let node = &state.node.inner;
+    if create {
+        node.create(&type_name, &id, Some(origin)).await?;
+    } else {
+        node.delete(&type_name, &id, Some(origin)).await?;
+    }
+    Ok(id)
+}
+
 async fn create(
     State(state): Shared,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -243,16 +265,7 @@ async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GateError> {
-    let Path((type_name, id)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
-    name_segment("type", &type_name)?;
-    let target = format!("{type_name}/{id}");
-    let origin = admit(&state, &headers, peer.as_deref(), &target).await?;
-    read_body(&state.options, body).await?;
-    state
-        .node
-        .inner
-        .create(&type_name, &id, Some(origin))
-        .await?;
+    let id = lifecycle(&state, path, (peer.as_deref(), &headers), body, true).await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "id": id }),
@@ -266,16 +279,7 @@ async fn delete(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GateError> {
-    let Path((type_name, id)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
-    name_segment("type", &type_name)?;
-    let target = format!("{type_name}/{id}");
-    let origin = admit(&state, &headers, peer.as_deref(), &target).await?;
-    read_body(&state.options, body).await?;
-    state
-        .node
-        .inner
-        .delete(&type_name, &id, Some(origin))
-        .await?;
+    lifecycle(&state, path, (peer.as_deref(), &headers), body, false).await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "success": true }),
