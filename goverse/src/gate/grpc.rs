@@ -179,43 +179,38 @@ impl GateService for GrpcGate {
             ))
         })?;
         let outgoing = pump(self.sessions.clone(), attached, self.options.heartbeat);
-        let events = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::ReceiverStream::new(outgoing),
-            |outgoing| match outgoing {
-                Outgoing::Registered {
+        let events = tokio_stream::StreamExt::map(outgoing, |outgoing| match outgoing {
+            Outgoing::Registered {
+                client_id,
+                session,
+                resumed,
+            } => Ok(proto::ClientEvent {
+                event: Some(Event::Registered(proto::Registered {
                     client_id,
                     session,
                     resumed,
-                } => Ok(proto::ClientEvent {
-                    event: Some(Event::Registered(proto::Registered {
-                        client_id,
-                        session,
-                        resumed,
-                    })),
-                }),
-                Outgoing::Message(sequence, message) => Ok(proto::ClientEvent {
-                    event: Some(Event::Message(proto::Pushed {
-                        sequence,
-                        message: Some(prost_types::Any {
-                            type_url: message.type_url.to_string(),
-                            value: message.body.to_vec(),
-                        }),
-                    })),
-                }),
-                Outgoing::Heartbeat => Ok(proto::ClientEvent {
-                    event: Some(Event::Heartbeat(proto::Heartbeat {})),
-                }),
-                Outgoing::Ended(Ended::Overflow(dropped)) => {
-                    Err(fail(crate::Error::ClientOverflow {
-                        client: String::new(),
-                        buffered: dropped,
-                    }))
-                }
-                Outgoing::Ended(Ended::TakenOver) => {
-                    Err(Status::aborted("another connection resumed this session"))
-                }
-            },
-        );
+                })),
+            }),
+            Outgoing::Message(sequence, message) => Ok(proto::ClientEvent {
+                event: Some(Event::Message(proto::Pushed {
+                    sequence,
+                    message: Some(prost_types::Any {
+                        type_url: message.type_url.to_string(),
+                        value: message.body.to_vec(),
+                    }),
+                })),
+            }),
+            Outgoing::Heartbeat => Ok(proto::ClientEvent {
+                event: Some(Event::Heartbeat(proto::Heartbeat {})),
+            }),
+            Outgoing::Ended(Ended::Overflow(dropped)) => Err(fail(crate::Error::ClientOverflow {
+                client: String::new(),
+                buffered: dropped,
+            })),
+            Outgoing::Ended(Ended::TakenOver) => {
+                Err(Status::aborted("another connection resumed this session"))
+            }
+        });
         Ok(Response::new(Box::pin(events)))
     }
 

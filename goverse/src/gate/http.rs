@@ -382,10 +382,9 @@ async fn events(State(state): Shared, request: Request) -> Result<Response, Gate
         .attach(resume, last_read)
         .map_err(|reason| GateError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", reason))?;
     let outgoing = pump(state.sessions.clone(), attached, state.options.heartbeat);
-    let stream = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::ReceiverStream::new(outgoing),
-        |outgoing| Ok::<_, std::convert::Infallible>(sse_of(outgoing)),
-    );
+    let stream = tokio_stream::StreamExt::map(outgoing, |outgoing| {
+        Ok::<_, std::convert::Infallible>(sse_of(outgoing))
+    });
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     headers.insert(

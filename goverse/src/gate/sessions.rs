@@ -468,65 +468,97 @@ pub(crate) enum Outgoing {
     Ended(Ended),
 }
 
-/// Feeds a connection's stream from its session: the registration, then
-/// messages as they are pushed, heartbeats when idle, and why it ended.
-/// When the connection goes away the session is detached (its grace
-/// begins); a message the connection could not take is put back first.
+/// A connection's stream, read straight from its session: the
+/// registration, then messages as they are pushed, heartbeats when idle,
+/// and why it ended. Dropped before its end (the connection went away),
+/// it puts back what it had taken but not handed on, and detaches the
+/// session (its grace begins).
+pub(crate) struct SessionStream {
+    sessions: Arc<Sessions>,
+    session: Arc<Session>,
+    generation: u64,
+    heartbeat: Duration,
+    ready: VecDeque<Outgoing>,
+    waiting: Option<crate::object::BoxFuture<'static, Next>>,
+    ended: bool,
+}
+
+/// The stream of a connection that took `attached`.
 pub(crate) fn pump(
     sessions: Arc<Sessions>,
     attached: Attached,
     heartbeat: Duration,
-) -> tokio::sync::mpsc::Receiver<Outgoing> {
-    let (out, stream) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        let (session, generation) = (attached.session, attached.generation);
-        let registered = Outgoing::Registered {
-            client_id: session.id.clone(),
-            session: session.token.clone(),
-            resumed: attached.resumed,
-        };
-        if out.send(registered).await.is_err() {
-            sessions.detach(&session, generation);
-            return;
-        }
+) -> SessionStream {
+    let registered = Outgoing::Registered {
+        client_id: attached.session.id.clone(),
+        session: attached.session.token.clone(),
+        resumed: attached.resumed,
+    };
+    SessionStream {
+        sessions,
+        session: attached.session,
+        generation: attached.generation,
+        heartbeat,
+        ready: VecDeque::from([registered]),
+        waiting: None,
+        ended: false,
+    }
+}
+
+impl tokio_stream::Stream for SessionStream {
+    type Item = Outgoing;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Outgoing>> {
+        use std::task::Poll;
+        let this = self.get_mut();
         loop {
-            let next = tokio::select! {
-                () = out.closed() => {
-                    sessions.detach(&session, generation);
-                    return;
+            if let Some(item) = this.ready.pop_front() {
+                if matches!(item, Outgoing::Ended(_)) {
+                    this.ended = true;
                 }
-                next = session.next(generation, heartbeat) => next,
-            };
+                return Poll::Ready(Some(item));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let waiting = this.waiting.get_or_insert_with(|| {
+                let (session, generation, heartbeat) =
+                    (this.session.clone(), this.generation, this.heartbeat);
+                Box::pin(async move { session.next(generation, heartbeat).await })
+            });
+            let next = std::task::ready!(waiting.as_mut().poll(cx));
+            this.waiting = None;
             match next {
                 Next::Messages(messages) if messages.is_empty() => {
-                    if out.send(Outgoing::Heartbeat).await.is_err() {
-                        sessions.detach(&session, generation);
-                        return;
-                    }
+                    this.ready.push_back(Outgoing::Heartbeat);
                 }
-                Next::Messages(messages) => {
-                    let mut messages = messages.into_iter();
-                    while let Some((sequence, message)) = messages.next() {
-                        if let Err(failed) = out.send(Outgoing::Message(sequence, message)).await {
-                            // The connection is gone: what it did not take
-                            // waits for the client's return.
-                            if let Outgoing::Message(sequence, message) = failed.0 {
-                                session
-                                    .put_back(std::iter::once((sequence, message)).chain(messages));
-                            }
-                            sessions.detach(&session, generation);
-                            return;
-                        }
-                    }
-                }
-                Next::Ended(ended) => {
-                    let _ = out.send(Outgoing::Ended(ended)).await;
-                    return;
-                }
+                Next::Messages(messages) => this.ready.extend(
+                    messages
+                        .into_iter()
+                        .map(|(sequence, message)| Outgoing::Message(sequence, message)),
+                ),
+                Next::Ended(ended) => this.ready.push_back(Outgoing::Ended(ended)),
             }
         }
-    });
-    stream
+    }
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let untaken = self.ready.drain(..).filter_map(|item| match item {
+            Outgoing::Message(sequence, message) => Some((sequence, message)),
+            _ => None,
+        });
+        self.session
+            .put_back(untaken.collect::<Vec<_>>().into_iter());
+        self.sessions.detach(&self.session, self.generation);
+    }
 }
 
 impl Session {
