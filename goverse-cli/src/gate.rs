@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Gate flags: `--http <address>` and/or `--grpc <address>` (at least
-//! one), `--max-body-bytes <n>`, `--cors <origin>[,<origin>...]`. Every other flag is a node flag
+//! one), `--max-body-bytes <n>`, `--cors <origin>[,<origin>...]`,
+//! `--tls-cert <pem> --tls-key <pem>` (both listeners over TLS),
+//! `--rate-limit-client <per second>/<burst>`,
+//! `--rate-limit-object <per second>/<burst>`. Every other flag is a node flag
 //! (`goverse::config::NodeFile::from_args`: `--node-id`, `--listen`,
 //! `--etcd`, `--prefix`, `--shard-count`, `--lease-ttl`, ...). It prints
 //! `ready <node id> http://<address> grpc://<address>` (the listeners
@@ -21,9 +24,10 @@ use std::process::ExitCode;
 
 use goverse::Node;
 use goverse::config::NodeFile;
-use goverse::gate::{Gate, GateOptions};
+use goverse::gate::{Gate, GateOptions, GateTls, RateLimit};
 
 const USAGE: &str = "usage: goverse-gate [--http <address>] [--grpc <address>] [--max-body-bytes <n>] [--cors <origins>] \
+                     [--tls-cert <pem> --tls-key <pem>] [--rate-limit-client <rate>/<burst>] [--rate-limit-object <rate>/<burst>] \
                      (--etcd <urls> --prefix <prefix> | --config <file>) [node flags]";
 
 #[tokio::main]
@@ -40,6 +44,7 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), String> {
     let mut options = GateOptions::default();
     let mut node_args = Vec::new();
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -70,8 +75,25 @@ async fn run() -> Result<(), String> {
                 options = options.max_body_bytes(bytes);
             }
             "--cors" => options = options.cors_origins(value("--cors")?.split(',')),
+            "--tls-cert" => tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => tls_key = Some(value("--tls-key")?),
+            "--rate-limit-client" => {
+                options =
+                    options.rate_limit_per_client(rate_limit(&value("--rate-limit-client")?)?);
+            }
+            "--rate-limit-object" => {
+                options =
+                    options.rate_limit_per_object(rate_limit(&value("--rate-limit-object")?)?);
+            }
             _ => node_args.push(arg),
         }
+    }
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            options = options.tls(GateTls::from_pem_files(cert, key).map_err(|e| e.to_string())?);
+        }
+        (None, None) => {}
+        _ => return Err(format!("--tls-cert and --tls-key go together\n{USAGE}")),
     }
     if options.http.is_none() && options.grpc.is_none() {
         return Err(format!("--http or --grpc is required\n{USAGE}"));
@@ -104,6 +126,18 @@ async fn run() -> Result<(), String> {
     gate.shutdown().await;
     node.shutdown().await;
     Ok(())
+}
+
+/// A rate limit written `<per second>/<burst>`, e.g. `50/100`.
+fn rate_limit(text: &str) -> Result<RateLimit, String> {
+    let bad = || format!("rate limit `{text}`: write <per second>/<burst>, e.g. 50/100");
+    let (rate, burst) = text.split_once('/').ok_or_else(bad)?;
+    let rate: f64 = rate.trim().parse().map_err(|_| bad())?;
+    let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+    if !(rate.is_finite() && rate >= 0.0) || burst == 0 {
+        return Err(bad());
+    }
+    Ok(RateLimit::new(rate, burst))
 }
 
 async fn wait_for_signal() {

@@ -161,6 +161,22 @@ async fn a_gate_needs_an_address_and_a_cluster() {
     );
     let (ok, text) = run(&["--http", "127.0.0.1:0"]);
     assert!(!ok && text.contains("give --etcd"), "{text}");
+    let (ok, text) = run(&["--http", "127.0.0.1:0", "--tls-cert", "gate.crt"]);
+    assert!(
+        !ok && text.contains("--tls-cert and --tls-key go together"),
+        "{text}"
+    );
+    let (ok, text) = run(&[
+        "--http",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent.crt",
+        "--tls-key",
+        "/nonexistent.key",
+    ]);
+    assert!(!ok && text.contains("nonexistent"), "{text}");
+    let (ok, text) = run(&["--http", "127.0.0.1:0", "--rate-limit-client", "fast"]);
+    assert!(!ok && text.contains("<per second>/<burst>"), "{text}");
     let (ok, text) = run(&["--http", "nowhere"]);
     assert!(!ok && text.contains("not an address"), "{text}");
 }

@@ -167,6 +167,8 @@ pub struct EncodedCall {
     pub call_id: Option<String>,
     /// Where the call comes from: set by gates.
     pub(crate) origin: Option<Arc<crate::access::Origin>>,
+    /// The W3C trace context the call carries.
+    pub(crate) trace: Option<Arc<str>>,
 }
 
 impl EncodedCall {
@@ -187,12 +189,21 @@ impl EncodedCall {
             timeout: None,
             call_id: None,
             origin: None,
+            trace: None,
         }
     }
 
     /// The same call with its own timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same call, carrying the W3C trace context `traceparent` (ignored
+    /// unless well-formed): the object sees it as
+    /// [`Context::traceparent`], and its nested calls carry it on.
+    pub fn traceparent(mut self, traceparent: &str) -> Self {
+        self.trace = valid_traceparent(traceparent).then(|| Arc::from(traceparent));
         self
     }
 

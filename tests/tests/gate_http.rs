@@ -51,6 +51,13 @@ impl Teller {
         Ok(Empty {})
     }
 
+    /// The trace context the call came with.
+    pub async fn trace(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+        Ok(StringValue {
+            value: ctx.traceparent().unwrap_or_default().to_string(),
+        })
+    }
+
     /// Calls itself: a call cycle.
     pub async fn echo(&self, ctx: &Context, _request: Empty) -> goverse::Result<Int32Value> {
         TellerClient::new(ctx, ctx.id()).get(Empty {}).await
@@ -242,6 +249,20 @@ async fn calls_in_both_forms() {
     );
     let (status, _) = gate.post("/api/v1/objects/delete/Teller/never", "").await;
     assert_eq!(status, 200, "deleting what never existed is fine");
+    // A W3C trace context header reaches the object.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, _, json) = gate
+        .request(
+            "POST",
+            "/api/v1/objects/call/Teller/t1/Trace",
+            &[("traceparent", traceparent)],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        (status, &json["response"]),
+        (200, &serde_json::json!(traceparent))
+    );
     gate.stop().await;
 }
 

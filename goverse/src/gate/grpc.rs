@@ -138,6 +138,9 @@ impl GrpcGate {
         let mut call = EncodedCall::new(type_name, id, method, Codec::Any, request)
             .timeout(self.options.call_timeout);
         call.origin = Some(origin);
+        if let Some(traceparent) = auth.header("traceparent") {
+            call = call.traceparent(traceparent);
+        }
         if let Some(call_id) = call_id {
             call = call.reliable(call_id);
         }

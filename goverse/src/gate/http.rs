@@ -216,6 +216,9 @@ async fn call(
     let mut call =
         EncodedCall::new(type_name, id, method, codec, request).timeout(state.options.call_timeout);
     call.origin = Some(origin);
+    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        call = call.traceparent(traceparent);
+    }
     if let Some(call_id) = headers.get(CALL_ID) {
         let call_id = call_id
             .to_str()

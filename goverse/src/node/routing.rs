@@ -279,7 +279,7 @@ impl NodeInner {
             &call.method,
             (call.codec, call.body, reliable),
             deadline,
-            (None, None, call.origin),
+            (None, call.trace, call.origin),
             arrived,
         )
         .await
