@@ -21,11 +21,8 @@ use crate::call::{Caller, IntoCaller, Target};
 use crate::error::{Error, Result};
 use crate::gate_proto::gate_client::GateClient;
 use crate::gate_proto::{self as proto, client_event::Event};
-use crate::message::Message;
+use crate::message::{Message, held_type, type_url};
 use crate::object::Object;
-
-/// The `type_url` prefix of the `Any`s goverse writes.
-const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -430,7 +427,7 @@ impl ClientInner {
         let deadline = Instant::now() + timeout.unwrap_or(self.options.call_timeout);
         let method = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
         let any = prost_types::Any {
-            type_url: format!("{TYPE_URL_PREFIX}{}", Req::FULL_NAME),
+            type_url: type_url(Req::FULL_NAME),
             value: request.encode_to_vec(),
         };
         let mut attempt = 0u32;
@@ -585,12 +582,7 @@ impl ClientInner {
                         let message = pushed.message.unwrap_or_default();
                         let pushed = PushedMessage {
                             sequence: pushed.sequence,
-                            type_name: message
-                                .type_url
-                                .rsplit('/')
-                                .next()
-                                .unwrap_or_default()
-                                .to_string(),
+                            type_name: held_type(&message.type_url).to_string(),
                             body: message.value,
                         };
                         drop(inner);
@@ -632,7 +624,7 @@ fn never_sent(status: &tonic::Status) -> bool {
 
 fn decode_response<Resp: Message>(response: proto::CallObjectResponse) -> Result<Resp> {
     let any = response.response.unwrap_or_default();
-    let held = any.type_url.rsplit('/').next().unwrap_or_default();
+    let held = held_type(&any.type_url);
     if held != Resp::FULL_NAME {
         return Err(Error::InvalidRequest {
             message_type: Resp::FULL_NAME,

@@ -56,6 +56,16 @@ impl Codec {
 /// The `type_url` prefix of the `Any`s goverse writes.
 const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 
+/// The `type_url` of an `Any` holding a message named `full_name`.
+pub(crate) fn type_url(full_name: &str) -> String {
+    format!("{TYPE_URL_PREFIX}{full_name}")
+}
+
+/// The full name of the message an `Any`'s `type_url` names.
+pub(crate) fn held_type(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or_default()
+}
+
 /// Decodes a message from a body in the given codec.
 ///
 /// # Errors
@@ -77,7 +87,7 @@ pub fn decode<T: Message>(codec: Codec, body: &[u8]) -> Result<T> {
         }),
         Codec::Any => {
             let any = types::Any::decode(body).map_err(|e| invalid(e.to_string()))?;
-            let held = any.type_url.rsplit('/').next().unwrap_or_default();
+            let held = held_type(&any.type_url);
             if held != T::FULL_NAME {
                 return Err(invalid(format!(
                     "the Any holds `{}`, not `{}`",
@@ -115,7 +125,7 @@ pub fn encode<T: Message>(codec: Codec, message: &T) -> Result<Vec<u8>> {
             reason: e.to_string(),
         }),
         Codec::Any => Ok(types::Any {
-            type_url: format!("{TYPE_URL_PREFIX}{}", T::FULL_NAME),
+            type_url: type_url(T::FULL_NAME),
             value: message.encode_to_vec().into(),
         }
         .encode_to_vec()),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::NodeInner;
 use crate::error::{Error, Result};
-use crate::message::{Codec, Message, encode};
+use crate::message::{Codec, Message, encode, held_type, type_url};
 use crate::transport::RemoteFailure;
 use crate::transport::proto::{self, CallFrame, call_frame::Kind};
 
@@ -33,7 +33,7 @@ impl PushMessage {
             reason: e.to_string(),
         })?;
         Ok(Self {
-            type_url: format!("{TYPE_URL_PREFIX}{}", M::FULL_NAME).into(),
+            type_url: type_url(M::FULL_NAME).into(),
             body: encode(Codec::Protobuf, message)?.into(),
             json: json.into(),
         })
@@ -41,7 +41,7 @@ impl PushMessage {
 
     /// Full protobuf name of the message.
     pub(crate) fn type_name(&self) -> &str {
-        self.type_url.rsplit('/').next().unwrap_or_default()
+        held_type(&self.type_url)
     }
 
     fn to_wire(&self) -> proto::Push {
@@ -54,15 +54,12 @@ impl PushMessage {
 
     pub(crate) fn from_wire(push: proto::Push) -> Self {
         Self {
-            type_url: format!("{TYPE_URL_PREFIX}{}", push.r#type).into(),
+            type_url: type_url(&push.r#type).into(),
             body: push.body.into(),
             json: push.json.into(),
         }
     }
 }
-
-/// The `type_url` prefix of the `Any`s goverse writes.
-const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 
 /// Where a node hands pushes for the clients of its gate.
 pub(crate) trait ClientSink: Send + Sync {
