@@ -935,6 +935,36 @@ pub(crate) struct TurnCall {
     pub(crate) origin: Option<Arc<crate::access::Origin>>,
 }
 
+impl TurnCall {
+    /// A turn of object `id` (in `shard`) for a call with `meta`, due by
+    /// `deadline`, that arrived at `arrived`.
+    pub(crate) fn new(
+        id: Arc<str>,
+        shard: u32,
+        (deadline, arrived): (Instant, Instant),
+        (parent, trace, origin): super::routing::CallMeta,
+    ) -> Self {
+        Self {
+            id,
+            shard,
+            deadline,
+            arrived,
+            parent,
+            trace,
+            origin,
+        }
+    }
+
+    /// What travels with the call to another node.
+    pub(crate) fn meta(&self) -> super::routing::CallMetaRef<'_> {
+        (
+            self.parent.as_ref(),
+            self.trace.as_ref(),
+            self.origin.as_ref(),
+        )
+    }
+}
+
 /// How a turn ended.
 pub(crate) enum Turn<W, T> {
     /// It ran (or failed) here.

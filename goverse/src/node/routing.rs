@@ -32,7 +32,7 @@ pub(crate) type CallMeta = (
 );
 
 /// [`CallMeta`], borrowed.
-type CallMetaRef<'a> = (
+pub(crate) type CallMetaRef<'a> = (
     Option<&'a Arc<CallChain>>,
     Option<&'a Arc<str>>,
     Option<&'a Arc<Origin>>,
@@ -209,7 +209,7 @@ impl NodeInner {
         id: Arc<str>,
         (method, invoke, request): (usize, Invoke<O, Req, Resp>, Req),
         deadline: Instant,
-        (parent, trace, origin): CallMeta,
+        meta: CallMeta,
         arrived: Instant,
     ) -> Result<Resp> {
         let shard = self.admit(&id)?;
@@ -220,20 +220,13 @@ impl NodeInner {
             invoke,
             request: Some(request),
         };
+        let call = TurnCall::new(id.clone(), shard, (deadline, arrived), meta);
         let mut retry = Retry::new();
         loop {
             match self.route(&id, shard)? {
                 Route::Local => {
                     let host = self.host::<O>()?;
-                    let call = TurnCall {
-                        id: id.clone(),
-                        shard,
-                        deadline,
-                        arrived,
-                        parent: parent.clone(),
-                        trace: trace.clone(),
-                        origin: origin.clone(),
-                    };
+                    let call = call.clone();
                     let turn: BoxFuture<'static, _> =
                         Box::pin(host.run_turn(self.clone(), call, work));
                     match Detached::new(self.runtime.clone(), turn)
@@ -256,7 +249,7 @@ impl NodeInner {
                         method_name,
                         (request.encode_to_vec(), Codec::Protobuf, None),
                         deadline,
-                        (parent.as_ref(), trace.as_ref(), origin.as_ref()),
+                        call.meta(),
                     );
                     if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
                         return decode::<Resp>(Codec::Protobuf, &body);
@@ -293,7 +286,7 @@ impl NodeInner {
         method: &str,
         (codec, body, reliable): (Codec, Vec<u8>, Option<Arc<str>>),
         deadline: Instant,
-        (parent, trace, origin): CallMeta,
+        meta: CallMeta,
         arrived: Instant,
     ) -> Result<Vec<u8>> {
         let shard = self.admit(id)?;
@@ -325,20 +318,13 @@ impl NodeInner {
             body,
             reliable,
         };
+        let call = TurnCall::new(id.clone(), shard, (deadline, arrived), meta);
         let mut retry = Retry::new();
         loop {
             match self.route(&id, shard)? {
                 Route::Local => {
                     let host = local_host.clone()?;
-                    let call = TurnCall {
-                        id: id.clone(),
-                        shard,
-                        deadline,
-                        arrived,
-                        parent: parent.clone(),
-                        trace: trace.clone(),
-                        origin: origin.clone(),
-                    };
+                    let call = call.clone();
                     let turn = host.call_encoded(self.clone(), call, work);
                     match Detached::new(self.runtime.clone(), turn)
                         .within(deadline)
@@ -358,7 +344,7 @@ impl NodeInner {
                         method_name,
                         (work.body.clone(), codec, work.reliable.as_ref()),
                         deadline,
-                        (parent.as_ref(), trace.as_ref(), origin.as_ref()),
+                        call.meta(),
                     );
                     if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
                         return Ok(body);
@@ -409,20 +395,13 @@ impl NodeInner {
             "delete"
         };
         let target = || format!("{type_name}/{id}.{verb}");
+        let call = TurnCall::new(id.clone(), shard, (deadline, arrived), (None, None, origin));
         let mut retry = Retry::new();
         loop {
             match self.route(&id, shard)? {
                 Route::Local => {
                     let host = local_host.clone()?;
-                    let call = TurnCall {
-                        id: id.clone(),
-                        shard,
-                        deadline,
-                        arrived,
-                        parent: None,
-                        trace: None,
-                        origin: origin.clone(),
-                    };
+                    let call = call.clone();
                     // `None`: the shard left this node; route again.
                     let done: BoxFuture<'static, Option<Result<()>>> = if kind == Kind::Create {
                         let creating = host.create(self.clone(), call);
@@ -458,7 +437,7 @@ impl NodeInner {
                         "",
                         (Vec::new(), Codec::Protobuf, None),
                         deadline,
-                        (None, None, origin.as_ref()),
+                        call.meta(),
                     );
                     if self.send(&owner, frame, deadline, &target).await?.is_some() {
                         return Ok(());
@@ -507,15 +486,7 @@ impl NodeInner {
             .filter(|t| crate::call::valid_traceparent(t))
             .map(|t| Arc::<str>::from(t.as_str()));
         let origin = frame.origin.take().map(origin_from_wire);
-        let call = TurnCall {
-            id,
-            shard,
-            deadline,
-            arrived,
-            parent,
-            trace,
-            origin,
-        };
+        let call = TurnCall::new(id, shard, (deadline, arrived), (parent, trace, origin));
         let target = || format!("{}/{}.{}", frame.object_type, frame.object_id, frame.method);
         match Kind::try_from(frame.kind).unwrap_or(Kind::Call) {
             Kind::Call => {
