@@ -8,23 +8,9 @@ use std::time::Duration;
 use goverse::Node;
 use goverse_tests::etcd::Etcd;
 use goverse_tests::processes::Vault;
-use goverse_tests::{PATIENCE, unique_prefix};
+use goverse_tests::{PATIENCE, curl_post, unique_prefix};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-async fn curl(url: &str, body: &str) -> serde_json::Value {
-    let output = Command::new("curl")
-        .args(["-sS", "-X", "POST", url, "-d", body])
-        .output()
-        .await
-        .expect("curl must be installed");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_process_routes_to_the_owners() {
@@ -89,19 +75,19 @@ async fn a_gate_process_routes_to_the_owners() {
 
     let call = |method: &str| format!("{http}/api/v1/objects/call/Vault/v1/{method}");
     assert_eq!(
-        curl(&call("Deposit"), r#"{"value": 5}"#).await,
+        curl_post(&call("Deposit"), r#"{"value": 5}"#).await,
         serde_json::json!({"response": "5"})
     );
     assert_eq!(
-        curl(&call("Deposit"), r#""2""#).await,
+        curl_post(&call("Deposit"), r#""2""#).await,
         serde_json::json!({"response": "7"})
     );
     assert_eq!(
-        curl(&call("Total"), "").await,
+        curl_post(&call("Total"), "").await,
         serde_json::json!({"response": "7"})
     );
     assert_eq!(
-        curl(&format!("{http}/api/v1/objects/call/Nobody/x/Go"), "").await["code"],
+        curl_post(&format!("{http}/api/v1/objects/call/Nobody/x/Go"), "").await["code"],
         "UNKNOWN_OBJECT_TYPE",
         "the gate knows no types; the owner answers"
     );

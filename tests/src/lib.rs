@@ -95,6 +95,35 @@ impl Backend {
     }
 }
 
+/// POSTs `body` (JSON) to `url` with curl, as a user of the HTTP gate
+/// would, and returns the JSON answer.
+///
+/// # Panics
+///
+/// When curl is missing or fails, or the answer is not JSON.
+pub async fn curl_post(url: &str, body: &str) -> serde_json::Value {
+    let output = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            url,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ])
+        .output()
+        .await
+        .expect("curl must be installed");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
 /// A key prefix no other test (or run) uses.
 pub fn unique_prefix(test: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -609,36 +609,12 @@ async fn curl_gets_what_the_seed_readme_promises() {
         "http://{}/api/v1/objects/call/Teller/my-counter/Add",
         gate.address
     );
-    let output = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-X",
-            "POST",
-            &url,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-        ])
-        .arg(format!(r#"{{"request":"{SEED_REQUEST}"}}"#))
-        .output()
-        .await
-        .expect("curl must be installed");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let json = goverse_tests::curl_post(&url, &format!(r#"{{"request":"{SEED_REQUEST}"}}"#)).await;
     assert_eq!(
         json["response"].as_str(),
         Some(any_of(&Int32Value { value: 5 }).as_str())
     );
-    let output = tokio::process::Command::new("curl")
-        .args(["-sS", "-X", "POST", &url, "-d", r#"{"value": 5}"#])
-        .output()
-        .await
-        .expect("curl");
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let json = goverse_tests::curl_post(&url, r#"{"value": 5}"#).await;
     assert_eq!(json, serde_json::json!({"response": 10}));
     gate.stop().await;
 }

@@ -3,30 +3,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use goverse::prelude::*;
+use goverse_tests::curl_post;
 use prost::Message as _;
-
-async fn curl(url: &str, body: &str) -> serde_json::Value {
-    let output = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-X",
-            "POST",
-            url,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            body,
-        ])
-        .output()
-        .await
-        .expect("curl must be installed");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON")
-}
 
 #[tokio::test]
 async fn the_seed_readme_curl_works() {
@@ -42,7 +20,7 @@ async fn the_seed_readme_curl_works() {
         "http://{}/api/v1/objects/call/Counter/my-counter/Add",
         gate.http_address().expect("http")
     );
-    let json = curl(&url, example_counter::ADD_FIVE_ANY).await;
+    let json = curl_post(&url, example_counter::ADD_FIVE_ANY).await;
     let any = STANDARD
         .decode(json["response"].as_str().expect("a base64 response"))
         .expect("base64");
@@ -54,7 +32,7 @@ async fn the_seed_readme_curl_works() {
         5
     );
     assert_eq!(
-        curl(&url, r#"{"value": 5}"#).await,
+        curl_post(&url, r#"{"value": 5}"#).await,
         serde_json::json!({"response": 10})
     );
     gate.shutdown().await;
