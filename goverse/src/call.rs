@@ -375,25 +375,25 @@ impl<O: Object> ObjectRef<O> {
             // A reliable call is recorded encoded, so it travels encoded
             // even to a local owner.
             let name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
-            let body = node
-                .call_by_name(
-                    O::DESCRIPTOR.type_name,
-                    &self.id,
-                    name,
-                    (
-                        Codec::Protobuf,
-                        request.encode_to_vec(),
-                        Some(call_id.clone()),
-                    ),
-                    deadline,
-                    (
-                        self.caller.chain.clone(),
-                        self.caller.trace.clone(),
-                        self.caller.origin.clone(),
-                    ),
-                    started,
-                )
-                .await?;
+            // Boxed: the typed path's future stays small without it.
+            let body = Box::pin(node.call_by_name(
+                O::DESCRIPTOR.type_name,
+                &self.id,
+                name,
+                (
+                    Codec::Protobuf,
+                    request.encode_to_vec(),
+                    Some(call_id.clone()),
+                ),
+                deadline,
+                (
+                    self.caller.chain.clone(),
+                    self.caller.trace.clone(),
+                    self.caller.origin.clone(),
+                ),
+                started,
+            ))
+            .await?;
             return decode::<Resp>(Codec::Protobuf, &body);
         }
         node.call_typed::<O, Req, Resp>(

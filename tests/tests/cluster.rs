@@ -43,6 +43,13 @@ impl Ledger {
         })
     }
 
+    /// Takes `request` milliseconds before answering.
+    pub async fn stall(&self, _ctx: &Context, request: Int64Value) -> goverse::Result<Empty> {
+        let millis = u64::try_from(request.value).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        Ok(Empty {})
+    }
+
     /// The trace context this call came with ("" for none).
     pub async fn trace(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
         Ok(StringValue {
@@ -687,6 +694,51 @@ async fn trace_context_travels_with_nested_calls_across_nodes(backend: Backend) 
     }
 }
 
+async fn a_remote_call_fails_at_its_deadline_while_longer_ones_wait(backend: Backend) {
+    let cluster = TestCluster::new(backend, "deadlines");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let on_b: Vec<String> = ids(200)
+        .into_iter()
+        .filter(|id| {
+            a.cluster_view()
+                .current_owner(shard_of(id, SHARDS))
+                .is_some_and(|n| &*n.id == "b")
+        })
+        .take(3)
+        .collect();
+    // A call with a long deadline is out first, so the short one's deadline
+    // is the earlier of the two on the stream.
+    let long = tokio::spawn({
+        let ledger = LedgerClient::new(&a, on_b[0].clone());
+        async move { ledger.stall(Int64Value { value: 1_500 }).await }
+    });
+    let started = tokio::time::Instant::now();
+    let short = LedgerClient::new(&a, on_b[1].clone())
+        .with_timeout(Duration::from_millis(300))
+        .stall(Int64Value { value: 10_000 })
+        .await;
+    let waited = started.elapsed();
+    let error = short.expect_err("the call outlives its deadline");
+    assert_eq!(error.code(), "DEADLINE_EXCEEDED", "{error}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "the caller heard at its deadline, not the other call's: {waited:?}"
+    );
+    long.await
+        .expect("task")
+        .expect("the longer call is unaffected");
+    // The stream still serves calls.
+    LedgerClient::new(&a, on_b[2].clone())
+        .add(Int64Value { value: 1 })
+        .await
+        .expect("a call after the expired one");
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -720,4 +772,5 @@ on_both_backends!(
     auto_loaded_objects_exist_once_each,
     twenty_nodes_joining_one_by_one_stay_balanced_with_bounded_moves,
     trace_context_travels_with_nested_calls_across_nodes,
+    a_remote_call_fails_at_its_deadline_while_longer_ones_wait,
 );

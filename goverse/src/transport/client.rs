@@ -2,15 +2,17 @@
 //! on it, replies matched to calls by id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Endpoint;
 
+use super::pending::{Outcome, Pending};
 use super::proto::{self, node_client::NodeClient};
 use super::{Batches, error_from_wire};
 use crate::error::Error;
@@ -61,9 +63,8 @@ impl std::fmt::Debug for Peers {
 
 struct Peer {
     outbound: mpsc::Sender<proto::CallFrame>,
-    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<proto::ReplyFrame>>>>,
+    pending: Arc<Pending>,
     next_call: AtomicU64,
-    closed: Arc<AtomicBool>,
 }
 
 impl Peers {
@@ -84,21 +85,27 @@ impl Peers {
         frame: proto::CallFrame,
         deadline: Instant,
     ) -> Result<Vec<u8>, RemoteFailure> {
-        let peer = self.peer(address, deadline).await?;
+        let peer = match self.live(address) {
+            Some(peer) => peer,
+            // Boxed: connecting is rare and its future is large; every
+            // call's future would carry it otherwise.
+            None => Box::pin(self.connect(address, deadline)).await?,
+        };
         peer.call(frame, deadline).await
     }
 
-    /// The live stream to `address`, connecting if there is none.
-    async fn peer(&self, address: &str, deadline: Instant) -> Result<Arc<Peer>, RemoteFailure> {
-        if let Some(peer) = self
-            .live
+    /// The live stream to `address`, if there is one.
+    fn live(&self, address: &str) -> Option<Arc<Peer>> {
+        self.live
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(address)
-            && !peer.closed.load(Ordering::Acquire)
-        {
-            return Ok(peer.clone());
-        }
+            .filter(|peer| !peer.pending.is_closed())
+            .cloned()
+    }
+
+    /// Connects to `address`, or waits for the caller that is connecting.
+    async fn connect(&self, address: &str, deadline: Instant) -> Result<Arc<Peer>, RemoteFailure> {
         let slot = self
             .peers
             .lock()
@@ -108,17 +115,14 @@ impl Peers {
             .clone();
         let mut slot = slot.lock().await;
         if let Some(peer) = slot.as_ref()
-            && !peer.closed.load(Ordering::Acquire)
+            && !peer.pending.is_closed()
         {
             return Ok(peer.clone());
         }
         let connect_within = deadline
             .saturating_duration_since(Instant::now())
             .min(Duration::from_secs(3));
-        // Boxed: connecting is rare and its future is large; every call's
-        // future would carry it otherwise.
-        let connecting = Box::pin(Peer::connect(address, &self.local));
-        let peer = tokio::time::timeout(connect_within, connecting)
+        let peer = tokio::time::timeout(connect_within, Peer::connect(address, &self.local))
             .await
             .map_err(|_| {
                 RemoteFailure::NotRun(Error::Unavailable(format!(
@@ -169,28 +173,14 @@ impl Peer {
             .await
             .map_err(|status| unreachable(status.message().to_string()))?;
         let mut inbound = response.into_inner();
-        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<proto::ReplyFrame>>>> = Arc::default();
-        let closed = Arc::new(AtomicBool::new(false));
+        let pending = Pending::new();
+        tokio::spawn(pending.clone().sweep());
         let reader_pending = pending.clone();
-        let reader_closed = closed.clone();
         let peer_address = address.to_string();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
-                    Ok(Some(batch)) => {
-                        let mut pending = reader_pending
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
-                        let waiters: Vec<_> = batch
-                            .replies
-                            .into_iter()
-                            .filter_map(|reply| Some((pending.remove(&reply.call_id)?, reply)))
-                            .collect();
-                        drop(pending);
-                        for (waiter, reply) in waiters {
-                            let _ = waiter.send(reply);
-                        }
-                    }
+                    Ok(Some(batch)) => reader_pending.answer(batch.replies),
                     Ok(None) => break,
                     Err(status) => {
                         tracing::debug!(peer = %peer_address, %status, "stream to peer broke");
@@ -198,18 +188,12 @@ impl Peer {
                     }
                 }
             }
-            reader_closed.store(true, Ordering::Release);
-            // Dropping the waiters tells their callers the stream is gone.
-            reader_pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            reader_pending.close();
         });
         Ok(Arc::new(Peer {
             outbound,
             pending,
             next_call: AtomicU64::new(1),
-            closed,
         }))
     }
 
@@ -221,25 +205,35 @@ impl Peer {
         let call_id = self.next_call.fetch_add(1, Ordering::Relaxed);
         frame.call_id = call_id;
         let sent = Instant::now();
-        let (waiter, reply) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(call_id, waiter);
-        let forget = || {
-            self.pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&call_id);
-        };
-        if self.closed.load(Ordering::Acquire) || self.outbound.send(frame).await.is_err() {
-            forget();
-            return Err(RemoteFailure::NotRun(Error::Unavailable(
+        let reply = self.pending.insert(call_id, deadline);
+        let closed = || {
+            self.pending.forget(call_id);
+            RemoteFailure::NotRun(Error::Unavailable(
                 "the stream to the peer is closed".into(),
-            )));
+            ))
+        };
+        if self.pending.is_closed() {
+            return Err(closed());
         }
-        match tokio::time::timeout_at(deadline, reply).await {
-            Ok(Ok(reply)) => match reply.error {
+        match self.outbound.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Err(closed()),
+            // The queue is full: wait for room, within the deadline. Boxed,
+            // so that the common path's future stays small.
+            Err(TrySendError::Full(frame)) => {
+                let queued = tokio::time::timeout_at(deadline, self.outbound.send(frame));
+                match Box::pin(queued).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(closed()),
+                    Err(_) => {
+                        self.pending.forget(call_id);
+                        return Err(expired(deadline, sent));
+                    }
+                }
+            }
+        }
+        match reply.await {
+            Ok(Outcome::Reply(reply)) => match reply.error {
                 // Refused before running: send it again where it belongs.
                 Some(error)
                     if error.code == "SHARD_MOVED" || error.code == "NODE_SHUTTING_DOWN" =>
@@ -249,17 +243,18 @@ impl Peer {
                 Some(error) => Err(RemoteFailure::Failed(error_from_wire(error))),
                 None => Ok(reply.body),
             },
-            Ok(Err(_)) => Err(RemoteFailure::Lost(Error::Unavailable(
+            Ok(Outcome::Expired) => Err(expired(deadline, sent)),
+            Err(_) => Err(RemoteFailure::Lost(Error::Unavailable(
                 "the connection to the peer was lost during the call; it may have run".into(),
             ))),
-            Err(_) => {
-                forget();
-                Err(RemoteFailure::Failed(Error::DeadlineExceeded {
-                    // The router names the call; the time it had is known here.
-                    target: "a remote call".into(),
-                    timeout: deadline.saturating_duration_since(sent),
-                }))
-            }
         }
     }
+}
+
+fn expired(deadline: Instant, sent: Instant) -> RemoteFailure {
+    RemoteFailure::Failed(Error::DeadlineExceeded {
+        // The router names the call; the time it had is known here.
+        target: "a remote call".into(),
+        timeout: deadline.saturating_duration_since(sent),
+    })
 }

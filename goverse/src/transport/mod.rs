@@ -3,6 +3,7 @@
 //! node's side of the service ([`serve`]).
 
 mod client;
+mod pending;
 mod server;
 
 pub(crate) use client::{Peers, RemoteFailure};
@@ -28,11 +29,29 @@ const BATCH: usize = 256;
 /// message and, usually, one write.
 pub(crate) struct Batches<T> {
     frames: tokio::sync::mpsc::Receiver<T>,
+    /// Frames taken, waiting for the tasks that are ready to run and add
+    /// theirs before the batch leaves.
+    gathering: Vec<T>,
 }
+
+// Frames are never pinned in place: they only move through the queue.
+impl<T> Unpin for Batches<T> {}
 
 impl<T> Batches<T> {
     pub(crate) fn new(frames: tokio::sync::mpsc::Receiver<T>) -> Self {
-        Self { frames }
+        Self {
+            frames,
+            gathering: Vec::new(),
+        }
+    }
+
+    fn drain_ready(&mut self) {
+        while self.gathering.len() < BATCH {
+            match self.frames.try_recv() {
+                Ok(frame) => self.gathering.push(frame),
+                Err(_) => break,
+            }
+        }
     }
 }
 
@@ -43,18 +62,26 @@ impl<T> tokio_stream::Stream for Batches<T> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Vec<T>>> {
-        let first = std::task::ready!(self.frames.poll_recv(cx));
+        let this = &mut *self;
+        if !this.gathering.is_empty() {
+            // Second poll after a yield: whatever the other tasks queued
+            // meanwhile joins the batch.
+            this.drain_ready();
+            return std::task::Poll::Ready(Some(std::mem::take(&mut this.gathering)));
+        }
+        let first = std::task::ready!(this.frames.poll_recv(cx));
         let Some(first) = first else {
             return std::task::Poll::Ready(None);
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match self.frames.try_recv() {
-                Ok(frame) => batch.push(frame),
-                Err(_) => break,
-            }
+        this.gathering.push(first);
+        this.drain_ready();
+        if this.gathering.len() >= BATCH {
+            return std::task::Poll::Ready(Some(std::mem::take(&mut this.gathering)));
         }
-        std::task::Poll::Ready(Some(batch))
+        // Yield once: the callers that are ready to run add their frames
+        // before this one leaves, so a burst costs one write, not one each.
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
