@@ -108,6 +108,14 @@ async fn main() -> Result<(), Failure> {
     goverse_durable(&node, 0, 5).await;
     one_upsert_per_call(&url, 0, 5).await?;
 
+    // Profiling aid: BENCH_PROFILE=1 runs only goverse.
+    if std::env::var_os("BENCH_PROFILE").is_some() {
+        for run in 1..=5 {
+            print_row("goverse", &goverse_durable(&node, run, calls).await);
+        }
+        node.shutdown().await;
+        return Ok(());
+    }
     println!("durable calls on PostgreSQL, {CALLERS} callers, {calls} calls each (best of 3 runs)");
     let mut best_baseline: Option<Measurement> = None;
     let mut best_goverse: Option<Measurement> = None;

@@ -122,6 +122,10 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// The default saves them one by one, and refuses writes that carry a
     /// call record (it cannot store both atomically).
+    ///
+    /// The node's committer never puts two writes to one object in
+    /// batches that are in flight together, so calls may run concurrently
+    /// up to [`Storage::concurrent_batches`].
     fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
         Box::pin(async move {
             let mut results = Vec::with_capacity(writes.len());
@@ -137,6 +141,14 @@ pub trait Storage: Send + Sync + 'static {
             }
             results
         })
+    }
+
+    /// How many [`Storage::save_batch`] calls the node's committer may have
+    /// in flight at once (default 1). A database that commits concurrent
+    /// transactions in parallel gains from 2: one batch is written while
+    /// the writers of the other run their next turns.
+    fn concurrent_batches(&self) -> usize {
+        1
     }
 
     /// The record of reliable call `call_id` on `type_name/id`, if one was
@@ -235,6 +247,10 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
 
     fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
         (**self).save_batch(writes)
+    }
+
+    fn concurrent_batches(&self) -> usize {
+        (**self).concurrent_batches()
     }
 
     fn claim<'a>(

@@ -210,6 +210,10 @@ macro_rules! sql_storage {
                 Box::pin(self.save_all(writes))
             }
 
+            fn concurrent_batches(&self) -> usize {
+                self.batches_in_flight()
+            }
+
             fn load_call<'a>(
                 &'a self,
                 type_name: &'a str,

@@ -140,6 +140,11 @@ impl SqliteStorage {
 }
 
 impl SqliteStorage {
+    /// One batch: SQLite has a single writer.
+    fn batches_in_flight(&self) -> usize {
+        1
+    }
+
     async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
         let shift = format!("-{:.3} seconds", age.as_secs_f64());
         let purged = sqlx::query(PURGE_CALLS)
