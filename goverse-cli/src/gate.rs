@@ -11,7 +11,9 @@
 //! one), `--max-body-bytes <n>`, `--cors <origin>[,<origin>...]`,
 //! `--tls-cert <pem> --tls-key <pem>` (both listeners over TLS),
 //! `--rate-limit-client <per second>/<burst>`,
-//! `--rate-limit-object <per second>/<burst>`. Every other flag is a node flag
+//! `--rate-limit-object <per second>/<burst>`, `--auth-tokens <yaml>`
+//! (bearer tokens and the users they stand for: `goverse::gate::TokenFile`;
+//! without it the gate admits every request). Every other flag is a node flag
 //! (`goverse::config::NodeFile::from_args`: `--node-id`, `--listen`,
 //! `--etcd`, `--prefix`, `--shard-count`, `--lease-ttl`, ...). It prints
 //! `ready <node id> http://<address> grpc://<address>` (the listeners
@@ -24,11 +26,11 @@ use std::process::ExitCode;
 
 use goverse::Node;
 use goverse::config::NodeFile;
-use goverse::gate::{Gate, GateOptions, GateTls, RateLimit};
+use goverse::gate::{Gate, GateOptions, GateTls, RateLimit, TokenFile};
 
 const USAGE: &str = "usage: goverse-gate [--http <address>] [--grpc <address>] [--max-body-bytes <n>] [--cors <origins>] \
                      [--tls-cert <pem> --tls-key <pem>] [--rate-limit-client <rate>/<burst>] [--rate-limit-object <rate>/<burst>] \
-                     (--etcd <urls> --prefix <prefix> | --config <file>) [node flags]";
+                     [--auth-tokens <yaml>] (--etcd <urls> --prefix <prefix> | --config <file>) [node flags]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -84,6 +86,10 @@ async fn run() -> Result<(), String> {
             "--rate-limit-object" => {
                 options =
                     options.rate_limit_per_object(rate_limit(&value("--rate-limit-object")?)?);
+            }
+            "--auth-tokens" => {
+                let tokens = TokenFile::load(value("--auth-tokens")?).map_err(|e| e.to_string())?;
+                options = options.authenticator(tokens);
             }
             _ => node_args.push(arg),
         }

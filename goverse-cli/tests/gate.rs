@@ -1,6 +1,6 @@
 //! `goverse-gate` in front of a cluster on a real etcd: it joins as a node
-//! that hosts nothing, and routes HTTP calls to the node that owns each
-//! object.
+//! that hosts nothing, routes HTTP and gRPC calls to the node that owns
+//! each object, and admits only the bearer tokens of its tokens file.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use goverse::Node;
 use goverse_tests::etcd::Etcd;
 use goverse_tests::processes::Vault;
-use goverse_tests::{PATIENCE, curl_post, unique_prefix};
+use goverse_tests::{PATIENCE, curl_post, curl_post_with, unique_prefix};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -35,8 +35,16 @@ async fn a_gate_process_routes_to_the_owners() {
         .await
         .expect("worker");
 
+    let tokens = dir.join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        "tokens:\n  - { token: alice-0123456789abcdef, user: alice, roles: [player] }\n",
+    )
+    .expect("tokens file");
     let mut gate = Command::new(env!("CARGO_BIN_EXE_goverse-gate"))
         .args(["--grpc", "127.0.0.1:0"])
+        .arg("--auth-tokens")
+        .arg(&tokens)
         .args([
             "--http",
             "127.0.0.1:0",
@@ -74,27 +82,57 @@ async fn a_gate_process_routes_to_the_owners() {
     let grpc = listeners[1].replace("grpc://", "http://");
 
     let call = |method: &str| format!("{http}/api/v1/objects/call/Vault/v1/{method}");
+    let alice = ["Authorization: Bearer alice-0123456789abcdef"];
     assert_eq!(
-        curl_post(&call("Deposit"), r#"{"value": 5}"#).await,
+        curl_post(&call("Deposit"), r#"{"value": 5}"#).await["code"],
+        "UNAUTHENTICATED",
+        "no token, no call"
+    );
+    assert_eq!(
+        curl_post_with(
+            &call("Deposit"),
+            r#"{"value": 5}"#,
+            &["Authorization: Bearer mallory-0123456789ab"]
+        )
+        .await["code"],
+        "UNAUTHENTICATED",
+        "an unknown token, no call"
+    );
+    assert_eq!(
+        curl_post_with(&call("Deposit"), r#"{"value": 5}"#, &alice).await,
         serde_json::json!({"response": "5"})
     );
     assert_eq!(
-        curl_post(&call("Deposit"), r#""2""#).await,
+        curl_post_with(&call("Deposit"), r#""2""#, &alice).await,
         serde_json::json!({"response": "7"})
     );
     assert_eq!(
-        curl_post(&call("Total"), "").await,
+        curl_post_with(&call("Total"), "", &alice).await,
         serde_json::json!({"response": "7"})
     );
     assert_eq!(
-        curl_post(&format!("{http}/api/v1/objects/call/Nobody/x/Go"), "").await["code"],
+        curl_post_with(&call("Whoami"), "", &alice).await,
+        serde_json::json!({"response": "alice:player"}),
+        "the object sees who the token stands for"
+    );
+    assert_eq!(
+        curl_post_with(
+            &format!("{http}/api/v1/objects/call/Nobody/x/Go"),
+            "",
+            &alice
+        )
+        .await["code"],
         "UNKNOWN_OBJECT_TYPE",
         "the gate knows no types; the owner answers"
     );
     // The same gate over gRPC, through the Rust client and a typed proxy.
-    let client = goverse::Client::connect([grpc], goverse::ClientOptions::default())
-        .await
-        .expect("client");
+    let client = goverse::Client::connect(
+        [grpc],
+        goverse::ClientOptions::default()
+            .metadata("authorization", "Bearer alice-0123456789abcdef"),
+    )
+    .await
+    .expect("client");
     let total = goverse_tests::processes::VaultClient::new(&client, "v1")
         .deposit(goverse::types::Int64Value { value: 3 })
         .await
@@ -165,4 +203,14 @@ async fn a_gate_needs_an_address_and_a_cluster() {
     assert!(!ok && text.contains("<per second>/<burst>"), "{text}");
     let (ok, text) = run(&["--http", "nowhere"]);
     assert!(!ok && text.contains("not an address"), "{text}");
+    let (ok, text) = run(&[
+        "--http",
+        "127.0.0.1:0",
+        "--auth-tokens",
+        "/nonexistent.yaml",
+    ]);
+    assert!(
+        !ok && text.contains("tokens file /nonexistent.yaml"),
+        "{text}"
+    );
 }

@@ -102,6 +102,15 @@ impl Backend {
 ///
 /// When curl is missing or fails, or the answer is not JSON.
 pub async fn curl_post(url: &str, body: &str) -> serde_json::Value {
+    curl_post_with(url, body, &[]).await
+}
+
+/// [`curl_post`] with extra request headers (`"Name: value"`).
+///
+/// # Panics
+///
+/// As [`curl_post`].
+pub async fn curl_post_with(url: &str, body: &str, headers: &[&str]) -> serde_json::Value {
     let output = tokio::process::Command::new("curl")
         .args([
             "-sS",
@@ -113,6 +122,7 @@ pub async fn curl_post(url: &str, body: &str) -> serde_json::Value {
             "-d",
             body,
         ])
+        .args(headers.iter().flat_map(|header| ["-H", header]))
         .output()
         .await
         .expect("curl must be installed");
@@ -210,6 +220,17 @@ pub mod processes {
             tokio::time::sleep(SLOW_DEPOSIT).await;
             self.total += request.value;
             Ok(Int64Value { value: self.total })
+        }
+
+        /// Who is calling: `user:role,role`, or empty for an unauthenticated
+        /// caller.
+        pub async fn whoami(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+            Ok(StringValue {
+                value: ctx
+                    .identity()
+                    .map(|i| format!("{}:{}", i.user_id, i.roles.join(",")))
+                    .unwrap_or_default(),
+            })
         }
 
         /// The id of the node the vault is active on.
@@ -429,6 +450,13 @@ pub mod gate_objects {
             ctx.push(&request.value, &Int32Value { value: self.coins })
                 .await?;
             Ok(Empty {})
+        }
+
+        /// The W3C trace context this call came with (empty for none).
+        pub async fn trace(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+            Ok(StringValue {
+                value: ctx.traceparent().unwrap_or_default().to_string(),
+            })
         }
     }
 }

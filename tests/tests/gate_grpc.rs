@@ -93,6 +93,32 @@ async fn calls_errors_and_pushes_over_grpc() {
         7
     );
 
+    // Trace context: `traceparent` metadata reaches the object.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut traced = tonic::Request::new(CallObjectRequest {
+        request: Some(prost_types::Any {
+            type_url: "type.googleapis.com/google.protobuf.Empty".into(),
+            value: Vec::new(),
+        }),
+        ..call("p1", "Trace", 0)
+    });
+    traced
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("ascii"));
+    let seen = client
+        .call_object(traced)
+        .await
+        .expect("traced call")
+        .into_inner()
+        .response
+        .expect("a response");
+    assert_eq!(
+        StringValue::decode(seen.value.as_slice())
+            .expect("StringValue")
+            .value,
+        traceparent
+    );
+
     // Errors: the gRPC code by kind, goverse's code in metadata.
     let status = client
         .call_object(call("p1", "Spend", 100))

@@ -174,13 +174,7 @@ impl GateService for GrpcGate {
         let resume = (!request.client_id.is_empty() && !request.session.is_empty())
             .then_some((request.client_id.as_str(), request.session.as_str()));
         let last_read = (request.last_sequence > 0).then_some(request.last_sequence);
-        let attached = self.sessions.attach(resume, last_read).map_err(|reason| {
-            fail(GateError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "ACCESS_DENIED",
-                reason,
-            ))
-        })?;
+        let attached = self.sessions.attach(resume, last_read).map_err(fail)?;
         let outgoing = pump(self.sessions.clone(), attached, self.options.heartbeat);
         let events = tokio_stream::StreamExt::map(outgoing, |outgoing| match outgoing {
             Outgoing::Registered {

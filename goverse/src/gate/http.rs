@@ -380,10 +380,7 @@ async fn events(State(state): Shared, request: Request) -> Result<Response, Gate
         (Some(client), Some(token)) => Some((client.as_str(), token.as_str())),
         _ => None,
     };
-    let attached = state
-        .sessions
-        .attach(resume, last_read)
-        .map_err(|reason| GateError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", reason))?;
+    let attached = state.sessions.attach(resume, last_read)?;
     let outgoing = pump(state.sessions.clone(), attached, state.options.heartbeat);
     let stream = tokio_stream::StreamExt::map(outgoing, |outgoing| {
         Ok::<_, std::convert::Infallible>(sse_of(outgoing))
@@ -490,7 +487,7 @@ async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static(
-                    "content-type, authorization, x-client-id, x-session-token, x-call-id, last-event-id",
+                    "content-type, authorization, x-client-id, x-session-token, x-call-id, last-event-id, traceparent, tracestate",
                 ),
             );
             headers.insert(

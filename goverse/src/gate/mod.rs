@@ -37,11 +37,13 @@ mod security;
 mod sessions;
 #[cfg(feature = "tls")]
 mod tls;
+mod tokens;
 
 pub use security::{AuthRequest, Authenticator, RateLimit};
 pub use sessions::GateStats;
 #[cfg(feature = "tls")]
 pub use tls::GateTls;
+pub use tokens::TokenFile;
 
 /// A shared authentication hook.
 #[derive(Clone)]

@@ -73,6 +73,15 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Identity, String>>;
 }
 
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+}
+
 /// A token bucket's settings: `per_second` requests on average, bursts of
 /// up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use axum::http::StatusCode;
+
+use super::errors::GateError;
+use super::security::same_secret;
 use crate::error::{Error, Result};
 use crate::node::{ClientSink, PushMessage};
 
@@ -168,12 +172,16 @@ impl Sessions {
         &self,
         resume: Option<(&str, &str)>,
         last_read: Option<u64>,
-    ) -> Result<Attached, &'static str> {
+    ) -> std::result::Result<Attached, GateError> {
         if let Some((id, token)) = resume
             && let Some(session) = self.live().get(id).cloned()
         {
             if !same_secret(&session.token, token) {
-                return Err("the session token does not match this client id");
+                return Err(GateError::new(
+                    StatusCode::FORBIDDEN,
+                    "ACCESS_DENIED",
+                    "the session token does not match this client id",
+                ));
             }
             let generation = {
                 let mut state = session.state();
@@ -201,9 +209,22 @@ impl Sessions {
                 resumed: true,
             });
         }
+        // Without the OS's randomness there are no safe tokens: refuse
+        // rather than hand out guessable ones.
+        let no_randomness = || {
+            GateError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "no randomness for a session token; try again",
+            )
+        };
         let session = Arc::new(Session {
-            id: format!("{}c-{}", self.prefix, random_hex(8)),
-            token: random_hex(16),
+            id: format!(
+                "{}c-{}",
+                self.prefix,
+                random_hex(8).ok_or_else(no_randomness)?
+            ),
+            token: random_hex(16).ok_or_else(no_randomness)?,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 sent: VecDeque::new(),
@@ -342,29 +363,11 @@ impl ClientSink for Sessions {
 }
 
 /// `bytes` random bytes from the operating system, as hex.
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes from the OS, in hex; `None` if it has none to give.
+fn random_hex(bytes: usize) -> Option<String> {
     let mut buffer = vec![0u8; bytes];
-    if getrandom::fill(&mut buffer).is_err() {
-        // No OS randomness: fall back to the process's hash keys, which the
-        // standard library seeds from the OS once.
-        use std::hash::{BuildHasher, Hasher};
-        for chunk in buffer.chunks_mut(8) {
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u64(u64::from(chunk.len() as u8));
-            let value = hasher.finish().to_le_bytes();
-            chunk.copy_from_slice(&value[..chunk.len()]);
-        }
-    }
-    buffer.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares secrets in time independent of where they differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
-            == 0
+    getrandom::fill(&mut buffer).ok()?;
+    Some(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
