@@ -443,6 +443,11 @@ async fn a_stale_owner_cannot_overwrite_the_new_owners_state(backend: Backend) {
         })
         .expect("a owns some ledger");
     let shard = shard_of(&id, SHARDS);
+    // A ledger of the same shard that nobody has stored yet.
+    let fresh = ids(4000)
+        .into_iter()
+        .find(|other| *other != id && shard_of(other, SHARDS) == shard)
+        .expect("another ledger in the shard");
     let on_a = LedgerClient::new(&a, id.clone());
     assert_eq!(
         on_a.add(Int64Value { value: 5 }).await.expect("add").value,
@@ -512,6 +517,29 @@ async fn a_stale_owner_cannot_overwrite_the_new_owners_state(backend: Backend) {
     assert!(
         now.epoch > saved_by_a.epoch,
         "b wrote under a newer epoch: {now:?}"
+    );
+
+    // An object with no row yet: b activates it (a read stores nothing),
+    // then the stale owner tries to store it first. Its write is refused
+    // too, so b never writes over an acknowledged write it did not see.
+    let fresh_on_b = LedgerClient::new(&b, fresh.clone());
+    assert_eq!(
+        fresh_on_b.host(Empty {}).await.expect("host").value,
+        "b",
+        "b owns the fresh ledger"
+    );
+    let error = LedgerClient::new(&a, fresh.clone())
+        .add(Int64Value { value: 10 })
+        .await
+        .expect_err("a stale owner's first write is refused");
+    assert_eq!(error.code(), "STALE_OWNER");
+    assert_eq!(
+        fresh_on_b
+            .add(Int64Value { value: 1 })
+            .await
+            .expect("add on b")
+            .value,
+        1
     );
     a.crash();
     b.shutdown().await;

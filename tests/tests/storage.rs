@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use goverse::prelude::*;
 use goverse::storage::{
-    CallOutcome, CallRecord, Fence, MemoryStorage, PostgresOptions, PostgresStorage, SqliteStorage,
-    StateWrite, Storage,
+    CallOutcome, CallRecord, Fence, MemoryStorage, NO_STATE, PostgresOptions, PostgresStorage,
+    SqliteStorage, StateWrite, Storage,
 };
 use goverse::{Codec, EncodedCall};
 use goverse_tests::{PATIENCE, database_url, unique_prefix, wait_until};
@@ -511,11 +511,39 @@ async fn calls_are_durable_when_they_return(storage: Arc<dyn Storage>) {
 
 async fn a_claim_fences_out_older_writers(storage: Arc<dyn Storage>) {
     let kind = unique_type("claim");
+    // A claim on an object never saved leaves a row holding no state at
+    // the claim's epoch: an older owner's first write of it is refused, a
+    // write at the claim's epoch replaces it.
     storage
         .claim(&kind, "never", Fence { epoch: 5 })
         .await
-        .expect("nothing to claim");
-    assert_eq!(storage.load(&kind, "never").await.expect("load"), None);
+        .expect("claim an object never saved");
+    let claimed = storage
+        .load(&kind, "never")
+        .await
+        .expect("load")
+        .expect("a row");
+    assert_eq!((claimed.data.as_slice(), claimed.epoch), (NO_STATE, 5));
+    let error = storage
+        .save(&kind, "never", br#"{"v": 0}"#, Fence { epoch: 4 })
+        .await
+        .expect_err("an older owner's first write is refused");
+    assert_eq!(error.code(), "STALE_OWNER");
+    storage
+        .save(&kind, "never", br#"{"v": 9}"#, Fence { epoch: 5 })
+        .await
+        .expect("the claimant writes");
+    assert_eq!(
+        json(
+            &storage
+                .load(&kind, "never")
+                .await
+                .expect("load")
+                .expect("stored")
+                .data
+        ),
+        serde_json::json!({"v": 9})
+    );
     storage
         .save(&kind, "a", br#"{"v": 1}"#, Fence { epoch: 1 })
         .await

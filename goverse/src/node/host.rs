@@ -195,25 +195,35 @@ fn check_access<O: Object>(
     }
 }
 
-/// Loads an object's stored state for an owner at `fence`. A row stored
-/// at an older epoch is claimed first (its epoch raised to ours, so a
-/// stale owner's later writes are refused) and read again, since the stale
-/// owner may have written between the two; a row already at our epoch or
-/// newer needs no claim, so a reactivation is one read.
+/// Loads an object's stored state for an owner at `fence`; `None` when
+/// there is none (no row, or a claim's row holding no state).
+///
+/// A row stored at an older epoch is claimed first (its epoch raised to
+/// ours, so a stale owner's later writes are refused) and read again, since
+/// the stale owner may have written between the two; a row already at our
+/// epoch or newer needs no claim, so a reactivation is one read. An object
+/// with no row is claimed too (a row holding no state at our epoch), so a
+/// stale owner cannot store it first behind our back; except at the first
+/// epoch, when the shard has had no other owner.
 async fn load_owned(
     storage: &dyn crate::storage::Storage,
     type_name: &str,
     id: &str,
     fence: crate::storage::Fence,
 ) -> Result<Option<crate::storage::StoredState>> {
-    match storage.load(type_name, id).await? {
-        Some(stored) if stored.epoch < fence.epoch => {
+    let loaded = match storage.load(type_name, id).await? {
+        Some(stored) if stored.epoch >= fence.epoch => Some(stored),
+        None if fence.epoch <= FIRST_EPOCH => None,
+        _ => {
             storage.claim(type_name, id, fence).await?;
-            storage.load(type_name, id).await
+            storage.load(type_name, id).await?
         }
-        loaded => Ok(loaded),
-    }
+    };
+    Ok(loaded.filter(|stored| stored.data != crate::storage::NO_STATE))
 }
+
+/// The epoch of a shard's first owner: no older owner can write.
+const FIRST_EPOCH: u64 = 1;
 
 /// A recorded error outcome, as an error travels between nodes.
 fn failure(error: &Error) -> CallOutcome {

@@ -79,13 +79,14 @@ impl Storage for MemoryStorage {
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>> {
         let mut tables = self.tables();
-        if let Some(stored) = tables
+        let stored = tables
             .objects
-            .get_mut(&(type_name.to_string(), id.to_string()))
-            && stored.epoch < fence.epoch
-        {
-            stored.epoch = fence.epoch;
-        }
+            .entry((type_name.to_string(), id.to_string()))
+            .or_insert_with(|| StoredState {
+                data: super::NO_STATE.to_vec(),
+                epoch: fence.epoch,
+            });
+        stored.epoch = stored.epoch.max(fence.epoch);
         Box::pin(std::future::ready(Ok(())))
     }
 

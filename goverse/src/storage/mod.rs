@@ -25,6 +25,10 @@ use crate::config::StorageFile;
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
 
+/// The data of a row that holds no state: an owner's claim on an object
+/// that was never saved. Loading it gives the object's `Default`.
+pub const NO_STATE: &[u8] = b"null";
+
 /// The ownership epoch a write is made under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Fence {
@@ -184,7 +188,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Raises the stored epoch of `type_name/id` to `fence` if it is older,
     /// leaving the state as it is: a new owner does this before it loads an
     /// object, so a stale owner's later writes are refused. An object never
-    /// saved is left alone.
+    /// saved gets a row holding no state ([`NO_STATE`], JSON `null`) at
+    /// `fence`'s epoch, so that a stale owner's first write of it is refused
+    /// as well.
     ///
     /// The default loads and saves the state back, which is not atomic;
     /// backends override it with one conditional write.
@@ -200,14 +206,15 @@ pub trait Storage: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match self.load(type_name, id).await? {
-                Some(stored) if stored.epoch < fence.epoch => {
-                    match self.save(type_name, id, &stored.data, fence).await {
+                Some(stored) if stored.epoch >= fence.epoch => Ok(()),
+                stored => {
+                    let data = stored.map_or(NO_STATE.to_vec(), |s| s.data);
+                    match self.save(type_name, id, &data, fence).await {
                         // Someone newer got there first: nothing to claim.
                         Err(crate::error::Error::StaleOwner { .. }) => Ok(()),
                         other => other,
                     }
                 }
-                _ => Ok(()),
             }
         })
     }
