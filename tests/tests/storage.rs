@@ -566,6 +566,28 @@ async fn a_claim_fences_out_older_writers(storage: Arc<dyn Storage>) {
         .await
         .expect_err("the old owner is fenced out by the claim alone");
     assert_eq!(error.code(), "STALE_OWNER");
+    // Claim and load in one: the row as it is after the claim.
+    let fresh = storage
+        .claim_and_load(&kind, "fresh", Fence { epoch: 4 })
+        .await
+        .expect("claim and load")
+        .expect("a row");
+    assert_eq!((fresh.data.as_slice(), fresh.epoch), (NO_STATE, 4));
+    let raised = storage
+        .claim_and_load(&kind, "a", Fence { epoch: 6 })
+        .await
+        .expect("claim and load")
+        .expect("a row");
+    assert_eq!(
+        (json(&raised.data), raised.epoch),
+        (serde_json::json!({"v": 1}), 6)
+    );
+    let newer = storage
+        .claim_and_load(&kind, "a", Fence { epoch: 5 })
+        .await
+        .expect("an older claim loads what is there")
+        .expect("a row");
+    assert_eq!(newer, raised);
     storage
         .claim(&kind, "a", Fence { epoch: 2 })
         .await
@@ -577,7 +599,7 @@ async fn a_claim_fences_out_older_writers(storage: Arc<dyn Storage>) {
             .expect("load")
             .expect("stored")
             .epoch,
-        3
+        6
     );
 }
 

@@ -214,10 +214,7 @@ async fn load_owned(
     let loaded = match storage.load(type_name, id).await? {
         Some(stored) if stored.epoch >= fence.epoch => Some(stored),
         None if fence.epoch <= FIRST_EPOCH => None,
-        _ => {
-            storage.claim(type_name, id, fence).await?;
-            storage.load(type_name, id).await?
-        }
+        _ => storage.claim_and_load(type_name, id, fence).await?,
     };
     Ok(loaded.filter(|stored| stored.data != crate::storage::NO_STATE))
 }

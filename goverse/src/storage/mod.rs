@@ -219,6 +219,26 @@ pub trait Storage: Send + Sync + 'static {
         })
     }
 
+    /// Claims `type_name/id` for `fence` (see [`Storage::claim`]) and
+    /// returns the row as it is after the claim. The default claims, then
+    /// loads; the SQL backends do both in one statement when the claim
+    /// writes.
+    ///
+    /// # Errors
+    ///
+    /// `STORAGE_ERROR` when the backend fails.
+    fn claim_and_load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
+        Box::pin(async move {
+            self.claim(type_name, id, fence).await?;
+            self.load(type_name, id).await
+        })
+    }
+
     /// Deletes the state of `type_name/id`. Deleting what was never saved is not an error.
     ///
     /// # Errors
@@ -258,6 +278,15 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
 
     fn concurrent_batches(&self) -> usize {
         (**self).concurrent_batches()
+    }
+
+    fn claim_and_load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
+        (**self).claim_and_load(type_name, id, fence)
     }
 
     fn claim<'a>(

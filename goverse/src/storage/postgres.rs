@@ -18,7 +18,7 @@ const STATEMENTS: Statements = Statements {
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "INSERT INTO goverse_objects (object_type, object_id, data, epoch) VALUES ($1, $2, 'null'::jsonb, $3) \
             ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = EXCLUDED.epoch \
-            WHERE goverse_objects.epoch < EXCLUDED.epoch",
+            WHERE goverse_objects.epoch < EXCLUDED.epoch RETURNING data::text, epoch",
     load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
 };

@@ -108,7 +108,9 @@ pub(crate) struct Statements {
     pub(crate) delete: &'static str,
     /// The stored epoch of one object: `$1` type, `$2` id.
     pub(crate) epoch: &'static str,
-    /// Raise the stored epoch to `$3` if it is older: `$1` type, `$2` id.
+    /// Raise the stored epoch to `$3` if it is older, or store a row
+    /// holding no state at `$3` if there is none: `$1` type, `$2` id.
+    /// Returns `(data, epoch)` of the row when it wrote one.
     pub(crate) claim: &'static str,
     /// A reliable call's [`CallRow`]: `$1` type, `$2` id, `$3` call id.
     pub(crate) load_call: &'static str,
@@ -260,6 +262,34 @@ macro_rules! sql_storage {
                         .await
                         .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
                     Ok(())
+                })
+            }
+
+            fn claim_and_load<'a>(
+                &'a self,
+                type_name: &'a str,
+                id: &'a str,
+                fence: $crate::storage::Fence,
+            ) -> $crate::object::BoxFuture<
+                'a,
+                crate::error::Result<Option<$crate::storage::StoredState>>,
+            > {
+                Box::pin(async move {
+                    let claimed: Option<(String, i64)> = sqlx::query_as($statements.claim)
+                        .bind(type_name)
+                        .bind(id)
+                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
+                    match claimed {
+                        Some((data, epoch)) => Ok(Some($crate::storage::StoredState {
+                            data: data.into_bytes(),
+                            epoch: $crate::storage::sql::epoch_from_sql(epoch),
+                        })),
+                        // Stored at our epoch or a newer one already.
+                        None => $crate::storage::Storage::load(self, type_name, id).await,
+                    }
                 })
             }
 

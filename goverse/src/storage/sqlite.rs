@@ -23,7 +23,7 @@ const STATEMENTS: Statements = Statements {
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "INSERT INTO goverse_objects (object_type, object_id, data, epoch) VALUES ($1, $2, 'null', $3) \
             ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = excluded.epoch \
-            WHERE goverse_objects.epoch < excluded.epoch",
+            WHERE goverse_objects.epoch < excluded.epoch RETURNING data, epoch",
     load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
 };
