@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use goverse::prelude::*;
 use goverse::storage::{
-    CallOutcome, CallRecord, Fence, MemoryStorage, NO_STATE, PostgresOptions, PostgresStorage,
-    SqliteStorage, StateWrite, Storage,
+    CallOutcome, CallRecord, Claim, Fence, MemoryStorage, NO_STATE, PostgresOptions,
+    PostgresStorage, SqliteStorage, StateWrite, Storage,
 };
 use goverse::{Codec, EncodedCall};
 use goverse_tests::{PATIENCE, database_url, unique_prefix, wait_until};
@@ -509,6 +509,47 @@ async fn calls_are_durable_when_they_return(storage: Arc<dyn Storage>) {
     node.shutdown().await;
 }
 
+async fn claims_in_one_batch_answer_each_object(storage: Arc<dyn Storage>) {
+    let kind: &'static str = Box::leak(unique_type("claims").into_boxed_str());
+    storage
+        .save(kind, "older", br#"{"v": 1}"#, Fence { epoch: 1 })
+        .await
+        .expect("save");
+    storage
+        .save(kind, "newer", br#"{"v": 2}"#, Fence { epoch: 9 })
+        .await
+        .expect("save");
+    let claim = |id: &str| Claim {
+        type_name: kind,
+        id: Arc::from(id),
+        fence: Fence { epoch: 3 },
+    };
+    let answers = storage
+        .claim_batch(&[claim("fresh"), claim("older"), claim("newer")])
+        .await;
+    let rows: Vec<(serde_json::Value, u64)> = answers
+        .into_iter()
+        .map(|answer| {
+            let row = answer.expect("claimed").expect("a row");
+            (json(&row.data), row.epoch)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (serde_json::Value::Null, 3),
+            (serde_json::json!({"v": 1}), 3),
+            (serde_json::json!({"v": 2}), 9),
+        ],
+        "a fresh object gets a row holding no state, an older one is raised, a newer one is left"
+    );
+    let error = storage
+        .save(kind, "fresh", br#"{"v": 0}"#, Fence { epoch: 2 })
+        .await
+        .expect_err("fenced out by the batch's claim");
+    assert_eq!(error.code(), "STALE_OWNER");
+}
+
 async fn a_claim_fences_out_older_writers(storage: Arc<dyn Storage>) {
     let kind = unique_type("claim");
     // A claim on an object never saved leaves a row holding no state at
@@ -746,6 +787,7 @@ on_every_backend!(
     objects_keep_state_and_old_rows_load,
     calls_are_durable_when_they_return,
     a_claim_fences_out_older_writers,
+    claims_in_one_batch_answer_each_object,
     call_records_land_with_their_state,
     reliable_calls_run_once,
     write_behind_saves_within_its_interval,

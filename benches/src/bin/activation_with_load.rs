@@ -145,7 +145,7 @@ async fn compare(label: &str, storage: Arc<dyn Storage>, objects: usize) -> Resu
         "  {label:<10} goverse activation       {ours:>9.0} activations/s   ratio {ratio:.2}x"
     );
     println!(
-        "  {label:<10} first after a move       {after_move:>9.0} activations/s   ratio {:.2}x (claims the row: one durable write each)",
+        "  {label:<10} first after a move       {after_move:>9.0} activations/s   ratio {:.2}x (claims the row; concurrent claims share a transaction)",
         after_move / baseline
     );
     Ok(ratio)

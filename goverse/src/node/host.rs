@@ -205,16 +205,27 @@ fn check_access<O: Object>(
 /// with no row is claimed too (a row holding no state at our epoch), so a
 /// stale owner cannot store it first behind our back; except at the first
 /// epoch, when the shard has had no other owner.
+///
+/// Claims go through the node's committer, so the claims of objects
+/// activated together (a node taking over shards) share a transaction.
 async fn load_owned(
-    storage: &dyn crate::storage::Storage,
-    type_name: &str,
-    id: &str,
+    node: &NodeInner,
+    type_name: &'static str,
+    id: &Arc<str>,
     fence: crate::storage::Fence,
 ) -> Result<Option<crate::storage::StoredState>> {
-    let loaded = match storage.load(type_name, id).await? {
+    let loaded = match node.storage.load(type_name, id).await? {
         Some(stored) if stored.epoch >= fence.epoch => Some(stored),
         None if fence.epoch <= FIRST_EPOCH => None,
-        _ => storage.claim_and_load(type_name, id, fence).await?,
+        _ => {
+            node.committer
+                .claim(crate::storage::Claim {
+                    type_name,
+                    id: id.clone(),
+                    fence,
+                })
+                .await?
+        }
     };
     Ok(loaded.filter(|stored| stored.data != crate::storage::NO_STATE))
 }
@@ -784,14 +795,7 @@ impl<O: Object> TypeHost<O> {
         let mut object = if O::DESCRIPTOR.persistent {
             let shard = placement::shard_for(&activation.id, node.config.shard_count);
             let fence = node.fence_for(shard);
-            match load_owned(
-                &*node.storage,
-                O::DESCRIPTOR.type_name,
-                &activation.id,
-                fence,
-            )
-            .await?
-            {
+            match load_owned(node, O::DESCRIPTOR.type_name, &activation.id, fence).await? {
                 Some(stored) => O::load_state(&stored.data)?,
                 None => O::create(),
             }

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 
-use super::{StateWrite, Storage};
+use super::{Claim, StateWrite, Storage, StoredState};
 use crate::error::{Error, Result};
+use crate::object::BoxFuture;
 
 /// Writes in one batch at most.
 const BATCH: usize = 512;
@@ -33,24 +34,79 @@ const GATHER_ROUNDS: usize = 8;
 /// them.
 const SPLIT_AT_LEAST: usize = 16;
 
-type Pending = (StateWrite, oneshot::Sender<Result<()>>);
-
 /// The object a write is for.
 type Key = (&'static str, Arc<str>);
 
-/// A node's group committer.
+/// One kind of durable write the committer batches.
+pub(crate) trait Job: Send + Sized + 'static {
+    /// What the writer hears back.
+    type Answer: Send + 'static;
+    /// The object the job writes.
+    fn key(&self) -> Key;
+    /// Writes a batch; one answer per job, in order.
+    fn write(storage: Arc<dyn Storage>, jobs: Vec<Self>) -> BoxFuture<'static, Vec<Self::Answer>>;
+    /// The answer when the storage gave none.
+    fn unanswered() -> Self::Answer;
+}
+
+impl Job for StateWrite {
+    type Answer = Result<()>;
+
+    fn key(&self) -> Key {
+        (self.type_name, self.id.clone())
+    }
+
+    fn write(storage: Arc<dyn Storage>, jobs: Vec<Self>) -> BoxFuture<'static, Vec<Result<()>>> {
+        Box::pin(async move { storage.save_batch(&jobs).await })
+    }
+
+    fn unanswered() -> Result<()> {
+        Err(Error::Storage(
+            "the storage answered fewer writes than it was given".into(),
+        ))
+    }
+}
+
+impl Job for Claim {
+    type Answer = Result<Option<StoredState>>;
+
+    fn key(&self) -> Key {
+        (self.type_name, self.id.clone())
+    }
+
+    fn write(
+        storage: Arc<dyn Storage>,
+        jobs: Vec<Self>,
+    ) -> BoxFuture<'static, Vec<Result<Option<StoredState>>>> {
+        Box::pin(async move { storage.claim_batch(&jobs).await })
+    }
+
+    fn unanswered() -> Result<Option<StoredState>> {
+        Err(Error::Storage(
+            "the storage answered fewer claims than it was given".into(),
+        ))
+    }
+}
+
+type Pending<J> = (J, oneshot::Sender<<J as Job>::Answer>);
+
+/// A node's group committer: one pipeline for state writes, one for the
+/// claims new owners make when they activate objects.
 #[derive(Debug, Clone)]
 pub(crate) struct Committer {
-    writes: mpsc::UnboundedSender<Pending>,
+    writes: mpsc::UnboundedSender<Pending<StateWrite>>,
+    claims: mpsc::UnboundedSender<Pending<Claim>>,
 }
 
 impl Committer {
-    /// Starts the committer task for `storage` on the current runtime.
+    /// Starts the committer tasks for `storage` on the current runtime.
     pub(crate) fn start(storage: Arc<dyn Storage>) -> Self {
-        let (writes, queue) = mpsc::unbounded_channel::<Pending>();
         let depth = storage.concurrent_batches().clamp(1, 8);
+        let (writes, queue) = mpsc::unbounded_channel();
+        tokio::spawn(Pipeline::new(storage.clone(), depth).run(queue));
+        let (claims, queue) = mpsc::unbounded_channel();
         tokio::spawn(Pipeline::new(storage, depth).run(queue));
-        Self { writes }
+        Self { writes, claims }
     }
 
     /// Saves `write` with the next batch; returns once it is durable (or
@@ -59,22 +115,41 @@ impl Committer {
         self.submit(write).await
     }
 
+    /// Claims an object with the next batch of claims (see
+    /// [`Storage::claim_and_load`]); returns the row as it is after the
+    /// claim.
+    pub(crate) async fn claim(&self, claim: Claim) -> Result<Option<StoredState>> {
+        submit(&self.claims, claim).await
+    }
+
     /// Queues `write` now; the returned future ends once it is durable (or
     /// refused). Writes to one object land in the order they were queued.
     fn submit(&self, write: StateWrite) -> impl Future<Output = Result<()>> + use<> {
-        let (done, result) = oneshot::channel();
-        let queued = self.writes.send((write, done));
-        async move {
-            queued.map_err(|_| Error::Storage("the node's committer has stopped".into()))?;
-            result
-                .await
-                .unwrap_or_else(|_| Err(Error::Storage("the node's committer has stopped".into())))
-        }
+        submit(&self.writes, write)
     }
 }
 
-/// The committer's state: batches in flight and the writes waiting.
-struct Pipeline {
+/// Queues `job` on `queue` now; the future ends with its answer.
+fn submit<J, T>(
+    queue: &mpsc::UnboundedSender<Pending<J>>,
+    job: J,
+) -> impl Future<Output = Result<T>> + use<J, T>
+where
+    J: Job<Answer = Result<T>>,
+{
+    let (done, answer) = oneshot::channel();
+    let queued = queue.send((job, done));
+    async move {
+        queued.map_err(|_| Error::Storage("the node's committer has stopped".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Error::Storage("the node's committer has stopped".into())))
+    }
+}
+
+/// The committer's state for one kind of job: batches in flight and the
+/// jobs waiting.
+struct Pipeline<J: Job> {
     storage: Arc<dyn Storage>,
     /// Batches in flight at most.
     depth: usize,
@@ -85,10 +160,10 @@ struct Pipeline {
     /// Objects with writes in flight.
     busy: HashSet<Key>,
     /// Writes taken from the queue, in arrival order, not yet in a batch.
-    ready: VecDeque<Pending>,
+    ready: VecDeque<Pending<J>>,
 }
 
-impl Pipeline {
+impl<J: Job> Pipeline<J> {
     fn new(storage: Arc<dyn Storage>, depth: usize) -> Self {
         Self {
             storage,
@@ -100,7 +175,7 @@ impl Pipeline {
         }
     }
 
-    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Pending<J>>) {
         let mut open = true;
         let mut received = Vec::with_capacity(BATCH);
         loop {
@@ -140,7 +215,7 @@ impl Pipeline {
     /// Writers just answered by the last batch are about to write again:
     /// let them run and join this batch while the queue keeps growing,
     /// rather than send a batch of one and make the rest wait for it.
-    async fn gather(&mut self, queue: &mut mpsc::UnboundedReceiver<Pending>) {
+    async fn gather(&mut self, queue: &mut mpsc::UnboundedReceiver<Pending<J>>) {
         let mut queued = queue.len();
         for _ in 0..GATHER_ROUNDS {
             if self.ready.len() + queued >= BATCH {
@@ -163,7 +238,7 @@ impl Pipeline {
     fn launchable(&self) -> bool {
         self.ready
             .iter()
-            .any(|(write, _)| !self.busy.contains(&key(write)))
+            .any(|(job, _)| !self.busy.contains(&job.key()))
     }
 
     /// Whether to send a batch now: always with nothing in flight; beside
@@ -189,7 +264,7 @@ impl Pipeline {
         let mut in_batch: HashSet<Key> = HashSet::new();
         let mut held = VecDeque::new();
         while let Some(pending) = self.ready.pop_front() {
-            let object = key(&pending.0);
+            let object = pending.0.key();
             // Past the limit everything waits, so an object's later write
             // never overtakes an earlier one.
             if batch.len() >= limit || self.busy.contains(&object) {
@@ -206,16 +281,10 @@ impl Pipeline {
         self.busy.extend(in_batch.iter().cloned());
         let storage = self.storage.clone();
         let task = self.in_flight.spawn(async move {
-            let (states, waiters): (Vec<StateWrite>, Vec<_>) = batch.into_iter().unzip();
-            let results = storage.save_batch(&states).await;
-            let mut results = results.into_iter();
+            let (jobs, waiters): (Vec<J>, Vec<_>) = batch.into_iter().unzip();
+            let mut answers = J::write(storage, jobs).await.into_iter();
             for waiter in waiters {
-                let result = results.next().unwrap_or_else(|| {
-                    Err(Error::Storage(
-                        "the storage answered fewer writes than it was given".into(),
-                    ))
-                });
-                let _ = waiter.send(result);
+                let _ = waiter.send(answers.next().unwrap_or_else(J::unanswered));
             }
         });
         self.objects.insert(task.id(), in_batch);
@@ -226,10 +295,6 @@ impl Pipeline {
             self.busy.remove(&object);
         }
     }
-}
-
-fn key(write: &StateWrite) -> Key {
-    (write.type_name, write.id.clone())
 }
 
 #[cfg(test)]

@@ -62,6 +62,18 @@ pub struct StateWrite {
     pub call: Option<CallRecord>,
 }
 
+/// A new owner's claim on an object before it loads it (see
+/// [`Storage::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The object type's name.
+    pub type_name: &'static str,
+    /// The object id.
+    pub id: std::sync::Arc<str>,
+    /// The new owner's epoch.
+    pub fence: Fence,
+}
+
 /// How a reliable call ended, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallOutcome {
@@ -239,6 +251,29 @@ pub trait Storage: Send + Sync + 'static {
         })
     }
 
+    /// Claims several objects at once, as one transaction where the backend
+    /// has them (the node's committer batches the claims of concurrent
+    /// activations, as it batches writes). The answer at index `i` is
+    /// [`Storage::claim_and_load`]'s for `claims[i]`; the committer never
+    /// puts one object in two batches in flight.
+    ///
+    /// The default claims them one by one.
+    fn claim_batch<'a>(
+        &'a self,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(claims.len());
+            for claim in claims {
+                answers.push(
+                    self.claim_and_load(claim.type_name, &claim.id, claim.fence)
+                        .await,
+                );
+            }
+            answers
+        })
+    }
+
     /// Deletes the state of `type_name/id`. Deleting what was never saved is not an error.
     ///
     /// # Errors
@@ -287,6 +322,13 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
         fence: Fence,
     ) -> BoxFuture<'a, Result<Option<StoredState>>> {
         (**self).claim_and_load(type_name, id, fence)
+    }
+
+    fn claim_batch<'a>(
+        &'a self,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>> {
+        (**self).claim_batch(claims)
     }
 
     fn claim<'a>(

@@ -167,11 +167,76 @@ const SAVE_BATCH_WITH_CALLS: &str = save_batch!(
      )"
 );
 
+/// Claims a batch of objects in one statement, returning the rows it wrote
+/// (a row stored at the claim's epoch or a newer one is left alone and not
+/// returned).
+const CLAIM_BATCH: &str = "INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
+     SELECT t, i, 'null'::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS c(t, i, e) \
+     ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = EXCLUDED.epoch \
+     WHERE goverse_objects.epoch < EXCLUDED.epoch \
+     RETURNING object_type, object_id, data::text, epoch";
+
 /// Deletes the records older than `$1` seconds.
 const PURGE_CALLS: &str =
     "DELETE FROM goverse_reliable_calls WHERE created_at < now() - make_interval(secs => $1)";
 
 impl PostgresStorage {
+    /// Claims a batch in one statement and one transaction.
+    async fn claim_all(&self, claims: &[super::Claim]) -> Vec<Result<Option<super::StoredState>>> {
+        use super::Storage as _;
+        let mut distinct = std::collections::HashSet::new();
+        if !claims
+            .iter()
+            .all(|claim| distinct.insert((claim.type_name, &*claim.id)))
+        {
+            // One statement cannot claim a row twice: one by one (an
+            // object is activated once at a time, so this is rare).
+            let mut answers = Vec::with_capacity(claims.len());
+            for claim in claims {
+                answers.push(
+                    self.claim_and_load(claim.type_name, &claim.id, claim.fence)
+                        .await,
+                );
+            }
+            return answers;
+        }
+        let rows: std::result::Result<Vec<(String, String, String, i64)>, _> =
+            sqlx::query_as(CLAIM_BATCH)
+                .bind(claims.iter().map(|c| c.type_name).collect::<Vec<_>>())
+                .bind(claims.iter().map(|c| &*c.id).collect::<Vec<_>>())
+                .bind(
+                    claims
+                        .iter()
+                        .map(|c| sql::epoch_to_sql(c.fence.epoch))
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&self.pool)
+                .await;
+        let mut claimed: std::collections::HashMap<(String, String), (String, i64)> = match rows {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|(type_name, id, data, epoch)| ((type_name, id), (data, epoch)))
+                .collect(),
+            Err(error) => {
+                let error = sql::failed("claiming objects", error);
+                return claims.iter().map(|_| Err(error.clone())).collect();
+            }
+        };
+        let mut answers = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let key = (claim.type_name.to_string(), claim.id.to_string());
+            answers.push(match claimed.remove(&key) {
+                Some((data, epoch)) => Ok(Some(super::StoredState {
+                    data: data.into_bytes(),
+                    epoch: sql::epoch_from_sql(epoch),
+                })),
+                // Stored at this epoch or a newer one already: as it is.
+                None => self.load(claim.type_name, &claim.id).await,
+            });
+        }
+        answers
+    }
+
     /// Two batches: PostgreSQL commits them in parallel, and while one is
     /// written the other's writers run their next turns. More measured no
     /// better on a small machine.

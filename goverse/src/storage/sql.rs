@@ -216,6 +216,16 @@ macro_rules! sql_storage {
                 self.batches_in_flight()
             }
 
+            fn claim_batch<'a>(
+                &'a self,
+                claims: &'a [$crate::storage::Claim],
+            ) -> $crate::object::BoxFuture<
+                'a,
+                Vec<crate::error::Result<Option<$crate::storage::StoredState>>>,
+            > {
+                Box::pin(self.claim_all(claims))
+            }
+
             fn load_call<'a>(
                 &'a self,
                 type_name: &'a str,

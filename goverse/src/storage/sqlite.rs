@@ -79,6 +79,47 @@ impl SqliteStorage {
 sql_storage!(SqliteStorage, STATEMENTS);
 
 impl SqliteStorage {
+    /// Every claim of a batch in one transaction: one durable commit.
+    async fn claim_all(&self, claims: &[super::Claim]) -> Vec<Result<Option<super::StoredState>>> {
+        let all_failed = |error: Error| claims.iter().map(|_| Err(error.clone())).collect();
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return all_failed(sql::failed("starting a transaction", error)),
+        };
+        let mut answers = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let claimed: std::result::Result<Option<(String, i64)>, _> =
+                sqlx::query_as(STATEMENTS.claim)
+                    .bind(claim.type_name)
+                    .bind(&*claim.id)
+                    .bind(sql::epoch_to_sql(claim.fence.epoch))
+                    .fetch_optional(&mut *tx)
+                    .await;
+            let row = match claimed {
+                Ok(Some(row)) => Some(row),
+                // Stored at this epoch or a newer one already: as it is.
+                Ok(None) => match sqlx::query_as(STATEMENTS.load)
+                    .bind(claim.type_name)
+                    .bind(&*claim.id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                {
+                    Ok(row) => row,
+                    Err(error) => return all_failed(sql::failed("loading state", error)),
+                },
+                Err(error) => return all_failed(sql::failed("claiming objects", error)),
+            };
+            answers.push(Ok(row.map(|(data, epoch)| super::StoredState {
+                data: data.into_bytes(),
+                epoch: sql::epoch_from_sql(epoch),
+            })));
+        }
+        if let Err(error) = tx.commit().await {
+            return all_failed(sql::failed("committing a batch of claims", error));
+        }
+        answers
+    }
+
     /// Every write of a batch in one transaction: one durable commit.
     async fn save_all(&self, writes: &[super::StateWrite]) -> Vec<Result<()>> {
         let all_failed = |error: Error| writes.iter().map(|_| Err(error.clone())).collect();
