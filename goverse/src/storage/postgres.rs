@@ -226,10 +226,7 @@ impl PostgresStorage {
         for claim in claims {
             let key = (claim.type_name.to_string(), claim.id.to_string());
             answers.push(match claimed.remove(&key) {
-                Some((data, epoch)) => Ok(Some(super::StoredState {
-                    data: data.into_bytes(),
-                    epoch: sql::epoch_from_sql(epoch),
-                })),
+                Some(row) => Ok(Some(sql::stored(row))),
                 // Stored at this epoch or a newer one already: as it is.
                 None => self.load(claim.type_name, &claim.id).await,
             });

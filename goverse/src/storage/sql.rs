@@ -96,6 +96,14 @@ pub(crate) fn epoch_from_sql(epoch: i64) -> u64 {
     u64::try_from(epoch).unwrap_or(0)
 }
 
+/// A `(data, epoch)` row as the state it stores.
+pub(crate) fn stored((data, epoch): (String, i64)) -> super::StoredState {
+    super::StoredState {
+        data: data.into_bytes(),
+        epoch: epoch_from_sql(epoch),
+    }
+}
+
 /// The statements a backend runs, in its dialect.
 pub(crate) struct Statements {
     /// `(data, epoch)` of one object: `$1` type, `$2` id.
@@ -169,10 +177,7 @@ macro_rules! sql_storage {
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(|e| $crate::storage::sql::failed("loading state", e))?;
-                    Ok(row.map(|(data, epoch)| $crate::storage::StoredState {
-                        data: data.into_bytes(),
-                        epoch: $crate::storage::sql::epoch_from_sql(epoch),
-                    }))
+                    Ok(row.map($crate::storage::sql::stored))
                 })
             }
 
@@ -293,10 +298,7 @@ macro_rules! sql_storage {
                         .await
                         .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
                     match claimed {
-                        Some((data, epoch)) => Ok(Some($crate::storage::StoredState {
-                            data: data.into_bytes(),
-                            epoch: $crate::storage::sql::epoch_from_sql(epoch),
-                        })),
+                        Some(row) => Ok(Some($crate::storage::sql::stored(row))),
                         // Stored at our epoch or a newer one already.
                         None => $crate::storage::Storage::load(self, type_name, id).await,
                     }

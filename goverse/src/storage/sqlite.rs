@@ -109,10 +109,7 @@ impl SqliteStorage {
                 },
                 Err(error) => return all_failed(sql::failed("claiming objects", error)),
             };
-            answers.push(Ok(row.map(|(data, epoch)| super::StoredState {
-                data: data.into_bytes(),
-                epoch: sql::epoch_from_sql(epoch),
-            })));
+            answers.push(Ok(row.map(sql::stored)));
         }
         if let Err(error) = tx.commit().await {
             return all_failed(sql::failed("committing a batch of claims", error));
