@@ -334,16 +334,18 @@ impl<O: Object> ObjectRef<O> {
         let node = match &self.caller.target {
             Target::Node(node) => node,
             #[cfg(feature = "client")]
+            // Boxed: a call through a gate (reconnects, failover) has a
+            // large future, which every node call's future would carry
+            // and copy otherwise.
             Target::Gate(client) => {
-                return client
-                    .call::<O, Req, Resp>(
-                        &self.id,
-                        method,
-                        request,
-                        self.timeout,
-                        self.call_id.as_deref(),
-                    )
-                    .await;
+                return Box::pin(client.call::<O, Req, Resp>(
+                    &self.id,
+                    method,
+                    request,
+                    self.timeout,
+                    self.call_id.as_deref(),
+                ))
+                .await;
             }
         };
         let timeout = self.timeout.unwrap_or(node.config.call_timeout);
