@@ -141,3 +141,54 @@ impl Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{Outcome, Pending};
+    use crate::transport::proto::ReplyFrame;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_expires_at_its_own_deadline_behind_a_longer_one() {
+        let pending = Pending::new();
+        tokio::spawn(pending.clone().sweep());
+        let start = Instant::now();
+        let long = pending.insert(1, start + Duration::from_secs(20));
+        // The sweeper sees the long call and sleeps until its deadline...
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // ...and a call with an earlier one must wake it.
+        let short = pending.insert(2, start + Duration::from_millis(300));
+        let outcome = tokio::time::timeout(Duration::from_secs(5), short)
+            .await
+            .expect("the short call expires before the long one's deadline")
+            .expect("not dropped");
+        assert!(matches!(outcome, Outcome::Expired), "{outcome:?}");
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(1),
+            "{waited:?}"
+        );
+
+        // An answered call is not expired; a reply for no call is dropped.
+        pending.answer(vec![
+            ReplyFrame {
+                call_id: 1,
+                ..ReplyFrame::default()
+            },
+            ReplyFrame {
+                call_id: 99,
+                ..ReplyFrame::default()
+            },
+        ]);
+        assert!(matches!(long.await.expect("answered"), Outcome::Reply(_)));
+
+        // Closing tells the calls still waiting that the stream is gone.
+        let third = pending.insert(3, start + Duration::from_secs(60));
+        pending.close();
+        assert!(third.await.is_err());
+        assert!(pending.is_closed());
+    }
+}
