@@ -109,23 +109,21 @@ impl Committer {
         Self { writes, claims }
     }
 
-    /// Saves `write` with the next batch; returns once it is durable (or
-    /// refused).
-    pub(crate) async fn save(&self, write: StateWrite) -> Result<()> {
-        self.submit(write).await
-    }
-
-    /// Claims an object with the next batch of claims (see
-    /// [`Storage::claim_and_load`]); returns the row as it is after the
-    /// claim.
-    pub(crate) async fn claim(&self, claim: Claim) -> Result<Option<StoredState>> {
-        submit(&self.claims, claim).await
-    }
-
-    /// Queues `write` now; the returned future ends once it is durable (or
-    /// refused). Writes to one object land in the order they were queued.
-    fn submit(&self, write: StateWrite) -> impl Future<Output = Result<()>> + use<> {
+    /// Queues `write` for the next batch now; the future ends once it is
+    /// durable (or refused). Writes to one object land in the order they
+    /// were queued.
+    pub(crate) fn save(&self, write: StateWrite) -> impl Future<Output = Result<()>> + use<> {
         submit(&self.writes, write)
+    }
+
+    /// Queues a claim on an object for the next batch of claims (see
+    /// [`Storage::claim_and_load`]); the future ends with the row as it is
+    /// after the claim.
+    pub(crate) fn claim(
+        &self,
+        claim: Claim,
+    ) -> impl Future<Output = Result<Option<StoredState>>> + use<> {
+        submit(&self.claims, claim)
     }
 }
 
@@ -405,7 +403,7 @@ mod tests {
                 // Some objects get several writes queued back to back.
                 let repeats = 1 + index % 3;
                 for repeat in 0..repeats {
-                    waiting.push(committer.submit(write(id, round * 10 + repeat)));
+                    waiting.push(committer.save(write(id, round * 10 + repeat)));
                 }
             }
             if round % 3 == 0 {

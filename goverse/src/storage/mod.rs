@@ -262,16 +262,7 @@ pub trait Storage: Send + Sync + 'static {
         &'a self,
         claims: &'a [Claim],
     ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>> {
-        Box::pin(async move {
-            let mut answers = Vec::with_capacity(claims.len());
-            for claim in claims {
-                answers.push(
-                    self.claim_and_load(claim.type_name, &claim.id, claim.fence)
-                        .await,
-                );
-            }
-            answers
-        })
+        Box::pin(claim_each(self, claims))
     }
 
     /// Deletes the state of `type_name/id`. Deleting what was never saved is not an error.
@@ -414,6 +405,22 @@ pub async fn open(file: StorageFile) -> Result<std::sync::Arc<dyn Storage>> {
     Err(Error::Config(
         "storage: give exactly one of `postgres` and `sqlite`".into(),
     ))
+}
+
+/// Claims `claims` one by one, each with [`Storage::claim_and_load`].
+pub(crate) async fn claim_each<S: Storage + ?Sized>(
+    storage: &S,
+    claims: &[Claim],
+) -> Vec<Result<Option<StoredState>>> {
+    let mut answers = Vec::with_capacity(claims.len());
+    for claim in claims {
+        answers.push(
+            storage
+                .claim_and_load(claim.type_name, &claim.id, claim.fence)
+                .await,
+        );
+    }
+    answers
 }
 
 /// Replaces every `${NAME}` in `text` by environment variable `NAME`.

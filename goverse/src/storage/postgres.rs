@@ -191,14 +191,7 @@ impl PostgresStorage {
         {
             // One statement cannot claim a row twice: one by one (an
             // object is activated once at a time, so this is rare).
-            let mut answers = Vec::with_capacity(claims.len());
-            for claim in claims {
-                answers.push(
-                    self.claim_and_load(claim.type_name, &claim.id, claim.fence)
-                        .await,
-                );
-            }
-            return answers;
+            return super::claim_each(self, claims).await;
         }
         let rows: std::result::Result<Vec<(String, String, String, i64)>, _> =
             sqlx::query_as(CLAIM_BATCH)
