@@ -209,6 +209,64 @@ fn record(call_id: &str, method: &str, outcome: CallOutcome) -> CallRecord {
     }
 }
 
+/// A plain write with state `{"v": v}`.
+fn write_v(kind: &str, id: &str, epoch: u64, v: i64) -> StateWrite {
+    StateWrite {
+        data: format!(r#"{{"v": {v}}}"#).into_bytes(),
+        ..write(kind, id, epoch, None)
+    }
+}
+
+async fn stored_v(storage: &Arc<dyn Storage>, kind: &str, id: &str) -> (serde_json::Value, u64) {
+    let stored = storage.load(kind, id).await.expect("load").expect("stored");
+    (json(&stored.data)["v"].clone(), stored.epoch)
+}
+
+async fn batches_write_stored_and_new_rows_and_refuse_stale_ones(storage: Arc<dyn Storage>) {
+    let kind = unique_type("batch");
+    storage
+        .save(&kind, "stored", br#"{"v": 0}"#, Fence { epoch: 1 })
+        .await
+        .expect("save");
+    storage
+        .save(&kind, "newer", br#"{"v": 0}"#, Fence { epoch: 3 })
+        .await
+        .expect("save");
+    let results = storage
+        .save_batch(&[
+            write_v(&kind, "stored", 1, 1),
+            write_v(&kind, "new", 1, 1),
+            write_v(&kind, "newer", 2, 1),
+            // The same object again: it lands after the first.
+            write_v(&kind, "stored", 2, 2),
+        ])
+        .await;
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(|e| e.code(), |()| "OK"))
+        .collect();
+    assert_eq!(codes, ["OK", "OK", "STALE_OWNER", "OK"]);
+    assert_eq!(stored_v(&storage, &kind, "stored").await, (2.into(), 2));
+    assert_eq!(stored_v(&storage, &kind, "new").await, (1.into(), 1));
+    assert_eq!(
+        stored_v(&storage, &kind, "newer").await,
+        (0.into(), 3),
+        "the refused write left no trace"
+    );
+    // Every row there now: each write lands.
+    let results = storage
+        .save_batch(&[
+            write_v(&kind, "new", 1, 2),
+            write_v(&kind, "stored", 2, 3),
+            write_v(&kind, "newer", 3, 1),
+        ])
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(stored_v(&storage, &kind, "new").await, (2.into(), 1));
+    assert_eq!(stored_v(&storage, &kind, "stored").await, (3.into(), 2));
+    assert_eq!(stored_v(&storage, &kind, "newer").await, (1.into(), 3));
+}
+
 async fn call_records_land_with_their_state(storage: Arc<dyn Storage>) {
     let kind = unique_type("calls");
     storage
@@ -788,6 +846,7 @@ on_every_backend!(
     calls_are_durable_when_they_return,
     a_claim_fences_out_older_writers,
     claims_in_one_batch_answer_each_object,
+    batches_write_stored_and_new_rows_and_refuse_stale_ones,
     call_records_land_with_their_state,
     reliable_calls_run_once,
     write_behind_saves_within_its_interval,

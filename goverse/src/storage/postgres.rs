@@ -30,7 +30,8 @@ const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM _sqlx_migrations WH
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PostgresOptions {
-    /// Connections in the pool (default 16).
+    /// Connections for loads, claims and single writes (default 16); the
+    /// group committer keeps two more for its batches.
     pub max_connections: u32,
     /// How long to wait for a free connection (default 10 s).
     pub acquire_timeout: Duration,
@@ -66,8 +67,24 @@ impl PostgresOptions {
 /// Persistent state in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresStorage {
+    /// Loads, claims and single writes.
     pool: PgPool,
+    /// The group committer's batches of writes, one connection for each
+    /// batch in flight: the same few server processes write every batch,
+    /// and stay hot in cache.
+    batches: PgPool,
 }
+
+/// Batches of writes in flight at most: PostgreSQL commits them in
+/// parallel, and while one is written the other's writers run their next
+/// turns. More measured no better on a small machine.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A connection idle longer than this is checked before use (one round
+/// trip); one in steady use is not, since checking every borrow would add
+/// a round trip to every batch. A connection that broke meanwhile fails
+/// its statement, which fails the writes in it, as any lost connection.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl PostgresStorage {
     /// Connects to `url` (`postgres://user:password@host:port/db`; TLS
@@ -81,13 +98,13 @@ impl PostgresStorage {
         let connect: PgConnectOptions = url
             .parse()
             .map_err(|e| Error::Config(format!("database url: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+        let pool = pool_options(options.max_connections, options.acquire_timeout)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| sql::failed("connecting to PostgreSQL", e))?;
-        let storage = Self { pool };
+        let batches = pool_options(BATCHES_IN_FLIGHT as u32, options.acquire_timeout)
+            .connect_lazy_with(connect);
+        let storage = Self { pool, batches };
         if options.migrate {
             storage.migrate().await?;
         }
@@ -128,44 +145,88 @@ impl PostgresStorage {
     }
 }
 
-sql_storage!(PostgresStorage, STATEMENTS);
-
-/// Every write of a batch in one statement, one transaction, one fsync:
-/// rows whose stored epoch is newer are skipped, and the number of rows
-/// written comes back.
-macro_rules! save_batch {
-    ($($recorded:literal)?) => {
-        concat!(
-            "WITH written AS ( \
-               INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
-               SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
-               ON CONFLICT (object_type, object_id) DO UPDATE \
-               SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
-               WHERE goverse_objects.epoch <= EXCLUDED.epoch \
-               RETURNING object_type, object_id \
-             )",
-            $($recorded,)?
-            " SELECT count(*) FROM written"
-        )
-    };
+/// A pool of `connections` whose connections are pinged only after
+/// [`PING_IDLE_AFTER`] idle.
+fn pool_options(connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
-/// A batch of plain writes.
-const SAVE_BATCH: &str = save_batch!();
+sql_storage!(PostgresStorage, STATEMENTS);
+
+/// The bound columns of a batch of writes.
+struct Columns<'a> {
+    types: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    states: Vec<&'a str>,
+    epochs: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of the writes at `round` (indices into `writes`, whose
+    /// states as text are `texts`).
+    fn of(writes: &'a [super::StateWrite], texts: &[&'a str], round: &[usize]) -> Self {
+        Self {
+            types: round.iter().map(|&i| writes[i].type_name).collect(),
+            ids: round.iter().map(|&i| &*writes[i].id).collect(),
+            states: round.iter().map(|&i| texts[i]).collect(),
+            epochs: round
+                .iter()
+                .map(|&i| sql::epoch_to_sql(writes[i].fence.epoch))
+                .collect(),
+        }
+    }
+}
+
+/// A batch of writes to rows already there, in one statement (one
+/// transaction, one fsync), answering the positions (from 1) it wrote: a
+/// row missing or stored at a newer epoch is not written. Cheaper than the
+/// upsert: one index probe a row, no speculative insertion, no row lock
+/// taken first.
+const UPDATE_BATCH: &str = "UPDATE goverse_objects AS o \
+     SET data = w.d::jsonb, epoch = w.e, version = o.version + 1, updated_at = now() \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS w(t, i, d, e, n) \
+     WHERE o.object_type = w.t AND o.object_id = w.i AND o.epoch <= w.e \
+     RETURNING w.n";
+
+/// The writes the update left: rows are inserted where missing, and those
+/// stored at a newer epoch are skipped; the command counts the rows
+/// written.
+const UPSERT_BATCH: &str = "INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
+     SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
+     ON CONFLICT (object_type, object_id) DO UPDATE \
+     SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
+     WHERE goverse_objects.epoch <= EXCLUDED.epoch";
 
 /// A batch with reliable-call records: each is inserted beside its
 /// object's row, in the same statement, only if that row was written (a
 /// record without its state never lands, nor a state without its record).
-const SAVE_BATCH_WITH_CALLS: &str = save_batch!(
-    ", recorded AS ( \
+/// Answers the number of rows written.
+const UPSERT_BATCH_WITH_CALLS: &str = "WITH written AS ( \
+       INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
+       SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
+       ON CONFLICT (object_type, object_id) DO UPDATE \
+       SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
+       WHERE goverse_objects.epoch <= EXCLUDED.epoch \
+       RETURNING object_type, object_id \
+     ), recorded AS ( \
        INSERT INTO goverse_reliable_calls (object_type, object_id, call_id, method, response, error_code, error_message) \
        SELECT c.t, c.i, c.call_id, c.m, c.r, c.ec, c.em \
        FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[]) \
          AS c(t, i, call_id, m, r, ec, em) \
        JOIN written ON written.object_type = c.t AND written.object_id = c.i \
        ON CONFLICT DO NOTHING \
-     )"
-);
+     ) SELECT count(*) FROM written";
 
 /// Claims a batch of objects in one statement, returning the rows it wrote
 /// (a row stored at the claim's epoch or a newer one is left alone and not
@@ -227,11 +288,8 @@ impl PostgresStorage {
         answers
     }
 
-    /// Two batches: PostgreSQL commits them in parallel, and while one is
-    /// written the other's writers run their next turns. More measured no
-    /// better on a small machine.
     fn batches_in_flight(&self) -> usize {
-        2
+        BATCHES_IN_FLIGHT
     }
 
     /// Saves a batch: each round of writes to distinct objects is one
@@ -304,47 +362,87 @@ impl PostgresStorage {
         texts: &[&str],
         round: &[usize],
     ) -> Result<bool> {
-        let types: Vec<&str> = round.iter().map(|&i| writes[i].type_name).collect();
-        let ids: Vec<&str> = round.iter().map(|&i| &*writes[i].id).collect();
-        let datas: Vec<&str> = round.iter().map(|&i| texts[i]).collect();
-        let epochs: Vec<i64> = round
+        if round.iter().any(|&i| writes[i].call.is_some()) {
+            return self.save_with_calls(writes, texts, round).await;
+        }
+        // Most writes are to rows already there: update those, and upsert
+        // only what the update left.
+        let batch = Columns::of(writes, texts, round);
+        let updated: Vec<i64> = sqlx::query_scalar(UPDATE_BATCH)
+            .bind(&batch.types)
+            .bind(&batch.ids)
+            .bind(&batch.states)
+            .bind(&batch.epochs)
+            .fetch_all(&self.batches)
+            .await
+            .map_err(|e| sql::failed("saving a batch of states", e))?;
+        if updated.len() == round.len() {
+            return Ok(true);
+        }
+        let mut left = vec![true; round.len()];
+        for position in updated {
+            if let Some(left) = usize::try_from(position - 1)
+                .ok()
+                .and_then(|index| left.get_mut(index))
+            {
+                *left = false;
+            }
+        }
+        let rest: Vec<usize> = round
             .iter()
-            .map(|&i| sql::epoch_to_sql(writes[i].fence.epoch))
+            .zip(&left)
+            .filter_map(|(&index, &left)| left.then_some(index))
             .collect();
+        let batch = Columns::of(writes, texts, &rest);
+        let written = sqlx::query(UPSERT_BATCH)
+            .bind(&batch.types)
+            .bind(&batch.ids)
+            .bind(&batch.states)
+            .bind(&batch.epochs)
+            .execute(&self.batches)
+            .await
+            .map_err(|e| sql::failed("saving a batch of states", e))?
+            .rows_affected();
+        Ok(usize::try_from(written).ok() == Some(rest.len()))
+    }
+
+    /// Writes `round`, some with reliable-call records, in one statement;
+    /// true when no write was refused.
+    async fn save_with_calls(
+        &self,
+        writes: &[super::StateWrite],
+        texts: &[&str],
+        round: &[usize],
+    ) -> Result<bool> {
+        let batch = Columns::of(writes, texts, round);
         let calls: Vec<(&super::StateWrite, &super::CallRecord)> = round
             .iter()
             .filter_map(|&i| writes[i].call.as_ref().map(|call| (&writes[i], call)))
             .collect();
-        let query = if calls.is_empty() {
-            sqlx::query_scalar(SAVE_BATCH)
-        } else {
-            sqlx::query_scalar(SAVE_BATCH_WITH_CALLS)
-        };
-        let query = query.bind(&types).bind(&ids).bind(&datas).bind(&epochs);
-        let written: i64 = if calls.is_empty() {
-            query.fetch_one(&self.pool).await
-        } else {
-            let columns: Vec<_> = calls
-                .iter()
-                .map(|(_, c)| sql::call_columns(&c.outcome))
-                .collect();
-            query
-                .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
-                .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
-                .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
-                .bind(
-                    calls
-                        .iter()
-                        .map(|(_, c)| c.method.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(columns.iter().map(|c| c.0).collect::<Vec<_>>())
-                .bind(columns.iter().map(|c| c.1).collect::<Vec<_>>())
-                .bind(columns.iter().map(|c| c.2).collect::<Vec<_>>())
-                .fetch_one(&self.pool)
-                .await
-        }
-        .map_err(|e| sql::failed("saving a batch of states", e))?;
+        let outcomes: Vec<_> = calls
+            .iter()
+            .map(|(_, c)| sql::call_columns(&c.outcome))
+            .collect();
+        let written: i64 = sqlx::query_scalar(UPSERT_BATCH_WITH_CALLS)
+            .bind(&batch.types)
+            .bind(&batch.ids)
+            .bind(&batch.states)
+            .bind(&batch.epochs)
+            .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
+            .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
+            .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
+            .bind(
+                calls
+                    .iter()
+                    .map(|(_, c)| c.method.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(outcomes.iter().map(|c| c.0).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|c| c.1).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|c| c.2).collect::<Vec<_>>())
+            .fetch_one(&self.batches)
+            .await
+            .map_err(|e| sql::failed("saving a batch of states", e))?;
         Ok(usize::try_from(written).ok() == Some(round.len()))
     }
 
