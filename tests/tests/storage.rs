@@ -1119,3 +1119,66 @@ async fn postgres_over_verified_tls() {
         .expect_err("unknown issuer");
     assert_eq!(error.code(), "STORAGE_ERROR");
 }
+
+/// The database drops every connection of a node (a restart, a failover,
+/// an administrator): the node's writes go on, on new connections, and
+/// what was acknowledged is all that was applied.
+#[tokio::test]
+async fn postgres_writes_go_on_after_the_server_drops_the_connections() {
+    use sqlx::Connection as _;
+    let name = unique_type("dropped");
+    let url = database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let storage = PostgresStorage::connect(
+        &format!("{url}{separator}application_name={name}"),
+        PostgresOptions::default().migrate(true).max_connections(2),
+    )
+    .await
+    .expect("PostgreSQL is reachable");
+    let node = Node::builder()
+        .register::<Account>()
+        .storage(storage)
+        .start()
+        .await
+        .expect("node");
+    let account = AccountClient::new(&node, &name);
+    let mut acknowledged = 0;
+    for _ in 0..3 {
+        account
+            .deposit(Int64Value { value: 1 })
+            .await
+            .expect("deposit");
+        acknowledged += 1;
+    }
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let dropped: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(!dropped.is_empty(), "the node's connections were found");
+    // A call whose write, or whose object's reload, meets a dropped
+    // connection fails; the next ones go through on new connections.
+    let mut failures = 0;
+    let mut balance = 0;
+    while balance == 0 {
+        match account.deposit(Int64Value { value: 1 }).await {
+            Ok(reply) => {
+                acknowledged += 1;
+                balance = reply.value;
+            }
+            Err(error) => {
+                assert!(
+                    ["STORAGE_ERROR", "ACTIVATION_FAILED"].contains(&error.code()),
+                    "{error}"
+                );
+                failures += 1;
+                assert!(failures <= 6, "writes did not recover: {error}");
+            }
+        }
+    }
+    assert_eq!(balance, acknowledged, "only acknowledged deposits count");
+    node.shutdown().await;
+}

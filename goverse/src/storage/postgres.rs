@@ -1,10 +1,14 @@
 //! State in PostgreSQL (feature `postgres`): table `goverse_objects`, the
 //! state as JSONB, every write fenced by the writer's epoch.
 
+mod held;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
+use self::held::HeldConnections;
 use super::sql::{self, Statements, sql_storage};
 use crate::error::{Error, Result};
 
@@ -72,19 +76,13 @@ pub struct PostgresStorage {
     /// The group committer's batches of writes, one connection for each
     /// batch in flight: the same few server processes write every batch,
     /// and stay hot in cache.
-    batches: PgPool,
+    batches: Arc<HeldConnections>,
 }
 
 /// Batches of writes in flight at most: PostgreSQL commits them in
 /// parallel, and while one is written the other's writers run their next
 /// turns. More measured no better on a small machine.
 const BATCHES_IN_FLIGHT: usize = 2;
-
-/// A connection idle longer than this is checked before use (one round
-/// trip); one in steady use is not, since checking every borrow would add
-/// a round trip to every batch. A connection that broke meanwhile fails
-/// its statement, which fails the writes in it, as any lost connection.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl PostgresStorage {
     /// Connects to `url` (`postgres://user:password@host:port/db`; TLS
@@ -98,12 +96,17 @@ impl PostgresStorage {
         let connect: PgConnectOptions = url
             .parse()
             .map_err(|e| Error::Config(format!("database url: {e}")))?;
-        let pool = pool_options(options.max_connections, options.acquire_timeout)
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await
             .map_err(|e| sql::failed("connecting to PostgreSQL", e))?;
-        let batches = pool_options(BATCHES_IN_FLIGHT as u32, options.acquire_timeout)
-            .connect_lazy_with(connect);
+        let batches = Arc::new(HeldConnections::new(
+            connect,
+            BATCHES_IN_FLIGHT,
+            options.acquire_timeout,
+        ));
         let storage = Self { pool, batches };
         if options.migrate {
             storage.migrate().await?;
@@ -145,24 +148,92 @@ impl PostgresStorage {
     }
 }
 
-/// A pool of `connections` whose connections are pinged only after
-/// [`PING_IDLE_AFTER`] idle.
-fn pool_options(connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
-    PgPoolOptions::new()
-        .max_connections(connections)
-        .acquire_timeout(acquire_timeout)
-        .test_before_acquire(false)
-        .before_acquire(|connection, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IDLE_AFTER {
-                    sqlx::Connection::ping(connection).await?;
-                }
-                Ok(true)
-            })
-        })
+sql_storage!(PostgresStorage, STATEMENTS);
+
+/// Writes `round` (none with a reliable-call record): most writes are to
+/// rows already there, so those are updated, and only what the update
+/// left is upserted. True when no write was refused.
+async fn update_then_upsert(
+    connection: &mut PgConnection,
+    writes: &[super::StateWrite],
+    texts: &[&str],
+    round: &[usize],
+) -> std::result::Result<bool, sqlx::Error> {
+    let batch = Columns::of(writes, texts, round);
+    let updated: Vec<i64> = sqlx::query_scalar(UPDATE_BATCH)
+        .bind(&batch.types)
+        .bind(&batch.ids)
+        .bind(&batch.states)
+        .bind(&batch.epochs)
+        .fetch_all(&mut *connection)
+        .await?;
+    if updated.len() == round.len() {
+        return Ok(true);
+    }
+    let mut left = vec![true; round.len()];
+    for position in updated {
+        if let Some(left) = usize::try_from(position - 1)
+            .ok()
+            .and_then(|index| left.get_mut(index))
+        {
+            *left = false;
+        }
+    }
+    let rest: Vec<usize> = round
+        .iter()
+        .zip(&left)
+        .filter_map(|(&index, &left)| left.then_some(index))
+        .collect();
+    let batch = Columns::of(writes, texts, &rest);
+    let written = sqlx::query(UPSERT_BATCH)
+        .bind(&batch.types)
+        .bind(&batch.ids)
+        .bind(&batch.states)
+        .bind(&batch.epochs)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    Ok(usize::try_from(written).ok() == Some(rest.len()))
 }
 
-sql_storage!(PostgresStorage, STATEMENTS);
+/// Writes `round`, some with reliable-call records, in one statement;
+/// true when no write was refused.
+async fn save_with_calls(
+    connection: &mut PgConnection,
+    writes: &[super::StateWrite],
+    texts: &[&str],
+    round: &[usize],
+) -> std::result::Result<bool, sqlx::Error> {
+    let batch = Columns::of(writes, texts, round);
+    let calls: Vec<(&super::StateWrite, &super::CallRecord)> = round
+        .iter()
+        .filter_map(|&i| writes[i].call.as_ref().map(|call| (&writes[i], call)))
+        .collect();
+    let outcomes: Vec<_> = calls
+        .iter()
+        .map(|(_, c)| sql::call_columns(&c.outcome))
+        .collect();
+    let written: i64 = sqlx::query_scalar(UPSERT_BATCH_WITH_CALLS)
+        .bind(&batch.types)
+        .bind(&batch.ids)
+        .bind(&batch.states)
+        .bind(&batch.epochs)
+        .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
+        .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
+        .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
+        .bind(
+            calls
+                .iter()
+                .map(|(_, c)| c.method.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(outcomes.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|c| c.1).collect::<Vec<_>>())
+        .bind(outcomes.iter().map(|c| c.2).collect::<Vec<_>>())
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(usize::try_from(written).ok() == Some(round.len()))
+}
 
 /// The bound columns of a batch of writes.
 struct Columns<'a> {
@@ -354,96 +425,26 @@ impl PostgresStorage {
             .collect()
     }
 
-    /// Writes `round` (indices into `writes`, all to distinct objects);
-    /// true when no write was refused.
+    /// Writes `round` (indices into `writes`, all to distinct objects) on
+    /// one of the committer's connections; true when no write was refused.
     async fn save_round(
         &self,
         writes: &[super::StateWrite],
         texts: &[&str],
         round: &[usize],
     ) -> Result<bool> {
-        if round.iter().any(|&i| writes[i].call.is_some()) {
-            return self.save_with_calls(writes, texts, round).await;
-        }
-        // Most writes are to rows already there: update those, and upsert
-        // only what the update left.
-        let batch = Columns::of(writes, texts, round);
-        let updated: Vec<i64> = sqlx::query_scalar(UPDATE_BATCH)
-            .bind(&batch.types)
-            .bind(&batch.ids)
-            .bind(&batch.states)
-            .bind(&batch.epochs)
-            .fetch_all(&self.batches)
+        let mut held = self
+            .batches
+            .get()
             .await
-            .map_err(|e| sql::failed("saving a batch of states", e))?;
-        if updated.len() == round.len() {
-            return Ok(true);
-        }
-        let mut left = vec![true; round.len()];
-        for position in updated {
-            if let Some(left) = usize::try_from(position - 1)
-                .ok()
-                .and_then(|index| left.get_mut(index))
-            {
-                *left = false;
-            }
-        }
-        let rest: Vec<usize> = round
-            .iter()
-            .zip(&left)
-            .filter_map(|(&index, &left)| left.then_some(index))
-            .collect();
-        let batch = Columns::of(writes, texts, &rest);
-        let written = sqlx::query(UPSERT_BATCH)
-            .bind(&batch.types)
-            .bind(&batch.ids)
-            .bind(&batch.states)
-            .bind(&batch.epochs)
-            .execute(&self.batches)
-            .await
-            .map_err(|e| sql::failed("saving a batch of states", e))?
-            .rows_affected();
-        Ok(usize::try_from(written).ok() == Some(rest.len()))
-    }
-
-    /// Writes `round`, some with reliable-call records, in one statement;
-    /// true when no write was refused.
-    async fn save_with_calls(
-        &self,
-        writes: &[super::StateWrite],
-        texts: &[&str],
-        round: &[usize],
-    ) -> Result<bool> {
-        let batch = Columns::of(writes, texts, round);
-        let calls: Vec<(&super::StateWrite, &super::CallRecord)> = round
-            .iter()
-            .filter_map(|&i| writes[i].call.as_ref().map(|call| (&writes[i], call)))
-            .collect();
-        let outcomes: Vec<_> = calls
-            .iter()
-            .map(|(_, c)| sql::call_columns(&c.outcome))
-            .collect();
-        let written: i64 = sqlx::query_scalar(UPSERT_BATCH_WITH_CALLS)
-            .bind(&batch.types)
-            .bind(&batch.ids)
-            .bind(&batch.states)
-            .bind(&batch.epochs)
-            .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
-            .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
-            .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
-            .bind(
-                calls
-                    .iter()
-                    .map(|(_, c)| c.method.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(outcomes.iter().map(|c| c.0).collect::<Vec<_>>())
-            .bind(outcomes.iter().map(|c| c.1).collect::<Vec<_>>())
-            .bind(outcomes.iter().map(|c| c.2).collect::<Vec<_>>())
-            .fetch_one(&self.batches)
-            .await
-            .map_err(|e| sql::failed("saving a batch of states", e))?;
-        Ok(usize::try_from(written).ok() == Some(round.len()))
+            .map_err(|e| sql::failed("connecting to save a batch", e))?;
+        let outcome = if round.iter().any(|&i| writes[i].call.is_some()) {
+            save_with_calls(held.connection(), writes, texts, round).await
+        } else {
+            update_then_upsert(held.connection(), writes, texts, round).await
+        };
+        held.release(&outcome);
+        outcome.map_err(|e| sql::failed("saving a batch of states", e))
     }
 
     async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
