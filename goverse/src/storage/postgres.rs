@@ -150,6 +150,17 @@ impl PostgresStorage {
 
 sql_storage!(PostgresStorage, STATEMENTS);
 
+/// Binds a batch's [`Columns`] as `$1` to `$4` of `query`.
+macro_rules! bind_columns {
+    ($query:expr, $batch:expr) => {
+        $query
+            .bind(&$batch.types)
+            .bind(&$batch.ids)
+            .bind(&$batch.states)
+            .bind(&$batch.epochs)
+    };
+}
+
 /// Writes `round` (none with a reliable-call record): most writes are to
 /// rows already there, so those are updated, and only what the update
 /// left is upserted. True when no write was refused.
@@ -160,11 +171,7 @@ async fn update_then_upsert(
     round: &[usize],
 ) -> std::result::Result<bool, sqlx::Error> {
     let batch = Columns::of(writes, texts, round);
-    let updated: Vec<i64> = sqlx::query_scalar(UPDATE_BATCH)
-        .bind(&batch.types)
-        .bind(&batch.ids)
-        .bind(&batch.states)
-        .bind(&batch.epochs)
+    let updated: Vec<i64> = bind_columns!(sqlx::query_scalar(UPDATE_BATCH), batch)
         .fetch_all(&mut *connection)
         .await?;
     if updated.len() == round.len() {
@@ -185,11 +192,7 @@ async fn update_then_upsert(
         .filter_map(|(&index, &left)| left.then_some(index))
         .collect();
     let batch = Columns::of(writes, texts, &rest);
-    let written = sqlx::query(UPSERT_BATCH)
-        .bind(&batch.types)
-        .bind(&batch.ids)
-        .bind(&batch.states)
-        .bind(&batch.epochs)
+    let written = bind_columns!(sqlx::query(UPSERT_BATCH), batch)
         .execute(&mut *connection)
         .await?
         .rows_affected();
@@ -213,11 +216,7 @@ async fn save_with_calls(
         .iter()
         .map(|(_, c)| sql::call_columns(&c.outcome))
         .collect();
-    let written: i64 = sqlx::query_scalar(UPSERT_BATCH_WITH_CALLS)
-        .bind(&batch.types)
-        .bind(&batch.ids)
-        .bind(&batch.states)
-        .bind(&batch.epochs)
+    let written: i64 = bind_columns!(sqlx::query_scalar(UPSERT_BATCH_WITH_CALLS), batch)
         .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
         .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
         .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
