@@ -163,19 +163,20 @@ macro_rules! bind_columns {
 
 /// Writes `round` (none with a reliable-call record): most writes are to
 /// rows already there, so those are updated, and only what the update
-/// left is upserted. True when no write was refused.
+/// left is upserted. Answers the writes that may have been refused: those
+/// the update left, when the upsert wrote fewer rows than it was given.
 async fn update_then_upsert(
     connection: &mut PgConnection,
     writes: &[super::StateWrite],
     texts: &[&str],
     round: &[usize],
-) -> std::result::Result<bool, sqlx::Error> {
+) -> std::result::Result<Vec<usize>, sqlx::Error> {
     let batch = Columns::of(writes, texts, round);
     let updated: Vec<i64> = bind_columns!(sqlx::query_scalar(UPDATE_BATCH), batch)
         .fetch_all(&mut *connection)
         .await?;
     if updated.len() == round.len() {
-        return Ok(true);
+        return Ok(Vec::new());
     }
     let mut left = vec![true; round.len()];
     for position in updated {
@@ -196,17 +197,22 @@ async fn update_then_upsert(
         .execute(&mut *connection)
         .await?
         .rows_affected();
-    Ok(usize::try_from(written).ok() == Some(rest.len()))
+    Ok(if usize::try_from(written).ok() == Some(rest.len()) {
+        Vec::new()
+    } else {
+        rest
+    })
 }
 
 /// Writes `round`, some with reliable-call records, in one statement;
-/// true when no write was refused.
+/// answers the writes that may have been refused: all of them when the
+/// statement wrote fewer rows than it was given.
 async fn save_with_calls(
     connection: &mut PgConnection,
     writes: &[super::StateWrite],
     texts: &[&str],
     round: &[usize],
-) -> std::result::Result<bool, sqlx::Error> {
+) -> std::result::Result<Vec<usize>, sqlx::Error> {
     let batch = Columns::of(writes, texts, round);
     let calls: Vec<(&super::StateWrite, &super::CallRecord)> = round
         .iter()
@@ -231,7 +237,11 @@ async fn save_with_calls(
         .bind(outcomes.iter().map(|c| c.2).collect::<Vec<_>>())
         .fetch_one(&mut *connection)
         .await?;
-    Ok(usize::try_from(written).ok() == Some(round.len()))
+    Ok(if usize::try_from(written).ok() == Some(round.len()) {
+        Vec::new()
+    } else {
+        round.to_vec()
+    })
 }
 
 /// The bound columns of a batch of writes.
@@ -388,15 +398,13 @@ impl PostgresStorage {
                 .iter()
                 .partition(|&&index| seen.insert((writes[index].type_name, &*writes[index].id)));
             match self.save_round(writes, &texts, &round).await {
-                Ok(true) => {
-                    for index in round {
+                Ok(unconfirmed) => {
+                    for &index in &round {
                         results[index] = Some(Ok(()));
                     }
-                }
-                Ok(false) => {
-                    // Some were refused: a write was refused exactly when
-                    // a newer epoch is stored now.
-                    for index in round {
+                    // Some of these were refused: a write was refused
+                    // exactly when a newer epoch is stored now.
+                    for index in unconfirmed {
                         let write = &writes[index];
                         results[index] =
                             Some(match self.stored_epoch(write.type_name, &write.id).await {
@@ -425,13 +433,14 @@ impl PostgresStorage {
     }
 
     /// Writes `round` (indices into `writes`, all to distinct objects) on
-    /// one of the committer's connections; true when no write was refused.
+    /// one of the committer's connections; answers the writes that may have
+    /// been refused (none, normally).
     async fn save_round(
         &self,
         writes: &[super::StateWrite],
         texts: &[&str],
         round: &[usize],
-    ) -> Result<bool> {
+    ) -> Result<Vec<usize>> {
         let mut held = self
             .batches
             .get()
