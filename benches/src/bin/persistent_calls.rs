@@ -48,6 +48,17 @@ impl Account {
 const UPSERT: &str = "INSERT INTO goverse_objects (object_type, object_id, data, epoch) VALUES ($1, $2, $3::jsonb, 1) \
      ON CONFLICT (object_type, object_id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()";
 
+/// The baselines' write: caller `id`'s row, now with `balance`.
+fn upsert(
+    id: String,
+    balance: i64,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(UPSERT)
+        .bind("BenchBaseline")
+        .bind(id)
+        .bind(format!("{{\"balance\": {balance}}}"))
+}
+
 async fn one_upsert_per_call_pooled(
     url: &str,
     run: usize,
@@ -63,16 +74,9 @@ async fn one_upsert_per_call_pooled(
         let mut balance = 0i64;
         timed_loop(calls, move || {
             balance += 1;
-            let state = format!("{{\"balance\": {balance}}}");
-            let (pool, id) = (pool.clone(), id.clone());
+            let (upsert, pool) = (upsert(id.clone(), balance), pool.clone());
             async move {
-                sqlx::query(UPSERT)
-                    .bind("BenchBaseline")
-                    .bind(id)
-                    .bind(state)
-                    .execute(&pool)
-                    .await
-                    .expect("upsert");
+                upsert.execute(&pool).await.expect("upsert");
             }
         })
     })
@@ -98,13 +102,9 @@ async fn one_upsert_per_call_own_connections(
         let mut balance = 0i64;
         timed_loop(calls, move || {
             balance += 1;
-            let state = format!("{{\"balance\": {balance}}}");
-            let (connection, id) = (connection.clone(), id.clone());
+            let (upsert, connection) = (upsert(id.clone(), balance), connection.clone());
             async move {
-                sqlx::query(UPSERT)
-                    .bind("BenchBaseline")
-                    .bind(id)
-                    .bind(state)
+                upsert
                     .execute(&mut *connection.lock().await)
                     .await
                     .expect("upsert");
@@ -137,42 +137,62 @@ async fn database_alone(url: &str, calls: usize) -> Result<f64, Failure> {
     const CONNECTIONS: usize = 2;
     const ROWS: usize = CALLERS / CONNECTIONS;
     let batches = calls * CONNECTIONS;
-    let started = std::time::Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
+    let types = vec![ALONE_TYPE; ROWS];
+    // Connected, rows made and the statement prepared before the clock
+    // starts, as the goverse side is warmed up.
+    let mut prepared = Vec::with_capacity(CONNECTIONS);
     for connection in 0..CONNECTIONS {
         let mut db = sqlx::PgConnection::connect(url).await?;
         let ids: Vec<String> = (0..ROWS)
             .map(|row| format!("alone-{connection}-{row}"))
             .collect();
-        let types = vec!["BenchAlone"; ROWS];
-        let epochs = vec![1i64; ROWS];
         sqlx::query(UPSERT_ALONE)
             .bind(&types)
             .bind(&ids)
             .execute(&mut db)
             .await?;
+        alone_batch(&mut db, &ids, 0).await;
+        prepared.push((db, ids));
+    }
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut db, ids) in prepared {
         tasks.spawn(async move {
-            for batch in 0..calls {
-                let states: Vec<String> = (0..ROWS)
-                    .map(|_| format!("{{\"balance\": {batch}}}"))
-                    .collect();
-                let written: Vec<i64> = sqlx::query_scalar(UPDATE_BATCH)
-                    .bind(&types)
-                    .bind(&ids)
-                    .bind(&states)
-                    .bind(&epochs)
-                    .fetch_all(&mut db)
-                    .await
-                    .expect("batch");
-                assert_eq!(written.len(), ROWS);
+            for batch in 1..=calls {
+                alone_batch(&mut db, &ids, batch).await;
             }
-            db.close().await.expect("close");
+            db
         });
     }
-    while let Some(done) = tasks.join_next().await {
-        done?;
+    let mut done = Vec::with_capacity(CONNECTIONS);
+    while let Some(db) = tasks.join_next().await {
+        done.push(db?);
     }
-    Ok((batches * ROWS) as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed();
+    for db in done {
+        db.close().await?;
+    }
+    Ok((batches * ROWS) as f64 / elapsed.as_secs_f64())
+}
+
+/// The type of the rows `database_alone` writes.
+const ALONE_TYPE: &str = "BenchAlone";
+
+/// Writes batch number `batch` over the rows `ids` on `db`.
+async fn alone_batch(db: &mut sqlx::PgConnection, ids: &[String], batch: usize) {
+    let states: Vec<String> = ids
+        .iter()
+        .map(|_| format!("{{\"balance\": {batch}}}"))
+        .collect();
+    let written: Vec<i64> = sqlx::query_scalar(UPDATE_BATCH)
+        .bind(vec![ALONE_TYPE; ids.len()])
+        .bind(ids)
+        .bind(states)
+        .bind(vec![1i64; ids.len()])
+        .fetch_all(db)
+        .await
+        .expect("batch");
+    assert_eq!(written.len(), ids.len());
 }
 
 /// Makes the rows `database_alone` updates.
