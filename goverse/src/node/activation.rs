@@ -34,6 +34,14 @@ pub(crate) struct Mailbox<O: Object> {
 
 pub(crate) struct Activation<O: Object> {
     pub(crate) id: Arc<str>,
+    /// The object's shard ([`crate::placement::NODE_PINNED`] for an id
+    /// pinned to a node).
+    pub(crate) shard: u32,
+    /// The ownership epoch of the shard when the instance was loaded. The
+    /// instance writes under this epoch, and only while the node still
+    /// serves the shard under it: once the shard has left, the instance is
+    /// stale for good, even if the shard comes back (under a newer epoch).
+    epoch: AtomicU64,
     /// Turns: a write lock for `&mut self` calls, a read lock for `&self`
     /// calls. tokio's lock is fair (FIFO), which gives arrival order.
     pub(crate) state: RwLock<Slot<O>>,
@@ -51,9 +59,11 @@ pub(crate) struct Activation<O: Object> {
 }
 
 impl<O: Object> Activation<O> {
-    pub(crate) fn new(id: Arc<str>, host: Weak<TypeHost<O>>, now_ms: u64) -> Self {
+    pub(crate) fn new(id: Arc<str>, shard: u32, host: Weak<TypeHost<O>>, now_ms: u64) -> Self {
         Self {
             id,
+            shard,
+            epoch: AtomicU64::new(0),
             state: RwLock::new(Slot::Fresh),
             mailbox: Mutex::new(Mailbox {
                 draining: false,
@@ -68,6 +78,17 @@ impl<O: Object> Activation<O> {
 
     pub(crate) fn mailbox(&self) -> std::sync::MutexGuard<'_, Mailbox<O>> {
         self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The epoch the instance was loaded under.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Records the epoch the instance is being loaded under (before it
+    /// becomes active, with the turn lock held).
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
     }
 
     pub(crate) fn touch(&self, now_ms: u64) {

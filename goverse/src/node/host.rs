@@ -286,10 +286,27 @@ impl<O: Object> TypeHost<O> {
         })
     }
 
-    fn activation(&self, id: &Arc<str>, now_ms: u64) -> Arc<Activation<O>> {
+    fn activation(&self, id: &Arc<str>, shard: u32, now_ms: u64) -> Arc<Activation<O>> {
         self.directory.get_or_insert_with(id, || {
-            Activation::new(id.clone(), self.this.clone(), now_ms)
+            Activation::new(id.clone(), shard, self.this.clone(), now_ms)
         })
+    }
+
+    /// Whether the activation's instance may no longer serve or write: the
+    /// node does not serve its shard under the epoch it was loaded under
+    /// (the shard left, and perhaps came back under a newer epoch).
+    fn is_stale(node: &NodeInner, activation: &Activation<O>) -> bool {
+        node.fence_for(activation.shard).epoch != activation.epoch()
+    }
+
+    /// The refusal of a write by a stale instance.
+    fn stale_write(node: &NodeInner, activation: &Activation<O>) -> Error {
+        node.stats.stale_write();
+        Error::StaleOwner {
+            target: format!("{}/{}", O::DESCRIPTOR.type_name, activation.id),
+            epoch: activation.epoch(),
+            current: node.fence_for(activation.shard).epoch,
+        }
     }
 
     fn target(id: &str, method: &str) -> String {
@@ -336,7 +353,7 @@ impl<O: Object> TypeHost<O> {
             if !node.serves(call.shard) {
                 return Turn::Moved(work);
             }
-            let activation = self.activation(&call.id, arrived_ms);
+            let activation = self.activation(&call.id, call.shard, arrived_ms);
             activation.touch(arrived_ms);
             if work.mutates() {
                 let permit = match self.enter(&activation, &call, work) {
@@ -393,6 +410,14 @@ impl<O: Object> TypeHost<O> {
             let Slot::Active(object) = &*guard else {
                 continue;
             };
+            if Self::is_stale(&node, &activation) {
+                drop(guard);
+                let mut write = activation.state.write().await;
+                if matches!(&*write, Slot::Active(_)) && Self::is_stale(&node, &activation) {
+                    self.drop_instance(&activation, &mut write);
+                }
+                continue;
+            }
             let ctx = self.context(&node, &activation, Some(&call), call.deadline);
             let outcome = CatchUnwind(work.run(Receiver::Ref(object), &ctx)).await;
             drop(ctx);
@@ -493,6 +518,12 @@ impl<O: Object> TypeHost<O> {
                 }
             }
             Slot::Active(_) => {}
+        }
+        if Self::is_stale(node, activation) {
+            // Loaded before the shard left this node: whatever it holds may
+            // be older than what a later owner stored.
+            self.drop_instance(activation, slot);
+            return None;
         }
         if let Some(call_id) = work.reliable() {
             // The turn holds the object, so no other run of this call id
@@ -638,8 +669,9 @@ impl<O: Object> TypeHost<O> {
         Ok(())
     }
 
-    /// Saves `object`'s state through the committer, fenced by its shard's
-    /// epoch (nothing to do for a type that is not persistent).
+    /// Saves `object`'s state through the committer, fenced by the epoch
+    /// it was loaded under (nothing to do for a type that is not
+    /// persistent). A stale instance's write is refused here already.
     async fn store(
         &self,
         node: &Arc<NodeInner>,
@@ -653,12 +685,16 @@ impl<O: Object> TypeHost<O> {
         // What is saved now is the whole state: a pending write-behind
         // flush has nothing left to do.
         activation.flush_pending.store(false, Ordering::Release);
-        let shard = placement::shard_for(&activation.id, node.config.shard_count);
+        if Self::is_stale(node, activation) {
+            return Err(Self::stale_write(node, activation));
+        }
         let write = StateWrite {
             type_name: O::DESCRIPTOR.type_name,
             id: activation.id.clone(),
             data: state?,
-            fence: node.fence_for(shard),
+            fence: crate::storage::Fence {
+                epoch: activation.epoch(),
+            },
             call,
         };
         let saved = node.committer.save(write).await;
@@ -792,9 +828,11 @@ impl<O: Object> TypeHost<O> {
         activation: &Arc<Activation<O>>,
         deadline: Instant,
     ) -> Result<O> {
+        // The epoch is read before the state: if the shard moves meanwhile,
+        // the instance is stale from the start and never writes.
+        let fence = node.fence_for(activation.shard);
+        activation.set_epoch(fence.epoch);
         let mut object = if O::DESCRIPTOR.persistent {
-            let shard = placement::shard_for(&activation.id, node.config.shard_count);
-            let fence = node.fence_for(shard);
             match load_owned(node, O::DESCRIPTOR.type_name, &activation.id, fence).await? {
                 Some(stored) => O::load_state(&stored.data)?,
                 None => O::create(),
@@ -890,6 +928,10 @@ impl<O: Object> TypeHost<O> {
         };
         let mut guard = activation.state.write().await;
         if timer.stopped.load(Ordering::Acquire) {
+            return false;
+        }
+        if Self::is_stale(&node, activation) {
+            self.drop_instance(activation, &mut guard);
             return false;
         }
         let Slot::Active(object) = &mut *guard else {

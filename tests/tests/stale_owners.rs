@@ -1,0 +1,276 @@
+//! Fencing end to end, where ownership changes under running turns: a turn
+//! that outlives its shard's move away and back, and the stale copies a
+//! node keeps after it lost its shards and was handed them back.
+//!
+//! Each scenario runs on the in-process store with memory storage, and on
+//! real etcd with real PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use goverse::placement::shard_of;
+use goverse::prelude::*;
+use goverse::storage::{MemoryStorage, PostgresOptions, PostgresStorage, Storage};
+use goverse_tests::{Backend, PATIENCE, database_url, unique_prefix, wait_until};
+use tokio::sync::watch;
+
+const SHARDS: u32 = 16;
+
+/// Points in a turn where a test holds it until it says go.
+mod gates {
+    use super::{Arc, AtomicUsize, HashMap, Mutex, OnceLock, Ordering, watch};
+
+    struct Gate {
+        entered: AtomicUsize,
+        open: watch::Sender<bool>,
+    }
+
+    fn gate(name: &str) -> Arc<Gate> {
+        static GATES: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
+        GATES
+            .get_or_init(Mutex::default)
+            .lock()
+            .expect("gates")
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    entered: AtomicUsize::new(0),
+                    open: watch::channel(false).0,
+                })
+            })
+            .clone()
+    }
+
+    /// Waits until gate `name` opens (at once if it is open).
+    pub(super) async fn pass(name: &str) {
+        let gate = gate(name);
+        gate.entered.fetch_add(1, Ordering::SeqCst);
+        let mut open = gate.open.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+    }
+
+    /// How many turns reached gate `name`.
+    pub(super) fn entered(name: &str) -> usize {
+        gate(name).entered.load(Ordering::SeqCst)
+    }
+
+    /// Lets every turn waiting at gate `name` through, and all later ones.
+    pub(super) fn open(name: &str) {
+        gate(name).open.send_replace(true);
+    }
+}
+
+/// A persistent till.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Till {
+    total: i64,
+}
+
+#[goverse::object(persistent)]
+impl Till {
+    /// Sets the total.
+    pub async fn set(
+        &mut self,
+        _ctx: &Context,
+        request: Int64Value,
+    ) -> goverse::Result<Int64Value> {
+        self.total = request.value;
+        Ok(Int64Value { value: self.total })
+    }
+
+    /// Adds one once gate `request` opens.
+    pub async fn add_after(
+        &mut self,
+        _ctx: &Context,
+        request: StringValue,
+    ) -> goverse::Result<Int64Value> {
+        gates::pass(&request.value).await;
+        self.total += 1;
+        Ok(Int64Value { value: self.total })
+    }
+
+    /// The total.
+    pub async fn total(&self, _ctx: &Context, _request: Empty) -> goverse::Result<Int64Value> {
+        Ok(Int64Value { value: self.total })
+    }
+}
+
+/// Where a scenario's cluster coordinates and stores.
+#[derive(Debug, Clone, Copy)]
+enum Setup {
+    /// The in-process store and memory storage.
+    Memory,
+    /// Real etcd and real PostgreSQL.
+    EtcdPostgres,
+}
+
+struct TestCluster {
+    backend: Backend,
+    prefix: String,
+    storage: Arc<dyn Storage>,
+    lease_ttl: Duration,
+}
+
+impl TestCluster {
+    async fn new(setup: Setup, test: &str) -> Self {
+        let (backend, storage, lease_ttl): (_, Arc<dyn Storage>, _) = match setup {
+            Setup::Memory => (
+                Backend::memory(),
+                Arc::new(MemoryStorage::new()),
+                Duration::from_secs(1),
+            ),
+            Setup::EtcdPostgres => (
+                Backend::etcd(),
+                Arc::new(
+                    PostgresStorage::connect(
+                        &database_url(),
+                        PostgresOptions::default().migrate(true).max_connections(4),
+                    )
+                    .await
+                    .expect("PostgreSQL is reachable"),
+                ),
+                Duration::from_secs(2),
+            ),
+        };
+        Self {
+            backend,
+            prefix: unique_prefix(test),
+            storage,
+            lease_ttl,
+        }
+    }
+
+    /// A node whose handoffs wait at most a second for a running turn.
+    async fn node(&self, id: &str) -> Node {
+        Node::builder()
+            .register::<Till>()
+            .node_id(id)
+            .shard_count(SHARDS)
+            .listen("127.0.0.1:0".parse().expect("address"))
+            .storage(self.storage.clone())
+            .coordinator(self.backend.coordinator(&self.prefix, self.lease_ttl).await)
+            .call_timeout(Duration::from_secs(1))
+            .start()
+            .await
+            .expect("node starts")
+    }
+}
+
+/// An id of this run whose shard `node` owns now.
+fn id_owned_by(node: &Node, test: &str) -> String {
+    let view = node.cluster_view();
+    let run = unique_prefix(test).replace('/', "_");
+    (0..)
+        .map(|i| format!("{run}-{i}"))
+        .find(|id| {
+            view.current_owner(shard_of(id, SHARDS))
+                .is_some_and(|owner| *owner.id == *node.id())
+        })
+        .expect("the node owns some shard")
+}
+
+/// Waits until every node of `nodes` sees `shard` owned by `owner` and not
+/// moving, and the owner serves it.
+async fn wait_owned(nodes: &[&Node], shard: u32, owner: &str) {
+    wait_until(
+        &format!("shard {shard} settles on {owner}"),
+        PATIENCE,
+        || async {
+            nodes.iter().all(|node| {
+                let view = node.cluster_view();
+                view.current_owner(shard).is_some_and(|o| &*o.id == owner) && !view.is_moving(shard)
+            })
+        },
+    )
+    .await;
+}
+
+/// Waits until the cluster of `nodes` has placed every shard.
+async fn wait_placed(nodes: &[&Node]) {
+    wait_until("every shard has an owner", PATIENCE, || async {
+        let served: u64 = nodes.iter().map(|n| n.stats().shards).sum();
+        let view = nodes[0].cluster_view();
+        served == u64::from(SHARDS) && (0..SHARDS).all(|s| !view.is_moving(s))
+    })
+    .await;
+}
+
+/// A turn starts on a, its shard moves to b (a's handoff stops waiting for
+/// the turn), b acknowledges a write, the shard comes back to a, and only
+/// then does a's old turn try to write. Its write must not land over b's:
+/// the turn's activation was loaded under an epoch the object has left.
+async fn a_turn_outliving_its_shards_move_away_and_back_cannot_write(setup: Setup) {
+    let cluster = TestCluster::new(setup, "outlive").await;
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_placed(&[&a, &b]).await;
+    let id = id_owned_by(&a, "outlive");
+    let shard = shard_of(&id, SHARDS);
+    let on_a = TillClient::new(&a, id.clone()).with_timeout(PATIENCE);
+    let on_b = TillClient::new(&b, id.clone()).with_timeout(PATIENCE);
+    on_a.set(Int64Value { value: 1 }).await.expect("set on a");
+
+    let gate = format!("{id}-gate");
+    let slow = tokio::spawn({
+        let (on_a, gate) = (on_a.clone(), gate.clone());
+        async move { on_a.add_after(StringValue { value: gate }).await }
+    });
+    wait_until("the slow turn runs on a", PATIENCE, || async {
+        gates::entered(&gate) == 1
+    })
+    .await;
+
+    a.pin_shard(shard, "b").await.expect("pin to b");
+    wait_owned(&[&a, &b], shard, "b").await;
+    assert_eq!(
+        on_b.set(Int64Value { value: 100 })
+            .await
+            .expect("set on b")
+            .value,
+        100
+    );
+    a.pin_shard(shard, "a").await.expect("pin back to a");
+    wait_owned(&[&a, &b], shard, "a").await;
+
+    gates::open(&gate);
+    let slow = slow.await.expect("slow call task");
+    let total = on_a.total(Empty {}).await.expect("total").value;
+    match slow {
+        // Run again on the current state: the acknowledged 100 holds.
+        Ok(answer) => {
+            assert_eq!(answer.value, 101, "the slow call ran on stale state");
+            assert_eq!(total, 101);
+        }
+        Err(error) => {
+            assert_eq!(error.code(), "STALE_OWNER", "{error}");
+            assert_eq!(total, 100, "b's acknowledged write was overwritten");
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+macro_rules! on_both_setups {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Setup::Memory).await;
+                }
+            )*
+        }
+        mod etcd_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Setup::EtcdPostgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_setups!(a_turn_outliving_its_shards_move_away_and_back_cannot_write,);
