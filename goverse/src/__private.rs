@@ -48,9 +48,52 @@ impl<T: Default + Send + Sync + 'static> ObjectState for T {}
 pub trait PersistentState: serde::Serialize + serde::de::DeserializeOwned {}
 impl<T: serde::Serialize + serde::de::DeserializeOwned> PersistentState for T {}
 
-/// The serialized state of a persistent object.
+/// The serialized state of a persistent object, refused (`INVALID_STATE`,
+/// target filled in by the node) when it could not be stored on every
+/// backend or would not load back: one object's state must never fail
+/// another object's write in a shared batch, nor make itself unloadable.
 pub fn save_state<T: PersistentState>(object: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(object).map_err(|e| Error::Storage(format!("cannot serialize state: {e}")))
+    let invalid = |reason: String| Error::InvalidState {
+        target: String::new(),
+        reason,
+    };
+    let mut data = Vec::with_capacity(128);
+    let nul = std::cell::Cell::new(false);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut data, NulWatch(&nul));
+    object
+        .serialize(&mut serializer)
+        .map_err(|e| invalid(format!("it cannot be serialized: {e}")))?;
+    if nul.get() {
+        return Err(invalid(
+            "a string holds U+0000 (NUL), which PostgreSQL cannot store".into(),
+        ));
+    }
+    // serde_json writes a NaN or infinite float as `null`, which does not
+    // load back into the float: check states that hold a `null` at all.
+    if data.windows(4).any(|w| w == b"null")
+        && let Err(e) = serde_json::from_slice::<T>(&data)
+    {
+        return Err(invalid(format!(
+            "it does not load back ({e}); a float that is NaN or infinite is written as null"
+        )));
+    }
+    Ok(data)
+}
+
+/// serde_json's compact output, noting whether a string held U+0000.
+struct NulWatch<'a>(&'a std::cell::Cell<bool>);
+
+impl serde_json::ser::Formatter for NulWatch<'_> {
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        if matches!(escape, serde_json::ser::CharEscape::AsciiControl(0)) {
+            self.0.set(true);
+        }
+        serde_json::ser::CompactFormatter.write_char_escape(writer, escape)
+    }
 }
 
 /// A persistent object rebuilt from its serialized state.

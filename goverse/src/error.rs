@@ -105,6 +105,18 @@ pub enum Error {
         /// The epoch of the newest write.
         current: u64,
     },
+    /// A persistent object's state cannot be stored as it is: a string
+    /// holds U+0000 (which PostgreSQL's `jsonb` refuses), or its serde
+    /// form does not load back (a float that is NaN or infinite is written
+    /// as `null`). The call that made the state fails; the object keeps its
+    /// last stored state, and other objects' writes are not affected.
+    #[error("the state of {target} cannot be stored: {reason}")]
+    InvalidState {
+        /// `Type/id` of the object.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The node is shutting down and takes no new calls.
     #[error("node is shutting down")]
     NodeShuttingDown,
@@ -213,6 +225,7 @@ impl Error {
             Error::Encode { .. } => "ENCODE_FAILED",
             Error::Storage(_) => "STORAGE_ERROR",
             Error::StaleOwner { .. } => "STALE_OWNER",
+            Error::InvalidState { .. } => "INVALID_STATE",
             Error::NodeShuttingDown => "NODE_SHUTTING_DOWN",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::ShardMoved { .. } => "SHARD_MOVED",

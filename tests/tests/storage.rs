@@ -746,6 +746,134 @@ macro_rules! on_every_backend {
     };
 }
 
+/// A note whose text and ratio come from its callers.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Note {
+    text: String,
+    ratio: f64,
+}
+
+#[goverse::object(persistent)]
+impl Note {
+    pub async fn write(
+        &mut self,
+        _ctx: &Context,
+        request: StringValue,
+    ) -> goverse::Result<StringValue> {
+        self.text = request.value;
+        Ok(StringValue {
+            value: self.text.clone(),
+        })
+    }
+
+    pub async fn scale(
+        &mut self,
+        _ctx: &Context,
+        request: DoubleValue,
+    ) -> goverse::Result<DoubleValue> {
+        self.ratio = request.value;
+        Ok(DoubleValue { value: self.ratio })
+    }
+
+    /// Fails with the request as its error text.
+    pub async fn refuse(&mut self, _ctx: &Context, request: StringValue) -> goverse::Result<Empty> {
+        Err(goverse::Error::application("REFUSED", request.value))
+    }
+
+    pub async fn text(&self, _ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
+        Ok(StringValue {
+            value: self.text.clone(),
+        })
+    }
+}
+
+/// A state that cannot be stored (a NUL in a string, which PostgreSQL's
+/// jsonb refuses; a NaN, which JSON writes as null and cannot load back)
+/// fails its own call with `INVALID_STATE` and leaves the object as it was,
+/// while the writes of other objects committed beside it all land; a
+/// reliable call's error text with a NUL is recorded and replayed.
+async fn an_unstorable_state_fails_only_its_own_call(storage: Arc<dyn Storage>) {
+    let node = Node::builder()
+        .register::<Note>()
+        .storage(storage)
+        .start()
+        .await
+        .expect("node");
+    let run = unique_type("note");
+    let bad = NoteClient::new(&node, format!("{run}-bad"));
+    bad.write(StringValue {
+        value: "clean".into(),
+    })
+    .await
+    .expect("a clean write");
+
+    // Many writes at once, so the committer batches them with the bad ones.
+    let mut calls = Vec::new();
+    for i in 0..64 {
+        let note = NoteClient::new(&node, format!("{run}-{i}"));
+        calls.push(tokio::spawn(async move {
+            note.write(StringValue {
+                value: format!("note {i}"),
+            })
+            .await
+        }));
+    }
+    let nul = bad.write(StringValue {
+        value: "a\0b".into(),
+    });
+    let (nan_note, infinite_note) = (
+        NoteClient::new(&node, format!("{run}-nan")),
+        NoteClient::new(&node, format!("{run}-inf")),
+    );
+    let nan = nan_note.scale(DoubleValue { value: f64::NAN });
+    let infinite = infinite_note.scale(DoubleValue {
+        value: f64::INFINITY,
+    });
+    let (nul, nan, infinite) = tokio::join!(nul, nan, infinite);
+    for (what, result) in [
+        ("a NUL", nul.map(|_| ())),
+        ("a NaN", nan.map(|_| ())),
+        ("an infinity", infinite.map(|_| ())),
+    ] {
+        let error = result.expect_err(what);
+        assert_eq!(error.code(), "INVALID_STATE", "{what}: {error}");
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let written = call
+            .await
+            .expect("task")
+            .expect("other objects' writes land");
+        assert_eq!(written.value, format!("note {i}"));
+    }
+    assert_eq!(
+        bad.text(Empty {}).await.expect("the bad note loads").value,
+        "clean",
+        "the refused write left the note as it was"
+    );
+    assert_eq!(
+        NoteClient::new(&node, format!("{run}-nan"))
+            .scale(DoubleValue { value: 0.5 })
+            .await
+            .expect("the NaN note loads and takes a finite ratio")
+            .value,
+        0.5
+    );
+
+    // A reliable call whose error text holds a NUL is recorded; its retry
+    // gets the same code back.
+    let reliable = bad.reliable(format!("{run}-refuse"));
+    for _ in 0..2 {
+        let error = reliable
+            .refuse(StringValue {
+                value: "no\0way".into(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), "REFUSED", "{error}");
+    }
+    node.shutdown().await;
+}
+
 /// A tab that saves in the background, at most two seconds after a change.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Tab {
@@ -850,6 +978,7 @@ on_every_backend!(
     call_records_land_with_their_state,
     reliable_calls_run_once,
     write_behind_saves_within_its_interval,
+    an_unstorable_state_fails_only_its_own_call,
 );
 
 #[derive(Debug, Default)]

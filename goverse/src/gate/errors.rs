@@ -57,7 +57,7 @@ impl From<Error> for GateError {
 /// | 403 | `ACCESS_DENIED` |
 /// | 404 | `UNKNOWN_OBJECT_TYPE`, `UNKNOWN_METHOD`, `CLIENT_NOT_FOUND` |
 /// | 409 | `CALL_CYCLE`, `CALL_ID_REUSED` |
-/// | 422 | an application's own code (`Error::application`) |
+/// | 422 | `INVALID_STATE`, an application's own code (`Error::application`) |
 /// | 500 | `METHOD_PANICKED`, `ACTIVATION_FAILED`, `ENCODE_FAILED`, `INVALID_CONFIG`, `INTERNAL` |
 /// | 503 | `UNAVAILABLE`, `NODE_SHUTTING_DOWN`, `SHARD_MOVED`, `STORAGE_ERROR`, `STALE_OWNER`, `CLIENT_OVERFLOW` |
 /// | 504 | `DEADLINE_EXCEEDED` |
@@ -74,6 +74,7 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         "UNAVAILABLE" | "NODE_SHUTTING_DOWN" | "SHARD_MOVED" | "STORAGE_ERROR" | "STALE_OWNER"
         | "CLIENT_OVERFLOW" => StatusCode::SERVICE_UNAVAILABLE,
         "DEADLINE_EXCEEDED" => StatusCode::GATEWAY_TIMEOUT,
+        "INVALID_STATE" => StatusCode::UNPROCESSABLE_ENTITY,
         "METHOD_PANICKED" | "ACTIVATION_FAILED" | "ENCODE_FAILED" | "INVALID_CONFIG"
         | "INTERNAL" => StatusCode::INTERNAL_SERVER_ERROR,
         // An application's own code, carried back from another node.

@@ -236,9 +236,18 @@ const FIRST_EPOCH: u64 = 1;
 /// A recorded error outcome, as an error travels between nodes.
 fn failure(error: &Error) -> CallOutcome {
     let wire = error_to_wire(error);
+    // Text columns cannot hold U+0000 (PostgreSQL refuses it): one
+    // method's error text must not fail the batch its record is in.
+    let printable = |text: String| {
+        if text.contains('\0') {
+            text.replace('\0', "\u{FFFD}")
+        } else {
+            text
+        }
+    };
     CallOutcome::Error {
-        code: wire.code,
-        message: wire.message,
+        code: printable(wire.code),
+        message: printable(wire.message),
     }
 }
 
@@ -604,7 +613,8 @@ impl<O: Object> TypeHost<O> {
         node.runtime.spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                let (Some(node), Some(activation)) = (weak_node.upgrade(), weak_activation.upgrade())
+                let (Some(node), Some(activation)) =
+                    (weak_node.upgrade(), weak_activation.upgrade())
                 else {
                     return;
                 };
@@ -617,12 +627,12 @@ impl<O: Object> TypeHost<O> {
                 };
                 match host.store(&node, &activation, object, None).await {
                     Ok(()) => return,
-                    Err(error @ Error::StaleOwner { .. }) => {
+                    Err(error @ (Error::StaleOwner { .. } | Error::InvalidState { .. })) => {
                         tracing::warn!(
                             object_type = O::DESCRIPTOR.type_name,
                             object_id = %activation.id,
                             %error,
-                            "write-behind save refused: this node no longer owns the object; activation dropped"
+                            "write-behind save refused for good; activation dropped"
                         );
                         host.drop_instance(&activation, &mut guard);
                         return;
@@ -688,10 +698,17 @@ impl<O: Object> TypeHost<O> {
         if Self::is_stale(node, activation) {
             return Err(Self::stale_write(node, activation));
         }
+        let data = state.map_err(|error| match error {
+            Error::InvalidState { reason, .. } => Error::InvalidState {
+                target: format!("{}/{}", O::DESCRIPTOR.type_name, activation.id),
+                reason,
+            },
+            other => other,
+        })?;
         let write = StateWrite {
             type_name: O::DESCRIPTOR.type_name,
             id: activation.id.clone(),
-            data: state?,
+            data,
             fence: crate::storage::Fence {
                 epoch: activation.epoch(),
             },
@@ -902,14 +919,14 @@ impl<O: Object> TypeHost<O> {
             }
             drop(ctx);
             if save && let Err(error) = self.store(node, activation, object, None).await {
-                if let Error::StaleOwner { .. } = error {
-                    // A newer owner has the object: this instance must not
-                    // live on.
+                if let Error::StaleOwner { .. } | Error::InvalidState { .. } = error {
+                    // A newer owner has the object, or its state can never
+                    // be stored: this instance must not live on.
                     tracing::warn!(
                         object_type = O::DESCRIPTOR.type_name,
                         object_id = %activation.id,
                         %error,
-                        "write refused: this node no longer owns the object; activation dropped"
+                        "write refused for good; activation dropped"
                     );
                     self.drop_instance(activation, slot);
                 }

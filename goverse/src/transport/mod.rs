@@ -121,6 +121,7 @@ pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
         "ENCODE_FAILED",
         "STORAGE_ERROR",
         "STALE_OWNER",
+        "INVALID_STATE",
         "NODE_SHUTTING_DOWN",
         "UNAVAILABLE",
         "INVALID_CONFIG",
