@@ -142,6 +142,17 @@ impl TestCluster {
         }
     }
 
+    /// A new cluster on the same coordination backend (under a new prefix)
+    /// and the same storage, as when a cluster is re-created.
+    fn recreated(&self, test: &str) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            prefix: unique_prefix(test),
+            storage: self.storage.clone(),
+            lease_ttl: self.lease_ttl,
+        }
+    }
+
     /// A node whose handoffs wait at most a second for a running turn.
     async fn node(&self, id: &str) -> Node {
         Node::builder()
@@ -252,6 +263,71 @@ async fn a_turn_outliving_its_shards_move_away_and_back_cannot_write(setup: Setu
     b.shutdown().await;
 }
 
+/// Moves `shard` to `to` and waits until it is settled there.
+async fn move_shard(nodes: &[&Node], shard: u32, to: &str) {
+    nodes[0].pin_shard(shard, to).await.expect("pin");
+    wait_owned(nodes, shard, to).await;
+}
+
+/// A cluster re-created under a new prefix on the same storage starts its
+/// epochs from the beginning, below those its objects were stored at. Its
+/// nodes raise a shard's epoch past what is stored and serve the objects
+/// with their state, and so does an embedded node on that storage.
+async fn a_re_created_cluster_serves_what_an_earlier_one_stored(setup: Setup) {
+    let first = TestCluster::new(setup, "first-life").await;
+    let a = first.node("a").await;
+    let b = first.node("b").await;
+    wait_placed(&[&a, &b]).await;
+    let id = id_owned_by(&a, "lives");
+    let shard = shard_of(&id, SHARDS);
+    let on_a = TillClient::new(&a, id.clone()).with_timeout(PATIENCE);
+    on_a.set(Int64Value { value: 7 }).await.expect("set");
+    // Two moves: the object is stored at the shard's third epoch or later.
+    move_shard(&[&a, &b], shard, "b").await;
+    move_shard(&[&a, &b], shard, "a").await;
+    on_a.set(Int64Value { value: 8 })
+        .await
+        .expect("set after moves");
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let second = first.recreated("second-life");
+    let c = second.node("c").await;
+    wait_placed(&[&c]).await;
+    let on_c = TillClient::new(&c, id.clone()).with_timeout(PATIENCE);
+    assert_eq!(on_c.total(Empty {}).await.expect("total").value, 8);
+    assert_eq!(
+        on_c.set(Int64Value { value: 9 })
+            .await
+            .expect("a write in the new cluster")
+            .value,
+        9
+    );
+    assert!(
+        c.cluster_view().shard(shard).expect("shard").epoch > 2,
+        "the shard's epoch was raised past the stored one"
+    );
+    c.shutdown().await;
+
+    let solo = Node::builder()
+        .register::<Till>()
+        .storage(first.storage.clone())
+        .start()
+        .await
+        .expect("an embedded node");
+    let on_solo = TillClient::new(&solo, id).with_timeout(PATIENCE);
+    assert_eq!(on_solo.total(Empty {}).await.expect("total").value, 9);
+    assert_eq!(
+        on_solo
+            .set(Int64Value { value: 10 })
+            .await
+            .expect("a write on the embedded node")
+            .value,
+        10
+    );
+    solo.shutdown().await;
+}
+
 macro_rules! on_both_setups {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -273,4 +349,7 @@ macro_rules! on_both_setups {
     };
 }
 
-on_both_setups!(a_turn_outliving_its_shards_move_away_and_back_cannot_write,);
+on_both_setups!(
+    a_turn_outliving_its_shards_move_away_and_back_cannot_write,
+    a_re_created_cluster_serves_what_an_earlier_one_stored,
+);

@@ -341,6 +341,66 @@ impl Coordinator for ClusterCoordinator {
         })
     }
 
+    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let session = self.session()?;
+            let moved = || Error::ShardMoved {
+                shard,
+                node: session.id.to_string(),
+            };
+            if !session.lease_valid.load(Ordering::SeqCst) {
+                return Err(moved());
+            }
+            // Read from the store, not the view: a node whose view is stale
+            // (it was paused or cut off) must learn it is not the owner.
+            let keys = &self.shared.keys;
+            let (shard_key, node_key) = (keys.shard(shard), keys.node(&session.id));
+            let exact = |key: &str| {
+                let key = key.to_string();
+                move |kvs: (Vec<KeyValue>, i64)| kvs.0.into_iter().find(|kv| kv.key == key)
+            };
+            let Some(stored) = self
+                .shared
+                .store
+                .get_prefix(&shard_key)
+                .await
+                .map(exact(&shard_key))?
+            else {
+                return Err(moved());
+            };
+            let Some(registration) = self
+                .shared
+                .store
+                .get_prefix(&node_key)
+                .await
+                .map(exact(&node_key))?
+            else {
+                return Err(moved());
+            };
+            let record = ShardRecord::decode(&stored.value)?;
+            let me = Some(&*session.id);
+            let owned = record.owner.as_deref() == me
+                && record.target.as_deref().is_none_or(|t| Some(t) == me)
+                && stored.mod_revision >= registration.create_revision;
+            if !owned {
+                return Err(moved());
+            }
+            if record.epoch >= at_least {
+                return Ok(());
+            }
+            let raised = ShardRecord {
+                epoch: at_least,
+                ..record
+            };
+            match write_shards(&self.shared, vec![(shard, stored.mod_revision, raised)]).await? {
+                Some(_) => Ok(()),
+                None => Err(Error::Unavailable(format!(
+                    "shard {shard} changed while raising its epoch; try again"
+                ))),
+            }
+        })
+    }
+
     fn crash(&self) {
         if let Some(session) = self.shared.session.get() {
             session.stop_tasks();

@@ -79,6 +79,29 @@ impl Coordinator for LocalCoordinator {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = match &state.view {
+            Some(view) if (shard as usize) < view.borrow().shards.len() => {
+                view.send_if_modified(|view| {
+                    if view.shards[shard as usize].epoch >= at_least {
+                        return false;
+                    }
+                    let mut shards = (*view.shards).clone();
+                    shards[shard as usize].epoch = at_least;
+                    let mut next = (**view).clone();
+                    next.shards = Arc::new(shards);
+                    *view = Arc::new(next);
+                    true
+                });
+                Ok(())
+            }
+            Some(_) => Err(Error::Config(format!("no shard {shard}"))),
+            None => Err(Error::Unavailable("no node has joined".into())),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
     fn leave(&self) -> BoxFuture<'_, Result<()>> {
         self.state
             .lock()

@@ -203,6 +203,30 @@ pub trait Coordinator: Send + Sync + 'static {
         ))))
     }
 
+    /// Raises the epoch of `shard`, which this node owns, to at least
+    /// `at_least`, keeping its owner: storage holds a write of one of its
+    /// objects at an epoch this node's is not past, which only an earlier
+    /// incarnation of the cluster can have made (a cluster re-created under
+    /// a new prefix or on a wiped or restored coordination store, or an
+    /// embedded node on a cluster's database). Epochs in one incarnation
+    /// only grow, so no current owner is fenced out: a node whose view is
+    /// stale has its compare-and-swap refused.
+    ///
+    /// The new epoch reaches the node through its view.
+    ///
+    /// # Errors
+    ///
+    /// `SHARD_MOVED` when the node does not own the shard (or it is
+    /// moving); `UNAVAILABLE` when the coordinator cannot be reached or the
+    /// shard changed meanwhile (wait for the view and try again);
+    /// `INVALID_CONFIG` for a coordinator that cannot raise epochs.
+    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
+        let _ = (shard, at_least);
+        Box::pin(std::future::ready(Err(crate::error::Error::Config(
+            "this coordinator cannot raise a shard's epoch".into(),
+        ))))
+    }
+
     /// Stops all activity at once without deregistering, as if the process
     /// died: the cluster notices when the node's lease expires. For tests
     /// of failover.

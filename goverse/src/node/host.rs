@@ -208,13 +208,43 @@ fn check_access<O: Object>(
 ///
 /// Claims go through the node's committer, so the claims of objects
 /// activated together (a node taking over shards) share a transaction.
+///
+/// A row stored at a newer epoch than ours can only come from an earlier
+/// incarnation of the cluster (epochs of one incarnation only grow, and a
+/// node whose view is stale is refused by the coordinator): the shard's
+/// epoch is raised past it first. Returns the fence the state was loaded
+/// under.
 async fn load_owned(
     node: &NodeInner,
     type_name: &'static str,
     id: &Arc<str>,
-    fence: crate::storage::Fence,
-) -> Result<Option<crate::storage::StoredState>> {
+    (shard, mut fence): (u32, crate::storage::Fence),
+    deadline: Instant,
+) -> Result<(Option<crate::storage::StoredState>, crate::storage::Fence)> {
     let loaded = match node.storage.load(type_name, id).await? {
+        Some(stored) if stored.epoch > fence.epoch && shard != placement::NODE_PINNED => {
+            fence = match node.raise_epoch(shard, stored.epoch + 1, deadline).await {
+                Ok(raised) => raised,
+                // The coordinator does not confirm this node as the owner:
+                // a newer owner wrote the object.
+                Err(refused) => {
+                    tracing::debug!(%refused, object_id = %id, "the shard's epoch was not raised");
+                    node.stats.stale_write();
+                    return Err(Error::StaleOwner {
+                        target: format!("{type_name}/{id}"),
+                        epoch: fence.epoch,
+                        current: stored.epoch,
+                    });
+                }
+            };
+            node.committer
+                .claim(crate::storage::Claim {
+                    type_name,
+                    id: id.clone(),
+                    fence,
+                })
+                .await?
+        }
         Some(stored) if stored.epoch >= fence.epoch => Some(stored),
         None if fence.epoch <= FIRST_EPOCH => None,
         _ => {
@@ -227,7 +257,10 @@ async fn load_owned(
                 .await?
         }
     };
-    Ok(loaded.filter(|stored| stored.data != crate::storage::NO_STATE))
+    Ok((
+        loaded.filter(|stored| stored.data != crate::storage::NO_STATE),
+        fence,
+    ))
 }
 
 /// The epoch of a shard's first owner: no older owner can write.
@@ -831,9 +864,13 @@ impl<O: Object> TypeHost<O> {
                 *slot = Slot::Gone;
                 activation.stop_timers();
                 self.directory.remove_if_same(&activation.id, activation);
-                Err(Error::ActivationFailed {
-                    target: format!("{}/{}", O::DESCRIPTOR.type_name, activation.id),
-                    source: Box::new(source),
+                Err(match source {
+                    // Not a failure of the object: a newer owner has it.
+                    stale @ Error::StaleOwner { .. } => stale,
+                    source => Error::ActivationFailed {
+                        target: format!("{}/{}", O::DESCRIPTOR.type_name, activation.id),
+                        source: Box::new(source),
+                    },
                 })
             }
         }
@@ -850,7 +887,16 @@ impl<O: Object> TypeHost<O> {
         let fence = node.fence_for(activation.shard);
         activation.set_epoch(fence.epoch);
         let mut object = if O::DESCRIPTOR.persistent {
-            match load_owned(node, O::DESCRIPTOR.type_name, &activation.id, fence).await? {
+            let (stored, fence) = load_owned(
+                node,
+                O::DESCRIPTOR.type_name,
+                &activation.id,
+                (activation.shard, fence),
+                deadline,
+            )
+            .await?;
+            activation.set_epoch(fence.epoch);
+            match stored {
                 Some(stored) => O::load_state(&stored.data)?,
                 None => O::create(),
             }

@@ -389,6 +389,7 @@ impl NodeBuilder {
                 coordinator,
                 view: RwLock::new(view),
                 serving: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+                serving_changed: tokio::sync::Notify::new(),
                 address: RwLock::new(Arc::from("")),
                 peers,
                 started: Instant::now(),
@@ -732,6 +733,9 @@ pub(crate) struct NodeInner {
     /// every call, written only when ownership changes. A draining shard
     /// keeps its epoch, so the state saved on the way out is fenced right.
     serving: Box<[AtomicU64]>,
+    /// Woken whenever the serving table has been brought in line with a
+    /// new view.
+    pub(crate) serving_changed: tokio::sync::Notify,
     address: RwLock<Arc<str>>,
     peers: Peers,
     started: Instant,
@@ -814,6 +818,55 @@ impl NodeInner {
             .get(shard as usize)
             .map_or(0, |state| state.load(Ordering::SeqCst) & !ADMITTING);
         Fence { epoch }
+    }
+
+    /// Makes this node serve `shard` under an epoch of at least
+    /// `at_least` (see [`Coordinator::raise_epoch`]), waiting until it
+    /// does, at most until `deadline`. Returns the fence it serves under.
+    pub(crate) async fn raise_epoch(
+        &self,
+        shard: u32,
+        at_least: u64,
+        deadline: Instant,
+    ) -> Result<Fence> {
+        if shard == placement::NODE_PINNED {
+            return Err(Error::Internal(
+                "objects pinned to a node have no shard epoch to raise".into(),
+            ));
+        }
+        tracing::warn!(
+            node = self.id(),
+            shard,
+            at_least,
+            "storage holds a write of this shard from a later epoch than this node's (the cluster \
+             was re-created, or its coordination store restored): raising the shard's epoch past it"
+        );
+        loop {
+            let changed = self.serving_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let fence = self.fence_for(shard);
+            if fence.epoch >= at_least && self.serves(shard) {
+                return Ok(fence);
+            }
+            if !self.serves(shard) {
+                return Err(self.moved(shard));
+            }
+            match self.coordinator.raise_epoch(shard, at_least).await {
+                // Raised, or the view was behind: wait for the next view.
+                Ok(()) | Err(Error::Unavailable(_)) => {}
+                Err(error) => return Err(error),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "the epoch of shard {shard} could not be raised before the call's deadline"
+                )));
+            }
+            // The next view, or a retry soon (the coordinator may have
+            // been unreachable).
+            let retry = (Instant::now() + Duration::from_millis(100)).min(deadline);
+            let _ = tokio::time::timeout_at(retry, changed).await;
+        }
     }
 
     /// Creates the auto-load objects of `shards`, which this node has just

@@ -112,6 +112,7 @@ fn apply(
         }
     }
     drop(out);
+    node.serving_changed.notify_waiters();
     if !started.is_empty() {
         node.auto_load_shards(&started);
     }
