@@ -10,9 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use goverse::BoxFuture;
 use goverse::placement::shard_of;
 use goverse::prelude::*;
-use goverse::storage::{MemoryStorage, PostgresOptions, PostgresStorage, Storage};
+use goverse::storage::{
+    CallRecord, Claim, Fence, MemoryStorage, NO_STATE, PostgresOptions, PostgresStorage,
+    StateWrite, Storage, StoredState,
+};
 use goverse_tests::{Backend, PATIENCE, database_url, unique_prefix, wait_until};
 use tokio::sync::watch;
 
@@ -155,6 +159,10 @@ impl TestCluster {
 
     /// A node whose handoffs wait at most a second for a running turn.
     async fn node(&self, id: &str) -> Node {
+        self.start(id).await.expect("node starts")
+    }
+
+    async fn start(&self, id: &str) -> goverse::Result<Node> {
         Node::builder()
             .register::<Till>()
             .node_id(id)
@@ -165,7 +173,6 @@ impl TestCluster {
             .call_timeout(Duration::from_secs(1))
             .start()
             .await
-            .expect("node starts")
     }
 }
 
@@ -328,6 +335,218 @@ async fn a_re_created_cluster_serves_what_an_earlier_one_stored(setup: Setup) {
     solo.shutdown().await;
 }
 
+/// A second process with the id of a live node is refused, so two
+/// processes never serve one node's shards at one epoch; once the first
+/// is gone (its lease expired), the id can be taken again.
+async fn a_second_process_with_a_live_nodes_id_is_refused(setup: Setup) {
+    let cluster = TestCluster::new(setup, "twins").await;
+    let first = cluster.node("twin").await;
+    wait_placed(&[&first]).await;
+    let epochs = |node: &Node| {
+        let view = node.cluster_view();
+        (0..SHARDS)
+            .map(|s| view.shard(s).map(|s| s.epoch))
+            .collect::<Vec<_>>()
+    };
+    let before = epochs(&first);
+    let error = cluster
+        .start("twin")
+        .await
+        .expect_err("the id is taken by a live process");
+    assert_eq!(error.code(), "INVALID_CONFIG", "{error}");
+    assert!(
+        error.to_string().contains("another live process"),
+        "{error}"
+    );
+    let id = id_owned_by(&first, "twins");
+    let till = TillClient::new(&first, id.clone()).with_timeout(PATIENCE);
+    till.set(Int64Value { value: 3 })
+        .await
+        .expect("the first goes on serving");
+    assert_eq!(epochs(&first), before, "no shard changed hands");
+
+    // The first dies without deregistering: a restart with its id waits
+    // for its lease to expire, then takes over.
+    first.crash();
+    let restarted = cluster.node("twin").await;
+    wait_placed(&[&restarted]).await;
+    let till = TillClient::new(&restarted, id).with_timeout(PATIENCE);
+    assert_eq!(till.total(Empty {}).await.expect("total").value, 3);
+    restarted.shutdown().await;
+}
+
+/// A store that holds deletes (and writes of a row holding no state) at
+/// a gate until the test opens it.
+struct HeldDeletes {
+    inner: Arc<dyn Storage>,
+    gate: String,
+}
+
+impl HeldDeletes {
+    fn holds(&self, data: &[u8]) -> bool {
+        data == NO_STATE
+    }
+}
+
+impl Storage for HeldDeletes {
+    fn load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, goverse::Result<Option<StoredState>>> {
+        self.inner.load(type_name, id)
+    }
+
+    fn save<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        data: &'a [u8],
+        fence: Fence,
+    ) -> BoxFuture<'a, goverse::Result<()>> {
+        Box::pin(async move {
+            if self.holds(data) {
+                gates::pass(&self.gate).await;
+            }
+            self.inner.save(type_name, id, data, fence).await
+        })
+    }
+
+    fn save_batch<'a>(
+        &'a self,
+        writes: &'a [StateWrite],
+    ) -> BoxFuture<'a, Vec<goverse::Result<()>>> {
+        Box::pin(async move {
+            if writes.iter().any(|w| self.holds(&w.data)) {
+                gates::pass(&self.gate).await;
+            }
+            self.inner.save_batch(writes).await
+        })
+    }
+
+    fn concurrent_batches(&self) -> usize {
+        self.inner.concurrent_batches()
+    }
+
+    fn claim_and_load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, goverse::Result<Option<StoredState>>> {
+        self.inner.claim_and_load(type_name, id, fence)
+    }
+
+    fn claim_batch<'a>(
+        &'a self,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Vec<goverse::Result<Option<StoredState>>>> {
+        self.inner.claim_batch(claims)
+    }
+
+    fn load_call<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, goverse::Result<Option<CallRecord>>> {
+        self.inner.load_call(type_name, id, call_id)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, goverse::Result<()>> {
+        Box::pin(async move {
+            gates::pass(&self.gate).await;
+            self.inner.delete(type_name, id, fence).await
+        })
+    }
+}
+
+/// A call that arrives while a delete is being written runs after it, on
+/// a new instance: it never brings the deleted state back.
+async fn a_call_racing_a_delete_runs_after_it(setup: Setup) {
+    let base = TestCluster::new(setup, "delete-race").await;
+    let id = unique_prefix("delete-race").replace('/', "_");
+    let gate = format!("{id}-gate");
+    let storage = Arc::new(HeldDeletes {
+        inner: base.storage.clone(),
+        gate: gate.clone(),
+    });
+    let node = Node::builder()
+        .register::<Till>()
+        .storage(storage)
+        .start()
+        .await
+        .expect("node");
+    let till = TillClient::new(&node, id.clone()).with_timeout(PATIENCE);
+    till.set(Int64Value { value: 5 }).await.expect("set");
+    let delete = tokio::spawn({
+        let (node, id) = (node.clone(), id.clone());
+        async move { node.delete("Till", &id).await }
+    });
+    wait_until("the delete is being written", PATIENCE, || async {
+        gates::entered(&gate) == 1
+    })
+    .await;
+    let open = format!("{id}-open");
+    gates::open(&open);
+    let mut call = tokio::spawn({
+        let till = till.clone();
+        async move { till.add_after(StringValue { value: open }).await }
+    });
+    // Give the call every chance to run before the delete lands (it must
+    // not: it waits for the object, which the delete holds).
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut call).await;
+    assert!(
+        early.is_err(),
+        "a call ran while the delete was being written"
+    );
+    gates::open(&gate);
+    delete.await.expect("delete task").expect("delete");
+    let added = call.await.expect("call task").expect("call");
+    assert_eq!(added.value, 1, "the call ran on the deleted state");
+    assert_eq!(till.total(Empty {}).await.expect("total").value, 1);
+    node.shutdown().await;
+}
+
+/// An object deleted by its new owner stays deleted: the old owner, cut
+/// off and still serving its copy, cannot write it back.
+async fn a_stale_owner_cannot_bring_a_deleted_object_back(setup: Setup) {
+    let cluster = TestCluster::new(setup, "stale-delete").await;
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_placed(&[&a, &b]).await;
+    let id = id_owned_by(&a, "stale-delete");
+    let shard = shard_of(&id, SHARDS);
+    let on_a = TillClient::new(&a, id.clone()).with_timeout(Duration::from_secs(5));
+    on_a.set(Int64Value { value: 5 }).await.expect("set on a");
+    a.isolate();
+    wait_until("b takes a's shards", PATIENCE, || async {
+        b.cluster_view()
+            .current_owner(shard)
+            .is_some_and(|n| &*n.id == "b")
+    })
+    .await;
+    b.delete("Till", &id).await.expect("delete on b");
+    let error = on_a
+        .set(Int64Value { value: 6 })
+        .await
+        .expect_err("the stale owner's write is refused");
+    assert_eq!(error.code(), "STALE_OWNER", "{error}");
+    let on_b = TillClient::new(&b, id).with_timeout(PATIENCE);
+    assert_eq!(
+        on_b.total(Empty {}).await.expect("total").value,
+        0,
+        "the deleted object stays deleted"
+    );
+    a.crash();
+    b.shutdown().await;
+}
+
 macro_rules! on_both_setups {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -352,4 +571,7 @@ macro_rules! on_both_setups {
 on_both_setups!(
     a_turn_outliving_its_shards_move_away_and_back_cannot_write,
     a_re_created_cluster_serves_what_an_earlier_one_stored,
+    a_second_process_with_a_live_nodes_id_is_refused,
+    a_call_racing_a_delete_runs_after_it,
+    a_stale_owner_cannot_bring_a_deleted_object_back,
 );

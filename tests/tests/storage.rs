@@ -746,6 +746,48 @@ macro_rules! on_every_backend {
     };
 }
 
+/// Rows holding no state (tombstones, claims) go once older than the age
+/// given; rows with state stay, however old.
+async fn tombstones_go_after_their_retention(storage: Arc<dyn Storage>) {
+    let kind = unique_type("tombstones");
+    let fence = Fence { epoch: 3 };
+    storage
+        .save(&kind, "gone", NO_STATE, fence)
+        .await
+        .expect("tombstone");
+    storage
+        .save(&kind, "kept", br#"{"v": 1}"#, fence)
+        .await
+        .expect("state");
+    storage
+        .claim(&kind, "claimed", fence)
+        .await
+        .expect("claim of an object with no row");
+    let age = std::time::Duration::from_secs(2);
+    storage.purge_tombstones(age).await.expect("purge");
+    assert!(
+        storage.load(&kind, "gone").await.expect("load").is_some(),
+        "a young tombstone stays"
+    );
+    wait_until("the old rows holding no state go", PATIENCE, || {
+        let (storage, kind) = (storage.clone(), kind.clone());
+        async move {
+            storage.purge_tombstones(age).await.expect("purge");
+            storage.load(&kind, "gone").await.expect("load").is_none()
+                && storage
+                    .load(&kind, "claimed")
+                    .await
+                    .expect("load")
+                    .is_none()
+        }
+    })
+    .await;
+    assert!(
+        storage.load(&kind, "kept").await.expect("load").is_some(),
+        "a row with state stays"
+    );
+}
+
 /// A note whose text and ratio come from its callers.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Note {
@@ -979,6 +1021,7 @@ on_every_backend!(
     reliable_calls_run_once,
     write_behind_saves_within_its_interval,
     an_unstorable_state_fails_only_its_own_call,
+    tombstones_go_after_their_retention,
 );
 
 #[derive(Debug, Default)]
@@ -1062,6 +1105,19 @@ async fn a_node_purges_records_past_their_retention() {
         2,
         "past the retention a retry runs the method again"
     );
+    // A deleted object's tombstone goes too.
+    node.delete("Account", "retained").await.expect("delete");
+    wait_until("the tombstone is purged", PATIENCE, || {
+        let storage = storage.clone();
+        async move {
+            storage
+                .load("Account", "retained")
+                .await
+                .expect("load")
+                .is_none()
+        }
+    })
+    .await;
     node.shutdown().await;
 }
 
@@ -1169,7 +1225,7 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
     );
     // A schema older than the code: the newest migration not applied.
     let mut db = sqlx::PgConnection::connect(&fresh).await.expect("connect");
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 3")
         .execute(&mut db)
         .await
         .expect("roll the record back");
@@ -1180,7 +1236,7 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
     assert!(
         error
             .to_string()
-            .contains("at version 1 but this code needs 2"),
+            .contains("at version 2 but this code needs 3"),
         "{error}"
     );
     let storage = PostgresStorage::connect(&fresh, PostgresOptions::default().migrate(true))

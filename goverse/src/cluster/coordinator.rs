@@ -221,7 +221,7 @@ impl Coordinator for ClusterCoordinator {
             if shared.session.set(session.clone()).is_err() {
                 return Err(Error::Config("this coordinator has already joined".into()));
             }
-            register(shared, &session).await?;
+            register_at_join(shared, &session).await?;
             let tasks = vec![
                 tokio::spawn(watch_cluster(shared.clone(), session.clone(), revision + 1)),
                 tokio::spawn(keep_alive(shared.clone(), session.clone())),
@@ -458,9 +458,15 @@ async fn check_shard_count(shared: &Shared, shard_count: u32) -> Result<()> {
     }
 }
 
-/// Takes a lease and writes the node's record under it. An earlier
-/// incarnation's record with the same id is replaced; its ownership is no
-/// longer trusted because this registration has a newer revision.
+/// Takes a lease and writes the node's record under it, if no live
+/// process holds the node's id: the record is created anew, so its create
+/// revision marks this incarnation, and ownership recorded before it is no
+/// longer trusted.
+///
+/// # Errors
+///
+/// `INVALID_CONFIG` (see [`id_taken`]) when another process's record of
+/// the same id is alive.
 async fn register(shared: &Shared, session: &Session) -> Result<()> {
     let (lease, ttl) = shared.store.grant(shared.options.lease_ttl).await?;
     let granted_at = Instant::now();
@@ -470,16 +476,13 @@ async fn register(shared: &Shared, session: &Session) -> Result<()> {
         leaving: session.leaving.load(Ordering::SeqCst),
     };
     let key = shared.keys.node(&session.id);
-    // Delete first so the key is created anew: its create revision marks
-    // this incarnation. (etcd refuses two writes of one key in one txn.)
-    shared
-        .store
-        .txn(vec![], vec![Op::Delete { key: key.clone() }])
-        .await?;
-    shared
+    let created = shared
         .store
         .txn(
-            vec![],
+            vec![Compare {
+                key: key.clone(),
+                mod_revision: 0,
+            }],
             vec![Op::Put {
                 key,
                 value: record.encode(),
@@ -487,12 +490,48 @@ async fn register(shared: &Shared, session: &Session) -> Result<()> {
             }],
         )
         .await?;
+    if created.is_none() {
+        let _ = shared.store.revoke(lease).await;
+        return Err(id_taken(&session.id));
+    }
     *session.lease.lock().unwrap_or_else(PoisonError::into_inner) = lease;
     session
         .lease_valid
         .store(granted_at.elapsed() < ttl, Ordering::SeqCst);
     session.publish();
     Ok(())
+}
+
+/// The refusal of a registration whose node id a live process holds.
+fn id_taken(id: &str) -> Error {
+    Error::Config(format!(
+        "node id `{id}` is registered by another live process; a node id names one process at a time"
+    ))
+}
+
+/// Registers at join. A record of the same id that is still alive may be a
+/// previous run of this node that died without deregistering: it goes when
+/// its lease expires, so this waits for that, up to twice the lease TTL and
+/// a second. A record that outlives that wait belongs to a live process.
+async fn register_at_join(shared: &Shared, session: &Session) -> Result<()> {
+    let ttl = shared.options.lease_ttl;
+    let give_up = Instant::now() + ttl * 2 + Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        match register(shared, session).await {
+            Err(Error::Config(message)) if Instant::now() < give_up => {
+                if !warned {
+                    tracing::warn!(
+                        node = %session.id,
+                        "{message}; waiting for its lease to expire, in case it is a previous run of this node"
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(ttl / 4).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Renews the lease every third of its TTL; goes offline when it cannot
@@ -517,6 +556,11 @@ async fn keep_alive(shared: Arc<Shared>, session: Arc<Session>) {
                 session.publish();
                 match register(&shared, &session).await {
                     Ok(()) => valid_until = Instant::now() + ttl,
+                    Err(error @ Error::Config(_)) => tracing::error!(
+                        node = %session.id,
+                        %error,
+                        "this process serves nothing while another holds its node id"
+                    ),
                     Err(error) => {
                         tracing::warn!(node = %session.id, %error, "registering again failed")
                     }

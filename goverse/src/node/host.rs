@@ -1334,30 +1334,53 @@ impl<O: Object> ErasedHost for TypeHost<O> {
                 Some(crate::access::Lifecycle::Delete),
                 "delete",
             )?;
-            let id = call.id;
-            while let Some(activation) = self.directory.get(&id) {
+            loop {
+                if !node.serves(call.shard) {
+                    return Err(node.moved(call.shard));
+                }
+                // The delete takes the object like an exclusive turn: calls
+                // that arrive meanwhile wait, then find it gone and start
+                // from the tombstone, never from the deleted state.
+                let activation = self.activation(&call.id, call.shard, node.now_ms());
                 let mut guard = activation.state.write().await;
                 if matches!(&*guard, Slot::Gone) {
                     continue;
                 }
-                self.deactivate(&node, &activation, &mut guard, false)
-                    .await?;
-            }
-            if !node.serves(call.shard) {
-                return Err(node.moved(call.shard));
-            }
-            if O::DESCRIPTOR.persistent {
-                let fence = node.fence_for(call.shard);
-                let deleted = node
-                    .storage
-                    .delete(O::DESCRIPTOR.type_name, &id, fence)
-                    .await;
-                if let Err(Error::StaleOwner { .. }) = &deleted {
-                    node.stats.stale_write();
+                if !node.serves(call.shard) {
+                    if matches!(&*guard, Slot::Fresh) {
+                        self.forget(&activation, &mut guard);
+                    }
+                    return Err(node.moved(call.shard));
                 }
-                deleted?;
+                if O::DESCRIPTOR.persistent {
+                    // A tombstone (a row holding no state) at this owner's
+                    // epoch, not a missing row: a stale owner's later write
+                    // is refused, and the object loads as new.
+                    let tombstone = StateWrite {
+                        type_name: O::DESCRIPTOR.type_name,
+                        id: call.id.clone(),
+                        data: crate::storage::NO_STATE.to_vec(),
+                        fence: node.fence_for(call.shard),
+                        call: None,
+                    };
+                    if let Err(error) = node.committer.save(tombstone).await {
+                        if let Error::StaleOwner { .. } = error {
+                            node.stats.stale_write();
+                        }
+                        if matches!(&*guard, Slot::Fresh) {
+                            self.forget(&activation, &mut guard);
+                        }
+                        return Err(error);
+                    }
+                }
+                if matches!(&*guard, Slot::Fresh) {
+                    self.forget(&activation, &mut guard);
+                } else {
+                    self.deactivate(&node, &activation, &mut guard, false)
+                        .await?;
+                }
+                return Ok(());
             }
-            Ok(())
         })
     }
 

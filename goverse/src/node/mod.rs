@@ -428,7 +428,7 @@ impl NodeBuilder {
         };
         inner.set_view(membership.view.clone());
         inner.start_idle_collector();
-        inner.start_call_purger();
+        inner.start_purger();
         shards::start(&inner, membership.view);
         inner.auto_load_per_node();
         Ok(Node { inner })
@@ -1020,10 +1020,10 @@ impl NodeInner {
         })
     }
 
-    /// Purges reliable-call records past their retention, at an eighth of
-    /// it, on nodes that host a persistent type (every such node does it;
-    /// the delete is idempotent).
-    fn start_call_purger(self: &Arc<Self>) {
+    /// Purges reliable-call records and tombstones (rows holding no state)
+    /// past their retention, at an eighth of it, on nodes that host a
+    /// persistent type (every such node does it; the delete is idempotent).
+    fn start_purger(self: &Arc<Self>) {
         if !self.by_name.values().any(|h| h.descriptor().persistent) {
             return;
         }
@@ -1042,6 +1042,11 @@ impl NodeInner {
                     Ok(0) => {}
                     Ok(purged) => tracing::debug!(purged, "reliable-call records purged"),
                     Err(error) => tracing::warn!(%error, "purging reliable-call records failed"),
+                }
+                match node.storage.purge_tombstones(retention).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "tombstones purged"),
+                    Err(error) => tracing::warn!(%error, "purging tombstones failed"),
                 }
             }
         });

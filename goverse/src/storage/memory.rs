@@ -18,6 +18,8 @@ pub struct MemoryStorage {
 #[derive(Debug, Default)]
 struct Tables {
     objects: HashMap<(String, String), StoredState>,
+    /// When each row holding no state was last written.
+    no_state_since: HashMap<(String, String), Instant>,
     /// `(type, id, call id)` to the record and when it was written.
     calls: HashMap<(String, String, String), (CallRecord, Instant)>,
 }
@@ -33,16 +35,21 @@ impl MemoryStorage {
     }
 
     fn write(&self, type_name: &str, id: &str, fence: Fence, data: Option<&[u8]>) -> Result<()> {
-        Self::write_in(&mut self.tables().objects, type_name, id, fence, data)
+        Self::write_in(&mut self.tables(), type_name, id, fence, data)
     }
 
     fn write_in(
-        objects: &mut HashMap<(String, String), StoredState>,
+        tables: &mut Tables,
         type_name: &str,
         id: &str,
         fence: Fence,
         data: Option<&[u8]>,
     ) -> Result<()> {
+        let Tables {
+            objects,
+            no_state_since,
+            ..
+        } = tables;
         let key = (type_name.to_string(), id.to_string());
         if let Some(stored) = objects.get(&key)
             && stored.epoch > fence.epoch
@@ -52,6 +59,11 @@ impl MemoryStorage {
                 epoch: fence.epoch,
                 current: stored.epoch,
             });
+        }
+        if data == Some(super::NO_STATE) {
+            no_state_since.insert(key.clone(), Instant::now());
+        } else {
+            no_state_since.remove(&key);
         }
         match data {
             Some(data) => {
@@ -79,13 +91,19 @@ impl Storage for MemoryStorage {
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>> {
         let mut tables = self.tables();
-        let stored = tables
-            .objects
-            .entry((type_name.to_string(), id.to_string()))
-            .or_insert_with(|| StoredState {
-                data: super::NO_STATE.to_vec(),
-                epoch: fence.epoch,
-            });
+        let key = (type_name.to_string(), id.to_string());
+        let Tables {
+            objects,
+            no_state_since,
+            ..
+        } = &mut *tables;
+        let stored = objects.entry(key.clone()).or_insert_with(|| StoredState {
+            data: super::NO_STATE.to_vec(),
+            epoch: fence.epoch,
+        });
+        if stored.epoch <= fence.epoch && stored.data == super::NO_STATE {
+            no_state_since.insert(key, Instant::now());
+        }
         stored.epoch = stored.epoch.max(fence.epoch);
         Box::pin(std::future::ready(Ok(())))
     }
@@ -120,12 +138,12 @@ impl Storage for MemoryStorage {
 
     fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
         let mut tables = self.tables();
-        let Tables { objects, calls } = &mut *tables;
+        let tables = &mut *tables;
         let results = writes
             .iter()
             .map(|write| {
                 Self::write_in(
-                    objects,
+                    tables,
                     write.type_name,
                     &write.id,
                     write.fence,
@@ -137,7 +155,8 @@ impl Storage for MemoryStorage {
                         write.id.to_string(),
                         call.call_id.to_string(),
                     );
-                    calls
+                    tables
+                        .calls
                         .entry(key)
                         .or_insert_with(|| (call.clone(), Instant::now()));
                 }
@@ -167,6 +186,27 @@ impl Storage for MemoryStorage {
         let before = tables.calls.len();
         tables.calls.retain(|_, (_, at)| at.elapsed() < age);
         let purged = (before - tables.calls.len()) as u64;
+        Box::pin(std::future::ready(Ok(purged)))
+    }
+
+    fn purge_tombstones(&self, age: Duration) -> BoxFuture<'_, Result<u64>> {
+        let mut tables = self.tables();
+        let Tables {
+            objects,
+            no_state_since,
+            ..
+        } = &mut *tables;
+        let mut purged = 0;
+        no_state_since.retain(|key, since| {
+            if since.elapsed() < age {
+                return true;
+            }
+            if objects.get(key).is_some_and(|s| s.data == super::NO_STATE) {
+                objects.remove(key);
+                purged += 1;
+            }
+            false
+        });
         Box::pin(std::future::ready(Ok(purged)))
     }
 

@@ -197,6 +197,21 @@ pub trait Storage: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(0)))
     }
 
+    /// Deletes the rows holding no state ([`NO_STATE`]: the tombstones of
+    /// deleted objects, and the rows of claims) last written longer than
+    /// `age` ago; returns how many went. While such a row exists, a stale
+    /// owner's write of the object is refused; past the retention a stale
+    /// owner is assumed gone. A backend that stores no timestamps keeps
+    /// them (the default).
+    ///
+    /// # Errors
+    ///
+    /// `STORAGE_ERROR` when the backend fails.
+    fn purge_tombstones(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
+        let _ = age;
+        Box::pin(std::future::ready(Ok(0)))
+    }
+
     /// Raises the stored epoch of `type_name/id` to `fence` if it is older,
     /// leaving the state as it is: a new owner does this before it loads an
     /// object, so a stale owner's later writes are refused. An object never
@@ -342,6 +357,9 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
 
     fn purge_calls(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
         (**self).purge_calls(age)
+    }
+    fn purge_tombstones(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
+        (**self).purge_tombstones(age)
     }
 
     fn delete<'a>(

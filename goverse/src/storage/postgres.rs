@@ -21,10 +21,12 @@ const STATEMENTS: Statements = Statements {
     delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "INSERT INTO goverse_objects (object_type, object_id, data, epoch) VALUES ($1, $2, 'null'::jsonb, $3) \
-            ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = EXCLUDED.epoch \
+            ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = now() \
             WHERE goverse_objects.epoch < EXCLUDED.epoch RETURNING data::text, epoch",
     load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
+    purge_tombstones: "DELETE FROM goverse_objects \
+                       WHERE data = 'null'::jsonb AND updated_at < now() - make_interval(secs => $1)",
 };
 
 /// The applied schema version.
@@ -125,6 +127,7 @@ impl PostgresStorage {
         sql::migrator([
             include_str!("../../migrations/postgres/0001_objects.sql"),
             include_str!("../../migrations/postgres/0002_reliable_calls.sql"),
+            include_str!("../../migrations/postgres/0003_tombstones.sql"),
         ])
         .run(&self.pool)
         .await
@@ -313,7 +316,7 @@ const UPSERT_BATCH_WITH_CALLS: &str = "WITH written AS ( \
 /// returned).
 const CLAIM_BATCH: &str = "INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
      SELECT t, i, 'null'::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS c(t, i, e) \
-     ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = EXCLUDED.epoch \
+     ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = now() \
      WHERE goverse_objects.epoch < EXCLUDED.epoch \
      RETURNING object_type, object_id, data::text, epoch";
 
@@ -456,11 +459,16 @@ impl PostgresStorage {
     }
 
     async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
-        let purged = sqlx::query(PURGE_CALLS)
+        self.purge_older_than(PURGE_CALLS, age).await
+    }
+
+    /// Runs `statement`, a purge of what is older than `$1` seconds.
+    async fn purge_older_than(&self, statement: &str, age: std::time::Duration) -> Result<u64> {
+        let purged = sqlx::query(sqlx::AssertSqlSafe(statement))
             .bind(age.as_secs_f64())
             .execute(&self.pool)
             .await
-            .map_err(|e| sql::failed("purging reliable calls", e))?;
+            .map_err(|e| sql::failed("purging old rows", e))?;
         Ok(purged.rows_affected())
     }
 }

@@ -10,14 +10,14 @@ use crate::error::Error;
 
 /// The schema version this code needs.
 #[cfg(feature = "postgres")]
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The names of the migrations, in order; version `n` is the `n`th.
-const MIGRATIONS: [&str; 2] = ["objects", "reliable_calls"];
+const MIGRATIONS: [&str; 3] = ["objects", "reliable_calls", "tombstones"];
 
 /// The migrations of one backend, embedded in the binary: the SQL of each
 /// of [`MIGRATIONS`] in its dialect.
-pub(crate) fn migrator(sql: [&'static str; 2]) -> Migrator {
+pub(crate) fn migrator(sql: [&'static str; 3]) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
         .zip(sql)
@@ -122,6 +122,9 @@ pub(crate) struct Statements {
     pub(crate) claim: &'static str,
     /// A reliable call's [`CallRow`]: `$1` type, `$2` id, `$3` call id.
     pub(crate) load_call: &'static str,
+    /// Delete the rows holding no state written before the age `$1`
+    /// (seconds on PostgreSQL, an SQLite time shift on SQLite).
+    pub(crate) purge_tombstones: &'static str,
 }
 
 /// Implements [`Storage`](super::Storage) for a backend holding a pool of
@@ -260,6 +263,13 @@ macro_rules! sql_storage {
                 age: std::time::Duration,
             ) -> $crate::object::BoxFuture<'_, crate::error::Result<u64>> {
                 Box::pin(self.purge_calls_older_than(age))
+            }
+
+            fn purge_tombstones(
+                &self,
+                age: std::time::Duration,
+            ) -> $crate::object::BoxFuture<'_, crate::error::Result<u64>> {
+                Box::pin(self.purge_older_than($statements.purge_tombstones, age))
             }
 
             fn claim<'a>(

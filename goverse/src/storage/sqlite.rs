@@ -22,10 +22,13 @@ const STATEMENTS: Statements = Statements {
     delete: "DELETE FROM goverse_objects WHERE object_type = $1 AND object_id = $2 AND epoch <= $3",
     epoch: "SELECT epoch FROM goverse_objects WHERE object_type = $1 AND object_id = $2",
     claim: "INSERT INTO goverse_objects (object_type, object_id, data, epoch) VALUES ($1, $2, 'null', $3) \
-            ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = excluded.epoch \
+            ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = excluded.epoch, \
+                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
             WHERE goverse_objects.epoch < excluded.epoch RETURNING data, epoch",
     load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
+    purge_tombstones: "DELETE FROM goverse_objects \
+                       WHERE data = 'null' AND updated_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', $1)",
 };
 
 /// Records a reliable call (a record already there is kept).
@@ -68,6 +71,7 @@ impl SqliteStorage {
         sql::migrator([
             include_str!("../../migrations/sqlite/0001_objects.sql"),
             include_str!("../../migrations/sqlite/0002_reliable_calls.sql"),
+            include_str!("../../migrations/sqlite/0003_tombstones.sql"),
         ])
         .run(&pool)
         .await
@@ -186,12 +190,18 @@ impl SqliteStorage {
     }
 
     async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
+        self.purge_older_than(PURGE_CALLS, age).await
+    }
+
+    /// Runs `statement`, a purge of what is older than `now` shifted by
+    /// `$1` (`-N seconds`).
+    async fn purge_older_than(&self, statement: &str, age: std::time::Duration) -> Result<u64> {
         let shift = format!("-{:.3} seconds", age.as_secs_f64());
-        let purged = sqlx::query(PURGE_CALLS)
+        let purged = sqlx::query(sqlx::AssertSqlSafe(statement))
             .bind(shift)
             .execute(&self.pool)
             .await
-            .map_err(|e| sql::failed("purging reliable calls", e))?;
+            .map_err(|e| sql::failed("purging old rows", e))?;
         Ok(purged.rows_affected())
     }
 }
