@@ -35,6 +35,11 @@ impl<V> Directory<V> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    #[cfg(test)]
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<V>> {
+        self.shard(id).get(id).cloned()
+    }
+
     /// The entry for `id`, created with `make` if there is none.
     pub(crate) fn get_or_insert_with(&self, id: &Arc<str>, make: impl FnOnce() -> V) -> Arc<V> {
         let mut shard = self.shard(id);
