@@ -75,6 +75,20 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
+    /// Who made a call, as a reliable call's record keeps it:
+    /// `user:<id>` for an authenticated user, `external` for a gate's
+    /// unauthenticated client, empty for code on a node.
+    pub(crate) fn caller(origin: Option<&Arc<Origin>>) -> String {
+        match origin {
+            Some(origin) => match &origin.identity {
+                Some(identity) => format!("user:{}", identity.user_id),
+                None if origin.external => "external".to_string(),
+                None => String::new(),
+            },
+            None => String::new(),
+        }
+    }
+
     /// The origin of calls a turn makes: internal, for the same user and
     /// client.
     pub(crate) fn nested(origin: Option<&Arc<Origin>>) -> Option<Arc<Origin>> {

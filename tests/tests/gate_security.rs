@@ -379,3 +379,77 @@ async fn a_client_calls_on_behalf_of_its_own_session_only() {
     gate.shutdown().await;
     node.shutdown().await;
 }
+
+/// A persistent safe, for reliable calls.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Safe {
+    total: i64,
+}
+
+#[goverse::object(persistent)]
+impl Safe {
+    pub async fn deposit(
+        &mut self,
+        _ctx: &Context,
+        request: Int64Value,
+    ) -> goverse::Result<Int64Value> {
+        self.total += request.value;
+        Ok(Int64Value { value: self.total })
+    }
+}
+
+/// A reliable call's recorded outcome goes back to the caller that made it
+/// only: another user who learns the call id gets `ACCESS_DENIED`, not the
+/// outcome, and the method does not run for them.
+#[tokio::test]
+async fn a_reliable_calls_outcome_goes_only_to_its_caller() {
+    let node = Node::builder()
+        .register::<Safe>()
+        .start()
+        .await
+        .expect("node");
+    let options = GateOptions::default()
+        .http("127.0.0.1:0".parse().expect("address"))
+        .authenticator(Tokens);
+    let gate = Gate::start(&node, options).await.expect("gate");
+    let address = gate.http_address().expect("http").to_string();
+    let deposit = |user: &'static str| {
+        let address = address.clone();
+        async move {
+            let token = format!("Bearer {user}:player");
+            post(
+                &address,
+                "/api/v1/objects/call/Safe/s1/Deposit",
+                &[("authorization", &token), ("x-call-id", "deposit-1")],
+                "5",
+            )
+            .await
+        }
+    };
+    let (status, json) = deposit("alice").await;
+    assert_eq!(
+        (status, json["response"].as_str()),
+        (200, Some("5")),
+        "{json}"
+    );
+    let (status, json) = deposit("alice").await;
+    assert_eq!(
+        (status, json["response"].as_str()),
+        (200, Some("5")),
+        "alice's retry gets her outcome: {json}"
+    );
+    let (status, json) = deposit("mallory").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (403, Some("ACCESS_DENIED")),
+        "{json}"
+    );
+    let total = SafeClient::new(&node, "s1")
+        .deposit(Int64Value { value: 0 })
+        .await
+        .expect("read")
+        .value;
+    assert_eq!(total, 5, "the method ran once");
+    gate.shutdown().await;
+    node.shutdown().await;
+}

@@ -206,6 +206,7 @@ fn record(call_id: &str, method: &str, outcome: CallOutcome) -> CallRecord {
         call_id: call_id.into(),
         method: method.into(),
         outcome,
+        caller: String::new(),
     }
 }
 
@@ -273,7 +274,10 @@ async fn call_records_land_with_their_state(storage: Arc<dyn Storage>) {
         .save(&kind, "stale", b"{}", Fence { epoch: 5 })
         .await
         .expect("a newer owner wrote first");
-    let ok = record("c1", "Deposit", CallOutcome::Response(vec![8, 42]));
+    let ok = CallRecord {
+        caller: "user:alice".into(),
+        ..record("c1", "Deposit", CallOutcome::Response(vec![8, 42]))
+    };
     let failed = record(
         "c2",
         "Withdraw",
@@ -1225,7 +1229,7 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
     );
     // A schema older than the code: the newest migration not applied.
     let mut db = sqlx::PgConnection::connect(&fresh).await.expect("connect");
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 3")
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4")
         .execute(&mut db)
         .await
         .expect("roll the record back");
@@ -1236,7 +1240,7 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
     assert!(
         error
             .to_string()
-            .contains("at version 2 but this code needs 3"),
+            .contains("at version 3 but this code needs 4"),
         "{error}"
     );
     let storage = PostgresStorage::connect(&fresh, PostgresOptions::default().migrate(true))

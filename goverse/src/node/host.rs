@@ -137,6 +137,8 @@ impl<O: Object> Work<O> for EncodedWork {
             call_id,
             method: self.name.to_string(),
             outcome,
+            // Filled in by the turn, which knows the call's origin.
+            caller: String::new(),
         })
     }
 
@@ -575,6 +577,17 @@ impl<O: Object> TypeHost<O> {
                 .load_call(O::DESCRIPTOR.type_name, &activation.id, call_id)
                 .await
             {
+                Ok(Some(record))
+                    if record.caller != crate::access::Origin::caller(call.origin.as_ref()) =>
+                {
+                    return Some(Err(Error::AccessDenied {
+                        message: format!(
+                            "reliable call `{call_id}` on {}/{} was made by another caller; its outcome is returned only to the caller that made it",
+                            O::DESCRIPTOR.type_name,
+                            activation.id
+                        ),
+                    }));
+                }
                 Ok(Some(record)) => return Some(work.replay(record)),
                 Ok(None) => {}
                 Err(error) => return Some(Err(error)),
@@ -598,7 +611,10 @@ impl<O: Object> TypeHost<O> {
             }
         };
         if O::DESCRIPTOR.persistent {
-            let record = work.record(&result);
+            let record = work.record(&result).map(|mut record| {
+                record.caller = crate::access::Origin::caller(call.origin.as_ref());
+                record
+            });
             if let Err(error) = self.persist(node, activation, slot, record).await {
                 return Some(Err(error));
             }

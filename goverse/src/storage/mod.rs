@@ -98,6 +98,11 @@ pub struct CallRecord {
     pub method: String,
     /// What it returned.
     pub outcome: CallOutcome,
+    /// Who made it: `user:<id>` for a user a gate authenticated (directly
+    /// or through the objects its call reached), `external` for a gate's
+    /// unauthenticated client, empty for code on a node. A retry is
+    /// answered from the record only for the same caller.
+    pub caller: String,
 }
 
 /// The error of a backend that keeps no reliable-call records.

@@ -23,7 +23,7 @@ const STATEMENTS: Statements = Statements {
     claim: "INSERT INTO goverse_objects (object_type, object_id, data, epoch) VALUES ($1, $2, 'null'::jsonb, $3) \
             ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = now() \
             WHERE goverse_objects.epoch < EXCLUDED.epoch RETURNING data::text, epoch",
-    load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
+    load_call: "SELECT method, response, error_code, error_message, caller FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
     purge_tombstones: "DELETE FROM goverse_objects \
                        WHERE data = 'null'::jsonb AND updated_at < now() - make_interval(secs => $1)",
@@ -128,6 +128,7 @@ impl PostgresStorage {
             include_str!("../../migrations/postgres/0001_objects.sql"),
             include_str!("../../migrations/postgres/0002_reliable_calls.sql"),
             include_str!("../../migrations/postgres/0003_tombstones.sql"),
+            include_str!("../../migrations/postgres/0004_call_callers.sql"),
         ])
         .run(&self.pool)
         .await
@@ -238,6 +239,12 @@ async fn save_with_calls(
         .bind(outcomes.iter().map(|c| c.0).collect::<Vec<_>>())
         .bind(outcomes.iter().map(|c| c.1).collect::<Vec<_>>())
         .bind(outcomes.iter().map(|c| c.2).collect::<Vec<_>>())
+        .bind(
+            calls
+                .iter()
+                .map(|(_, c)| c.caller.as_str())
+                .collect::<Vec<_>>(),
+        )
         .fetch_one(&mut *connection)
         .await?;
     Ok(if usize::try_from(written).ok() == Some(round.len()) {
@@ -303,10 +310,10 @@ const UPSERT_BATCH_WITH_CALLS: &str = "WITH written AS ( \
        WHERE goverse_objects.epoch <= EXCLUDED.epoch \
        RETURNING object_type, object_id \
      ), recorded AS ( \
-       INSERT INTO goverse_reliable_calls (object_type, object_id, call_id, method, response, error_code, error_message) \
-       SELECT c.t, c.i, c.call_id, c.m, c.r, c.ec, c.em \
-       FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[]) \
-         AS c(t, i, call_id, m, r, ec, em) \
+       INSERT INTO goverse_reliable_calls (object_type, object_id, call_id, method, response, error_code, error_message, caller) \
+       SELECT c.t, c.i, c.call_id, c.m, c.r, c.ec, c.em, c.cl \
+       FROM UNNEST($5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[], $12::text[]) \
+         AS c(t, i, call_id, m, r, ec, em, cl) \
        JOIN written ON written.object_type = c.t AND written.object_id = c.i \
        ON CONFLICT DO NOTHING \
      ) SELECT count(*) FROM written";

@@ -10,14 +10,14 @@ use crate::error::Error;
 
 /// The schema version this code needs.
 #[cfg(feature = "postgres")]
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The names of the migrations, in order; version `n` is the `n`th.
-const MIGRATIONS: [&str; 3] = ["objects", "reliable_calls", "tombstones"];
+const MIGRATIONS: [&str; 4] = ["objects", "reliable_calls", "tombstones", "call_callers"];
 
 /// The migrations of one backend, embedded in the binary: the SQL of each
 /// of [`MIGRATIONS`] in its dialect.
-pub(crate) fn migrator(sql: [&'static str; 3]) -> Migrator {
+pub(crate) fn migrator(sql: [&'static str; 4]) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
         .zip(sql)
@@ -35,13 +35,19 @@ pub(crate) fn migrator(sql: [&'static str; 3]) -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
-/// A reliable-call record as read back: method, response, error code and
-/// message.
-pub(crate) type CallRow = (String, Option<Vec<u8>>, Option<String>, Option<String>);
+/// A reliable-call record as read back: method, response, error code,
+/// message and caller.
+pub(crate) type CallRow = (
+    String,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    String,
+);
 
 /// Turns a stored row into a [`CallRecord`](super::CallRecord).
 pub(crate) fn call_from_row(call_id: &str, row: CallRow) -> super::CallRecord {
-    let (method, response, code, message) = row;
+    let (method, response, code, message, caller) = row;
     let outcome = match code {
         Some(code) => super::CallOutcome::Error {
             code,
@@ -53,6 +59,7 @@ pub(crate) fn call_from_row(call_id: &str, row: CallRow) -> super::CallRecord {
         call_id: call_id.into(),
         method,
         outcome,
+        caller,
     }
 }
 

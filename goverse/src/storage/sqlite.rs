@@ -25,7 +25,7 @@ const STATEMENTS: Statements = Statements {
             ON CONFLICT (object_type, object_id) DO UPDATE SET epoch = excluded.epoch, \
                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
             WHERE goverse_objects.epoch < excluded.epoch RETURNING data, epoch",
-    load_call: "SELECT method, response, error_code, error_message FROM goverse_reliable_calls \
+    load_call: "SELECT method, response, error_code, error_message, caller FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
     purge_tombstones: "DELETE FROM goverse_objects \
                        WHERE data = 'null' AND updated_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', $1)",
@@ -33,8 +33,8 @@ const STATEMENTS: Statements = Statements {
 
 /// Records a reliable call (a record already there is kept).
 const RECORD_CALL: &str = "INSERT INTO goverse_reliable_calls \
-     (object_type, object_id, call_id, method, response, error_code, error_message) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+     (object_type, object_id, call_id, method, response, error_code, error_message, caller) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
 
 /// Deletes the records written before `now` shifted by `$1` (`-N seconds`).
 const PURGE_CALLS: &str = "DELETE FROM goverse_reliable_calls \
@@ -72,6 +72,7 @@ impl SqliteStorage {
             include_str!("../../migrations/sqlite/0001_objects.sql"),
             include_str!("../../migrations/sqlite/0002_reliable_calls.sql"),
             include_str!("../../migrations/sqlite/0003_tombstones.sql"),
+            include_str!("../../migrations/sqlite/0004_call_callers.sql"),
         ])
         .run(&pool)
         .await
@@ -162,6 +163,7 @@ impl SqliteStorage {
                     .bind(response)
                     .bind(code)
                     .bind(message)
+                    .bind(&call.caller)
                     .execute(&mut *tx)
                     .await;
                 if let Err(error) = recorded {

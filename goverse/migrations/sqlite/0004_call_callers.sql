@@ -1,0 +1,3 @@
+-- Who made each reliable call (`user:<id>`, `external`, or empty for code
+-- on a node): a retry by anyone else is refused, not answered.
+ALTER TABLE goverse_reliable_calls ADD COLUMN caller TEXT NOT NULL DEFAULT '';
