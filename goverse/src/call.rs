@@ -112,6 +112,7 @@ impl IntoCaller for &Node {
 
 impl IntoCaller for &Context {
     fn into_caller(self) -> Caller {
+        self.mark_effect();
         Caller {
             target: Target::Node(self.node.clone()),
             chain: Some(self.chain()),

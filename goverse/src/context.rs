@@ -45,6 +45,9 @@ pub struct Context {
     pub(crate) call_id: Option<Arc<str>>,
     /// Where the turn's call came from.
     pub(crate) origin: Option<Arc<crate::access::Origin>>,
+    /// The turn did something outside its object (it made a caller for
+    /// nested calls, or pushed): running it again would repeat that.
+    pub(crate) effects: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -106,6 +109,7 @@ impl Context {
     /// counted); `UNAVAILABLE` when its gate's node cannot be reached.
     pub async fn push<M: crate::Message>(&self, client: &str, message: &M) -> crate::Result<()> {
         let message = crate::node::PushMessage::of(message)?;
+        self.mark_effect();
         self.node.push(client, message).await
     }
 
@@ -117,6 +121,7 @@ impl Context {
     /// got the message).
     pub async fn broadcast<M: crate::Message>(&self, message: &M) -> crate::Result<()> {
         let message = crate::node::PushMessage::of(message)?;
+        self.mark_effect();
         self.node.broadcast(message).await
     }
 
@@ -145,6 +150,17 @@ impl Context {
     }
 
     /// The call chain a nested call from this turn carries.
+    /// Notes that the turn reached outside its object.
+    pub(crate) fn mark_effect(&self) {
+        self.effects
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the turn reached outside its object.
+    pub(crate) fn had_effects(&self) -> bool {
+        self.effects.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn chain(&self) -> Arc<CallChain> {
         Arc::new(CallChain {
             type_name: self.type_name.into(),

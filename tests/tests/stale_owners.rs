@@ -99,6 +99,19 @@ impl Till {
     pub async fn total(&self, _ctx: &Context, _request: Empty) -> goverse::Result<Int64Value> {
         Ok(Int64Value { value: self.total })
     }
+
+    /// Like `add_after`, after reading another till (an effect outside
+    /// this object).
+    pub async fn add_after_a_call(
+        &mut self,
+        ctx: &Context,
+        request: StringValue,
+    ) -> goverse::Result<Int64Value> {
+        TillClient::new(ctx, format!("{}-other", ctx.id()))
+            .total(Empty {})
+            .await?;
+        self.add_after(ctx, request).await
+    }
 }
 
 /// Where a scenario's cluster coordinates and stores.
@@ -205,12 +218,16 @@ async fn wait_owned(nodes: &[&Node], shard: u32, owner: &str) {
     .await;
 }
 
-/// Waits until the cluster of `nodes` has placed every shard.
+/// Waits until `nodes` serve every shard between them, each a fair share,
+/// with nothing moving: ownership stays put until the test moves it.
 async fn wait_placed(nodes: &[&Node]) {
-    wait_until("every shard has an owner", PATIENCE, || async {
-        let served: u64 = nodes.iter().map(|n| n.stats().shards).sum();
+    let fair = u64::from(SHARDS) / nodes.len() as u64;
+    wait_until("the shards are placed and balanced", PATIENCE, || async {
+        let counts: Vec<u64> = nodes.iter().map(|n| n.stats().shards).collect();
         let view = nodes[0].cluster_view();
-        served == u64::from(SHARDS) && (0..SHARDS).all(|s| !view.is_moving(s))
+        counts.iter().sum::<u64>() == u64::from(SHARDS)
+            && counts.iter().all(|&c| c >= fair && c <= fair + 1)
+            && (0..SHARDS).all(|s| !view.is_moving(s))
     })
     .await;
 }
@@ -240,8 +257,7 @@ async fn a_turn_outliving_its_shards_move_away_and_back_cannot_write(setup: Setu
     })
     .await;
 
-    a.pin_shard(shard, "b").await.expect("pin to b");
-    wait_owned(&[&a, &b], shard, "b").await;
+    move_shard(&[&a, &b], shard, "b").await;
     assert_eq!(
         on_b.set(Int64Value { value: 100 })
             .await
@@ -249,8 +265,7 @@ async fn a_turn_outliving_its_shards_move_away_and_back_cannot_write(setup: Setu
             .value,
         100
     );
-    a.pin_shard(shard, "a").await.expect("pin back to a");
-    wait_owned(&[&a, &b], shard, "a").await;
+    move_shard(&[&a, &b], shard, "a").await;
 
     gates::open(&gate);
     let slow = slow.await.expect("slow call task");
@@ -272,8 +287,24 @@ async fn a_turn_outliving_its_shards_move_away_and_back_cannot_write(setup: Setu
 
 /// Moves `shard` to `to` and waits until it is settled there.
 async fn move_shard(nodes: &[&Node], shard: u32, to: &str) {
-    nodes[0].pin_shard(shard, to).await.expect("pin");
+    pin(nodes[0], shard, to).await;
     wait_owned(nodes, shard, to).await;
+}
+
+/// Pins `shard` to `to`, again if the shard record changed meanwhile.
+async fn pin(via: &Node, shard: u32, to: &str) {
+    wait_until(
+        &format!("shard {shard} is pinned to {to}"),
+        PATIENCE,
+        || async {
+            match via.pin_shard(shard, to).await {
+                Ok(()) => true,
+                Err(error) if error.code() == "UNAVAILABLE" => false,
+                Err(error) => panic!("pin: {error}"),
+            }
+        },
+    )
+    .await;
 }
 
 /// A cluster re-created under a new prefix on the same storage starts its
@@ -547,6 +578,101 @@ async fn a_stale_owner_cannot_bring_a_deleted_object_back(setup: Setup) {
     b.shutdown().await;
 }
 
+/// POSTs to the gate at `address`; the status and the JSON answer.
+async fn post(address: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// A call through a gate whose turn outlives its shard's move away and
+/// back has its write refused as stale. Having done nothing outside its
+/// object, it runs again on the object's current state and the client sees
+/// it succeed; a turn that did call another object fails with
+/// `STALE_OWNER`, since running it again would repeat that call.
+async fn a_call_refused_as_stale_runs_again_where_the_object_is(setup: Setup) {
+    let cluster = TestCluster::new(setup, "rerun").await;
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_placed(&[&a, &b]).await;
+    let gate = goverse::gate::Gate::start(
+        &a,
+        goverse::gate::GateOptions::default().http("127.0.0.1:0".parse().expect("address")),
+    )
+    .await
+    .expect("gate");
+    let address = gate.http_address().expect("http").to_string();
+    for (method, expected) in [("AddAfter", Ok(101)), ("AddAfterACall", Err("STALE_OWNER"))] {
+        let id = id_owned_by(&a, "rerun");
+        let shard = shard_of(&id, SHARDS);
+        let on_b = TillClient::new(&b, id.clone()).with_timeout(PATIENCE);
+        TillClient::new(&a, id.clone())
+            .with_timeout(PATIENCE)
+            .set(Int64Value { value: 1 })
+            .await
+            .expect("set on a");
+        let held = format!("{id}-gate");
+        let call = tokio::spawn({
+            let (address, held, id) = (address.clone(), held.clone(), id.clone());
+            async move {
+                post(
+                    &address,
+                    &format!("/api/v1/objects/call/Till/{id}/{method}"),
+                    &format!("{held:?}"),
+                )
+                .await
+            }
+        });
+        wait_until("the call's turn runs on a", PATIENCE, || async {
+            gates::entered(&held) == 1
+        })
+        .await;
+        move_shard(&[&a, &b], shard, "b").await;
+        on_b.set(Int64Value { value: 100 }).await.expect("set on b");
+        move_shard(&[&a, &b], shard, "a").await;
+        gates::open(&held);
+        let (status, json) = call.await.expect("call task");
+        let total = on_b.total(Empty {}).await.expect("total").value;
+        match expected {
+            Ok(value) => {
+                assert_eq!(
+                    (status, &json["response"]),
+                    (200, &serde_json::json!(value.to_string())),
+                    "{method}: {json}"
+                );
+                assert_eq!(total, value);
+            }
+            Err(code) => {
+                assert_eq!(
+                    (status, json["code"].as_str()),
+                    (503, Some(code)),
+                    "{method}: {json}"
+                );
+                assert_eq!(total, 100);
+            }
+        }
+    }
+    gate.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 macro_rules! on_both_setups {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -574,4 +700,5 @@ on_both_setups!(
     a_second_process_with_a_live_nodes_id_is_refused,
     a_call_racing_a_delete_runs_after_it,
     a_stale_owner_cannot_bring_a_deleted_object_back,
+    a_call_refused_as_stale_runs_again_where_the_object_is,
 );

@@ -38,6 +38,13 @@ pub(crate) trait Work<O>: Send + 'static {
         None
     }
 
+    /// Takes one of the runs again this work may have after its turn's
+    /// write was refused as stale; `false` when it has none (a typed call
+    /// gave its request to the method).
+    fn rerun(&mut self) -> bool {
+        false
+    }
+
     /// The lifecycle operation this work is, if it is one (not a call).
     fn lifecycle(&self) -> Option<crate::access::Lifecycle> {
         None
@@ -106,7 +113,14 @@ pub(crate) struct EncodedWork {
     pub(crate) body: Vec<u8>,
     /// Set for a reliable call: the caller's call id.
     pub(crate) reliable: Option<Arc<str>>,
+    /// How many more times the call may run after a write refused as
+    /// stale (see [`Work::rerun`]).
+    pub(crate) reruns: u8,
 }
+
+/// How many times an encoded call runs again, at most, after its write was
+/// refused as stale: enough for a shard that moved and moves back.
+pub(crate) const STALE_RERUNS: u8 = 2;
 
 impl<O: Object> Work<O> for EncodedWork {
     type Output = Vec<u8>;
@@ -119,6 +133,14 @@ impl<O: Object> Work<O> for EncodedWork {
 
     fn reliable(&self) -> Option<&Arc<str>> {
         self.reliable.as_ref()
+    }
+
+    fn rerun(&mut self) -> bool {
+        if self.reruns == 0 {
+            return false;
+        }
+        self.reruns -= 1;
+        true
     }
 
     fn record(&self, result: &Result<Vec<u8>>) -> Option<CallRecord> {
@@ -374,6 +396,7 @@ impl<O: Object> TypeHost<O> {
             trace: call.and_then(|c| c.trace.clone()),
             call_id: None,
             origin: call.and_then(|c| c.origin.clone()),
+            effects: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -599,6 +622,7 @@ impl<O: Object> TypeHost<O> {
         let mut ctx = self.context(node, activation, Some(call), call.deadline);
         ctx.call_id = work.reliable().cloned();
         let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
+        let had_effects = ctx.had_effects();
         drop(ctx);
         let result = match outcome {
             Ok(result) => result,
@@ -616,6 +640,13 @@ impl<O: Object> TypeHost<O> {
                 record
             });
             if let Err(error) = self.persist(node, activation, slot, record).await {
+                // A refused write means the turn took no effect; if it did
+                // nothing outside the object either, it runs again where
+                // the object is now (the instance is gone), within the
+                // call's deadline, instead of failing the call.
+                if matches!(error, Error::StaleOwner { .. }) && !had_effects && work.rerun() {
+                    return None;
+                }
                 return Some(Err(error));
             }
         }

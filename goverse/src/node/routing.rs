@@ -317,6 +317,7 @@ impl NodeInner {
             codec,
             body,
             reliable,
+            reruns: super::host::STALE_RERUNS,
         };
         let call = TurnCall::new(id.clone(), shard, (deadline, arrived), meta);
         let mut retry = Retry::new();
@@ -520,6 +521,7 @@ impl NodeInner {
                     },
                     body: frame.body,
                     reliable,
+                    reruns: super::host::STALE_RERUNS,
                 };
                 let turn = host.call_encoded(self.clone(), call, work);
                 match Detached::new(self.runtime.clone(), turn)
