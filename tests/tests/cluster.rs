@@ -519,27 +519,64 @@ async fn a_stale_owner_cannot_overwrite_the_new_owners_state(backend: Backend) {
         "b wrote under a newer epoch: {now:?}"
     );
 
-    // An object with no row yet: b activates it (a read stores nothing),
-    // then the stale owner tries to store it first. Its write is refused
-    // too, so b never writes over an acknowledged write it did not see.
+    // An object with no row yet: b activates it with a read, which stores
+    // nothing, then the stale owner stores it first. b's first write
+    // claims the object, finds what the stale owner stored, and runs on
+    // it instead of writing over it: no acknowledged write is lost.
     let fresh_on_b = LedgerClient::new(&b, fresh.clone());
     assert_eq!(
         fresh_on_b.host(Empty {}).await.expect("host").value,
         "b",
         "b owns the fresh ledger"
     );
-    let error = LedgerClient::new(&a, fresh.clone())
+    assert!(
+        cluster
+            .storage
+            .load("Ledger", &fresh)
+            .await
+            .expect("load")
+            .is_none(),
+        "a read stores nothing"
+    );
+    let stale_first = LedgerClient::new(&a, fresh.clone())
         .add(Int64Value { value: 10 })
+        .await;
+    let expected = match stale_first {
+        Ok(total) => {
+            assert_eq!(total.value, 10);
+            11
+        }
+        Err(error) => {
+            assert_eq!(error.code(), "STALE_OWNER", "{error}");
+            1
+        }
+    };
+    // A by-name call: refused as stale once, it runs again on the state
+    // the stale owner stored.
+    let added = b
+        .call(goverse::EncodedCall::new(
+            "Ledger",
+            fresh.clone(),
+            "Add",
+            Codec::Json,
+            br#""1""#.to_vec(),
+        ))
         .await
-        .expect_err("a stale owner's first write is refused");
+        .expect("add on b");
+    assert_eq!(added, format!("\"{expected}\"").into_bytes());
+    // Once claimed, the stale owner's writes are refused.
+    let error = LedgerClient::new(&a, fresh.clone())
+        .add(Int64Value { value: 100 })
+        .await
+        .expect_err("the stale owner's write after the claim is refused");
     assert_eq!(error.code(), "STALE_OWNER");
     assert_eq!(
         fresh_on_b
-            .add(Int64Value { value: 1 })
+            .add(Int64Value { value: 0 })
             .await
-            .expect("add on b")
+            .expect("read on b")
             .value,
-        1
+        expected
     );
     a.crash();
     b.shutdown().await;

@@ -792,6 +792,54 @@ async fn tombstones_go_after_their_retention(storage: Arc<dyn Storage>) {
     );
 }
 
+/// Reads of ids nobody stored, and calls whose request does not decode,
+/// write nothing: no row, not even at shutdown, and the bad call leaves no
+/// activation behind.
+async fn reads_and_bad_calls_on_random_ids_store_nothing(storage: Arc<dyn Storage>) {
+    let node = Node::builder()
+        .register::<Account>()
+        .storage(storage.clone())
+        .start()
+        .await
+        .expect("node");
+    let run = unique_type("random");
+    let read = format!("{run}-read");
+    assert_eq!(
+        AccountClient::new(&node, read.clone())
+            .balance(Empty {})
+            .await
+            .expect("a read")
+            .value,
+        0
+    );
+    let active = node.stats().active;
+    let bad = format!("{run}-bad");
+    let error = node
+        .call(EncodedCall::new(
+            "Account",
+            bad.clone(),
+            "Deposit",
+            Codec::Json,
+            b"not json".to_vec(),
+        ))
+        .await
+        .expect_err("the body does not decode");
+    assert_eq!(error.code(), "INVALID_JSON");
+    assert_eq!(
+        node.stats().active,
+        active,
+        "the bad call's activation did not stay"
+    );
+    node.shutdown().await;
+    for id in [read, bad] {
+        assert_eq!(
+            storage.load("Account", &id).await.expect("load"),
+            None,
+            "{id} left a row"
+        );
+    }
+}
+
 /// A note whose text and ratio come from its callers.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Note {
@@ -1026,6 +1074,7 @@ on_every_backend!(
     write_behind_saves_within_its_interval,
     an_unstorable_state_fails_only_its_own_call,
     tombstones_go_after_their_retention,
+    reads_and_bad_calls_on_random_ids_store_nothing,
 );
 
 #[derive(Debug, Default)]
@@ -1369,5 +1418,130 @@ async fn postgres_writes_go_on_after_the_server_drops_the_connections() {
         }
     }
     assert_eq!(balance, acknowledged, "only acknowledged deposits count");
+    node.shutdown().await;
+}
+
+/// A TCP proxy to PostgreSQL that can stop forwarding while keeping its
+/// connections open, as a blackholed network does.
+struct Blackhole {
+    address: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Blackhole {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let holes = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pump(client_read, server_write, holes.subscribe()));
+                tokio::spawn(Self::pump(server_read, client_write, holes.subscribe()));
+            }
+        });
+        Self { address, cut }
+    }
+
+    /// Forwards until cut; a cut connection forwards nothing more and is
+    /// closed once the cut ends.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut cut: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let read = tokio::select! {
+                read = from.read(&mut buffer) => Some(read),
+                _ = cut.wait_for(|cut| *cut) => None,
+            };
+            let forwarded = match read {
+                Some(Ok(n)) if n > 0 && !*cut.borrow() => to.write_all(&buffer[..n]).await.is_ok(),
+                _ => false,
+            };
+            if !forwarded {
+                if *cut.borrow() {
+                    let _ = cut.wait_for(|cut| !*cut).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A database that stops answering fails the calls waiting on it with
+/// `STORAGE_ERROR` within the node's storage timeout, not after minutes
+/// with their objects held; once it answers again, calls go on, from the
+/// last acknowledged state.
+#[tokio::test]
+async fn a_database_that_stops_answering_fails_calls_within_the_storage_timeout() {
+    let url = database_url();
+    let (head, rest) = url.split_once('@').expect("url has credentials");
+    let (upstream, database) = rest.split_once('/').expect("url has a database");
+    let proxy = Blackhole::start(upstream.to_string()).await;
+    let through = format!("{head}@{}/{database}", proxy.address);
+    let storage = PostgresStorage::connect(
+        &through,
+        PostgresOptions::default().migrate(true).max_connections(4),
+    )
+    .await
+    .expect("PostgreSQL through the proxy");
+    let node = Node::builder()
+        .register::<Account>()
+        .storage(storage)
+        .storage_timeout(std::time::Duration::from_secs(1))
+        .start()
+        .await
+        .expect("node");
+    let account = AccountClient::new(&node, unique_type("blackholed")).with_timeout(PATIENCE);
+    assert_eq!(
+        account
+            .deposit(Int64Value { value: 5 })
+            .await
+            .expect("deposit")
+            .value,
+        5
+    );
+    proxy.cut.send_replace(true);
+    let started = std::time::Instant::now();
+    let error = account
+        .deposit(Int64Value { value: 1 })
+        .await
+        .expect_err("the database does not answer");
+    assert_eq!(error.code(), "STORAGE_ERROR", "{error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "failed only after {:?}",
+        started.elapsed()
+    );
+    proxy.cut.send_replace(false);
+    let balance = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    wait_until("calls go on once the database answers", PATIENCE, || {
+        let (account, balance) = (account.clone(), balance.clone());
+        async move {
+            match account.deposit(Int64Value { value: 1 }).await {
+                Ok(total) => {
+                    balance.store(total.value, Ordering::SeqCst);
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let balance = balance.load(Ordering::SeqCst);
+    assert_eq!(
+        balance, 6,
+        "the unanswered deposit never reached the database"
+    );
     node.shutdown().await;
 }

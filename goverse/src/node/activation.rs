@@ -56,6 +56,11 @@ pub(crate) struct Activation<O: Object> {
     /// A write-behind object has changes not yet saved, and a flush is
     /// scheduled for them.
     pub(crate) flush_pending: AtomicBool,
+    /// The object had no stored state when the instance was loaded, and
+    /// the instance has stored nothing yet: its first write claims the
+    /// object first, and a deactivation has nothing to save, so calls that
+    /// only read ids nobody stored leave no row behind.
+    pub(crate) unwritten: AtomicBool,
 }
 
 impl<O: Object> Activation<O> {
@@ -73,6 +78,7 @@ impl<O: Object> Activation<O> {
             host,
             timers: Mutex::new(Vec::new()),
             flush_pending: AtomicBool::new(false),
+            unwritten: AtomicBool::new(false),
         }
     }
 

@@ -226,9 +226,8 @@ fn check_access<O: Object>(
 /// ours, so a stale owner's later writes are refused) and read again, since
 /// the stale owner may have written between the two; a row already at our
 /// epoch or newer needs no claim, so a reactivation is one read. An object
-/// with no row is claimed too (a row holding no state at our epoch), so a
-/// stale owner cannot store it first behind our back; except at the first
-/// epoch, when the shard has had no other owner.
+/// with no row is not claimed here: its instance's first write claims it
+/// (see [`TypeHost::store`]), so reading an id nobody stored writes nothing.
 ///
 /// Claims go through the node's committer, so the claims of objects
 /// activated together (a node taking over shards) share a transaction.
@@ -270,8 +269,9 @@ async fn load_owned(
                 .await?
         }
         Some(stored) if stored.epoch >= fence.epoch => Some(stored),
-        None if fence.epoch <= FIRST_EPOCH => None,
-        _ => {
+        // Nothing stored: claimed by the instance's first write, if any.
+        None => None,
+        Some(_) => {
             node.committer
                 .claim(crate::storage::Claim {
                     type_name,
@@ -289,6 +289,15 @@ async fn load_owned(
 
 /// The epoch of a shard's first owner: no older owner can write.
 const FIRST_EPOCH: u64 = 1;
+
+/// Whether a turn's method ran: a request that did not decode, or a method
+/// the type lacks, is refused by the dispatch before it.
+fn method_ran<T>(result: &Result<T>) -> bool {
+    !matches!(
+        result,
+        Err(Error::InvalidRequest { .. } | Error::UnknownMethod { .. })
+    )
+}
 
 /// A recorded error outcome, as an error travels between nodes.
 fn failure(error: &Error) -> CallOutcome {
@@ -458,6 +467,7 @@ impl<O: Object> TypeHost<O> {
             if let Err(expired) = self.check_deadline(&call.id, &work, call.deadline) {
                 return Turn::Done(Err(expired));
             }
+            let mut activated_here = false;
             if matches!(&*guard, Slot::Fresh) {
                 drop(guard);
                 let mut write = activation.state.write().await;
@@ -471,6 +481,7 @@ impl<O: Object> TypeHost<O> {
                     if let Err(error) = activated.await {
                         return Turn::Done(Err(error));
                     }
+                    activated_here = true;
                 }
                 guard = write.downgrade();
             }
@@ -489,6 +500,15 @@ impl<O: Object> TypeHost<O> {
             let outcome = CatchUnwind(work.run(Receiver::Ref(object), &ctx)).await;
             drop(ctx);
             return Turn::Done(match outcome {
+                Ok(result) if activated_here && !method_ran(&result) => {
+                    // A bad call alone brought the instance in: it goes.
+                    drop(guard);
+                    let mut write = activation.state.write().await;
+                    if matches!(&*write, Slot::Active(_)) {
+                        let _ = self.deactivate(&node, &activation, &mut write, false).await;
+                    }
+                    result
+                }
                 Ok(result) => result,
                 Err(message) => {
                     drop(guard);
@@ -570,6 +590,7 @@ impl<O: Object> TypeHost<O> {
                 type_name: O::DESCRIPTOR.type_name.to_string(),
             }));
         }
+        let fresh = matches!(slot, Slot::Fresh);
         match slot {
             Slot::Gone => return None,
             Slot::Fresh => {
@@ -634,6 +655,14 @@ impl<O: Object> TypeHost<O> {
                 }));
             }
         };
+        if !method_ran(&result) {
+            // Nothing changed, so nothing is written; an instance that this
+            // bad call alone brought in does not stay for the idle timeout.
+            if fresh {
+                let _ = self.deactivate(node, activation, slot, false).await;
+            }
+            return Some(result);
+        }
         if O::DESCRIPTOR.persistent {
             let record = work.record(&result).map(|mut record| {
                 record.caller = crate::access::Origin::caller(call.origin.as_ref());
@@ -785,20 +814,62 @@ impl<O: Object> TypeHost<O> {
             },
             other => other,
         })?;
+        let fence = crate::storage::Fence {
+            epoch: activation.epoch(),
+        };
+        if activation.unwritten.load(Ordering::Relaxed) && fence.epoch > FIRST_EPOCH {
+            self.claim_before_first_write(node, activation, fence)
+                .await?;
+        }
         let write = StateWrite {
             type_name: O::DESCRIPTOR.type_name,
             id: activation.id.clone(),
             data,
-            fence: crate::storage::Fence {
-                epoch: activation.epoch(),
-            },
+            fence,
             call,
         };
         let saved = node.committer.save(write).await;
-        if let Err(Error::StaleOwner { .. }) = &saved {
-            node.stats.stale_write();
+        match &saved {
+            Ok(()) => activation.unwritten.store(false, Ordering::Relaxed),
+            Err(Error::StaleOwner { .. }) => node.stats.stale_write(),
+            Err(_) => {}
         }
         saved
+    }
+
+    /// Claims an object that had no row when its instance was loaded,
+    /// before the instance first stores it: an older owner that still
+    /// holds the object is fenced out from then on. If that owner stored
+    /// the object meanwhile, this instance ran on a state that is not the
+    /// object's: the write is refused as stale (the call may run again on
+    /// a fresh instance, which loads what the older owner stored).
+    async fn claim_before_first_write(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Activation<O>,
+        fence: crate::storage::Fence,
+    ) -> Result<()> {
+        let claimed = node
+            .committer
+            .claim(crate::storage::Claim {
+                type_name: O::DESCRIPTOR.type_name,
+                id: activation.id.clone(),
+                fence,
+            })
+            .await?;
+        match claimed {
+            Some(stored)
+                if stored.data != crate::storage::NO_STATE || stored.epoch > fence.epoch =>
+            {
+                node.stats.stale_write();
+                Err(Error::StaleOwner {
+                    target: format!("{}/{}", O::DESCRIPTOR.type_name, activation.id),
+                    epoch: fence.epoch,
+                    current: stored.epoch,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Ends an instance that must not live on: its timers stop and the id
@@ -943,6 +1014,9 @@ impl<O: Object> TypeHost<O> {
             )
             .await?;
             activation.set_epoch(fence.epoch);
+            activation
+                .unwritten
+                .store(stored.is_none(), Ordering::Relaxed);
             match stored {
                 Some(stored) => O::load_state(&stored.data)?,
                 None => O::create(),
@@ -1011,7 +1085,15 @@ impl<O: Object> TypeHost<O> {
                 }
             }
             drop(ctx);
-            if save && let Err(error) = self.store(node, activation, object, None).await {
+            // An instance that never stored anything, with nothing pending,
+            // has nothing to save: a read of an id nobody stored leaves no
+            // row behind.
+            let nothing_stored = activation.unwritten.load(Ordering::Relaxed)
+                && !activation.flush_pending.load(Ordering::Acquire);
+            if save
+                && !nothing_stored
+                && let Err(error) = self.store(node, activation, object, None).await
+            {
                 if let Error::StaleOwner { .. } | Error::InvalidState { .. } = error {
                     // A newer owner has the object, or its state can never
                     // be stored: this instance must not live on.

@@ -68,6 +68,11 @@ pub struct NodeConfig {
     /// What clients and objects may call, create and delete on this node
     /// (default: no rules, everything allowed). See [`crate::access`].
     pub access_rules: Option<crate::access::AccessRules>,
+    /// How long one storage operation (a load, a batch of writes, a
+    /// claim) may take before it fails with `STORAGE_ERROR` (default
+    /// 10 s): a database that stops answering fails the calls waiting on
+    /// it within this bound and releases their objects.
+    pub storage_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +92,7 @@ impl Default for NodeConfig {
             auto_load: Vec::new(),
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
             access_rules: None,
+            storage_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -208,6 +214,13 @@ impl NodeBuilder {
     /// this node hosts. Every node of a cluster should have the same.
     pub fn access_rules(mut self, rules: crate::access::AccessRules) -> Self {
         self.config.access_rules = Some(rules);
+        self
+    }
+
+    /// Sets how long one storage operation may take before it fails with
+    /// `STORAGE_ERROR` (default 10 s).
+    pub fn storage_timeout(mut self, timeout: Duration) -> Self {
+        self.config.storage_timeout = timeout;
         self
     }
 
@@ -360,7 +373,15 @@ impl NodeBuilder {
             }
         }
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
-        let storage = storage.unwrap_or_else(|| Arc::new(MemoryStorage::new()));
+        if config.storage_timeout.is_zero() {
+            return Err(Error::Config(
+                "the storage timeout must be above zero".into(),
+            ));
+        }
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::Bounded::new(
+            storage.unwrap_or_else(|| Arc::new(MemoryStorage::new())),
+            config.storage_timeout,
+        ));
         let committer = Committer::start(storage.clone());
         let shard_count = config.shard_count;
         let inner = Arc::new_cyclic(|weak: &Weak<NodeInner>| {

@@ -5,6 +5,7 @@
 //! wrote the object, so an owner that lost its shard (a partition, a pause)
 //! cannot overwrite newer state.
 
+mod bounded;
 mod committer;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -14,6 +15,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub(crate) use bounded::Bounded;
 pub(crate) use committer::Committer;
 pub use memory::MemoryStorage;
 #[cfg(feature = "postgres")]

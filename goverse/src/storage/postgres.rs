@@ -44,6 +44,11 @@ pub struct PostgresOptions {
     /// Apply the schema migrations at start (default false: a missing or
     /// older schema is an error, so production schemas change on purpose).
     pub migrate: bool,
+    /// PostgreSQL's `statement_timeout` on every connection (default 10 s):
+    /// a statement stuck in the server (a lock, a stalled disk) is
+    /// cancelled by it and fails with `STORAGE_ERROR`. A server that does
+    /// not answer at all is bounded by the node's storage timeout.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -52,6 +57,7 @@ impl Default for PostgresOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             migrate: false,
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -96,8 +102,12 @@ impl PostgresStorage {
     /// is missing or older than this code and `migrate` is off.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
         let connect: PgConnectOptions = url
-            .parse()
-            .map_err(|e| Error::Config(format!("database url: {e}")))?;
+            .parse::<PgConnectOptions>()
+            .map_err(|e| Error::Config(format!("database url: {e}")))?
+            .options([(
+                "statement_timeout",
+                format!("{}ms", options.statement_timeout.as_millis().max(1)),
+            )]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
