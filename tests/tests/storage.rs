@@ -1545,3 +1545,74 @@ async fn a_database_that_stops_answering_fails_calls_within_the_storage_timeout(
     );
     node.shutdown().await;
 }
+
+/// A PostgreSQL batch with a refused write answers exactly which writes
+/// landed: a write that landed is reported so even when a newer owner
+/// has claimed its row by the time the batch is answered (here a trigger
+/// raises the row's epoch right after the write).
+#[tokio::test]
+async fn postgres_reports_a_landed_write_as_landed_beside_a_refused_one() {
+    use sqlx::Connection as _;
+    let storage = postgres().await;
+    let kind = unique_type("landed").to_lowercase();
+    let mut admin = sqlx::PgConnection::connect(&database_url())
+        .await
+        .expect("connect");
+    let function = format!("{kind}_bump");
+    for statement in [
+        format!(
+            "CREATE FUNCTION {function}() RETURNS trigger AS $$ BEGIN \
+             UPDATE goverse_objects SET epoch = epoch + 100 \
+             WHERE object_type = NEW.object_type AND object_id = NEW.object_id; \
+             RETURN NULL; END $$ LANGUAGE plpgsql"
+        ),
+        format!(
+            "CREATE TRIGGER {function} AFTER INSERT OR UPDATE ON goverse_objects FOR EACH ROW \
+             WHEN (NEW.object_type = '{kind}' AND NEW.object_id = 'landed' AND pg_trigger_depth() < 1) \
+             EXECUTE FUNCTION {function}()"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .expect("trigger");
+    }
+    storage
+        .save(&kind, "stale", b"{}", Fence { epoch: 5 })
+        .await
+        .expect("a newer owner wrote first");
+    for with_calls in [false, true] {
+        let call =
+            |id: &str| with_calls.then(|| record(id, "Deposit", CallOutcome::Response(vec![])));
+        let results = storage
+            .save_batch(&[
+                write(&kind, "landed", 1, call("c1")),
+                write(&kind, "stale", 2, call("c2")),
+            ])
+            .await;
+        let codes: Vec<&str> = results
+            .iter()
+            .map(|r| r.as_ref().map_or_else(|e| e.code(), |()| "OK"))
+            .collect();
+        assert_eq!(codes, ["OK", "STALE_OWNER"], "with calls: {with_calls}");
+        storage
+            .delete(
+                &kind,
+                "landed",
+                Fence {
+                    epoch: u64::MAX >> 2,
+                },
+            )
+            .await
+            .expect("reset");
+    }
+    for statement in [
+        format!("DROP TRIGGER {function} ON goverse_objects"),
+        format!("DROP FUNCTION {function}()"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .expect("drop");
+    }
+}

@@ -177,8 +177,8 @@ macro_rules! bind_columns {
 
 /// Writes `round` (none with a reliable-call record): most writes are to
 /// rows already there, so those are updated, and only what the update
-/// left is upserted. Answers the writes that may have been refused: those
-/// the update left, when the upsert wrote fewer rows than it was given.
+/// left is upserted. Answers the writes that were refused (neither
+/// statement wrote their row).
 async fn update_then_upsert(
     connection: &mut PgConnection,
     writes: &[super::StateWrite],
@@ -207,20 +207,37 @@ async fn update_then_upsert(
         .filter_map(|(&index, &left)| left.then_some(index))
         .collect();
     let batch = Columns::of(writes, texts, &rest);
-    let written = bind_columns!(sqlx::query(UPSERT_BATCH), batch)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
-    Ok(if usize::try_from(written).ok() == Some(rest.len()) {
-        Vec::new()
-    } else {
-        rest
-    })
+    let written: Vec<(String, String)> = bind_columns!(sqlx::query_as(UPSERT_BATCH), batch)
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(not_written(writes, &rest, &written))
+}
+
+/// The writes of `round` (to distinct objects) whose object is not among
+/// the rows a statement answered it wrote: exactly those it refused.
+fn not_written(
+    writes: &[super::StateWrite],
+    round: &[usize],
+    written: &[(String, String)],
+) -> Vec<usize> {
+    if written.len() == round.len() {
+        return Vec::new();
+    }
+    let written: std::collections::HashSet<(&str, &str)> = written
+        .iter()
+        .map(|(t, i)| (t.as_str(), i.as_str()))
+        .collect();
+    round
+        .iter()
+        .copied()
+        .filter(|&index| !written.contains(&(writes[index].type_name, &*writes[index].id)))
+        .collect()
 }
 
 /// Writes `round`, some with reliable-call records, in one statement;
-/// answers the writes that may have been refused: all of them when the
-/// statement wrote fewer rows than it was given.
+/// answers the writes that were refused (the statement answers the rows it
+/// wrote, so a write that landed is never reported refused, whatever is
+/// stored by the time it is checked).
 async fn save_with_calls(
     connection: &mut PgConnection,
     writes: &[super::StateWrite],
@@ -236,32 +253,29 @@ async fn save_with_calls(
         .iter()
         .map(|(_, c)| sql::call_columns(&c.outcome))
         .collect();
-    let written: i64 = bind_columns!(sqlx::query_scalar(UPSERT_BATCH_WITH_CALLS), batch)
-        .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
-        .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
-        .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
-        .bind(
-            calls
-                .iter()
-                .map(|(_, c)| c.method.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(outcomes.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(outcomes.iter().map(|c| c.1).collect::<Vec<_>>())
-        .bind(outcomes.iter().map(|c| c.2).collect::<Vec<_>>())
-        .bind(
-            calls
-                .iter()
-                .map(|(_, c)| c.caller.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .fetch_one(&mut *connection)
-        .await?;
-    Ok(if usize::try_from(written).ok() == Some(round.len()) {
-        Vec::new()
-    } else {
-        round.to_vec()
-    })
+    let written: Vec<(String, String)> =
+        bind_columns!(sqlx::query_as(UPSERT_BATCH_WITH_CALLS), batch)
+            .bind(calls.iter().map(|(w, _)| w.type_name).collect::<Vec<_>>())
+            .bind(calls.iter().map(|(w, _)| &*w.id).collect::<Vec<_>>())
+            .bind(calls.iter().map(|(_, c)| &*c.call_id).collect::<Vec<_>>())
+            .bind(
+                calls
+                    .iter()
+                    .map(|(_, c)| c.method.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(outcomes.iter().map(|c| c.0).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|c| c.1).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|c| c.2).collect::<Vec<_>>())
+            .bind(
+                calls
+                    .iter()
+                    .map(|(_, c)| c.caller.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *connection)
+            .await?;
+    Ok(not_written(writes, round, &written))
 }
 
 /// The bound columns of a batch of writes.
@@ -300,18 +314,18 @@ const UPDATE_BATCH: &str = "UPDATE goverse_objects AS o \
      RETURNING w.n";
 
 /// The writes the update left: rows are inserted where missing, and those
-/// stored at a newer epoch are skipped; the command counts the rows
-/// written.
+/// stored at a newer epoch are skipped; answers the rows written.
 const UPSERT_BATCH: &str = "INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
      SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
      ON CONFLICT (object_type, object_id) DO UPDATE \
      SET data = EXCLUDED.data, epoch = EXCLUDED.epoch, version = goverse_objects.version + 1, updated_at = now() \
-     WHERE goverse_objects.epoch <= EXCLUDED.epoch";
+     WHERE goverse_objects.epoch <= EXCLUDED.epoch \
+     RETURNING object_type, object_id";
 
 /// A batch with reliable-call records: each is inserted beside its
 /// object's row, in the same statement, only if that row was written (a
 /// record without its state never lands, nor a state without its record).
-/// Answers the number of rows written.
+/// Answers the rows written.
 const UPSERT_BATCH_WITH_CALLS: &str = "WITH written AS ( \
        INSERT INTO goverse_objects (object_type, object_id, data, epoch) \
        SELECT t, i, d::jsonb, e FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS w(t, i, d, e) \
@@ -326,7 +340,7 @@ const UPSERT_BATCH_WITH_CALLS: &str = "WITH written AS ( \
          AS c(t, i, call_id, m, r, ec, em, cl) \
        JOIN written ON written.object_type = c.t AND written.object_id = c.i \
        ON CONFLICT DO NOTHING \
-     ) SELECT count(*) FROM written";
+     ) SELECT object_type, object_id FROM written";
 
 /// Claims a batch of objects in one statement, returning the rows it wrote
 /// (a row stored at the claim's epoch or a newer one is left alone and not
@@ -422,18 +436,13 @@ impl PostgresStorage {
                     for &index in &round {
                         results[index] = Some(Ok(()));
                     }
-                    // Some of these were refused: a write was refused
-                    // exactly when a newer epoch is stored now.
+                    // The statements answered which rows they wrote: these
+                    // were refused, whatever is stored by now.
                     for index in unconfirmed {
                         let write = &writes[index];
-                        results[index] =
-                            Some(match self.stored_epoch(write.type_name, &write.id).await {
-                                Ok(Some(current)) if current > write.fence.epoch => {
-                                    Err(self.refused(write.type_name, &write.id, write.fence).await)
-                                }
-                                Ok(_) => Ok(()),
-                                Err(error) => Err(error),
-                            });
+                        results[index] = Some(Err(self
+                            .refused(write.type_name, &write.id, write.fence)
+                            .await));
                     }
                 }
                 Err(error) => {
