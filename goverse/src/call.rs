@@ -352,8 +352,8 @@ impl<O: Object> ObjectRef<O> {
         let timeout = self.timeout.unwrap_or(node.config.call_timeout);
         let started = Instant::now();
         let deadline = match self.caller.deadline {
-            Some(inherited) => inherited.min(started + timeout),
-            None => started + timeout,
+            Some(inherited) => inherited.min(deadline_after(started, timeout)),
+            None => deadline_after(started, timeout),
         };
         let target = || {
             let name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
@@ -464,4 +464,27 @@ impl<T: Send + 'static> Drop for Detached<T> {
             drop(self.runtime.spawn(turn));
         }
     }
+}
+
+/// The longest a call may be given: longer timeouts are cut to it, so no
+/// timeout a caller passes can overflow a deadline.
+pub(crate) const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// `start + timeout`, with `timeout` cut to [`LONGEST_TIMEOUT`].
+pub(crate) fn deadline_after(
+    start: tokio::time::Instant,
+    timeout: Duration,
+) -> tokio::time::Instant {
+    start + timeout.min(LONGEST_TIMEOUT)
+}
+
+/// Refuses a duration setting that is zero or past [`LONGEST_TIMEOUT`]
+/// (`INVALID_CONFIG`): a zero one spins, a huge one overflows deadlines.
+pub(crate) fn check_duration(what: &str, value: Duration) -> crate::Result<()> {
+    if value.is_zero() || value > LONGEST_TIMEOUT {
+        return Err(crate::Error::Config(format!(
+            "the {what} must be above zero and at most a year, not {value:?}"
+        )));
+    }
+    Ok(())
 }

@@ -172,6 +172,8 @@ impl Client {
         gates: impl IntoIterator<Item = impl Into<String>>,
         options: ClientOptions,
     ) -> Result<Client> {
+        crate::call::check_duration("client's call timeout", options.call_timeout)?;
+        crate::call::check_duration("client's connect timeout", options.connect_timeout)?;
         let gates: Vec<String> = gates.into_iter().map(Into::into).collect();
         if gates.is_empty() {
             return Err(Error::Config("a client needs at least one gate".into()));
@@ -424,7 +426,10 @@ impl ClientInner {
         timeout: Option<Duration>,
         call_id: Option<&str>,
     ) -> Result<Resp> {
-        let deadline = Instant::now() + timeout.unwrap_or(self.options.call_timeout);
+        let deadline = crate::call::deadline_after(
+            Instant::now(),
+            timeout.unwrap_or(self.options.call_timeout),
+        );
         let method = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
         let any = prost_types::Any {
             type_url: type_url(Req::FULL_NAME),

@@ -411,3 +411,78 @@ async fn a_node_that_shut_down_refuses_calls() {
     assert_eq!(error.code(), "NODE_SHUTTING_DOWN");
     assert_eq!(node.stats().active, 0);
 }
+
+/// Durations that would overflow a deadline, or spin, are refused as
+/// configuration; a per-call timeout past a year is cut to a year instead
+/// of overflowing.
+#[tokio::test]
+async fn absurd_durations_are_refused_or_cut_not_panics() {
+    for timeout in [Duration::ZERO, Duration::MAX] {
+        let error = Node::builder()
+            .register::<Sloth>()
+            .call_timeout(timeout)
+            .start()
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), "INVALID_CONFIG", "{timeout:?}: {error}");
+        let error = Node::builder()
+            .register::<Sloth>()
+            .storage_timeout(timeout)
+            .start()
+            .await
+            .expect_err("refused");
+        assert_eq!(error.code(), "INVALID_CONFIG", "{timeout:?}: {error}");
+    }
+    let options = goverse::cluster::ClusterOptions::default()
+        .prefix(&goverse_tests::unique_prefix("zero-lease"))
+        .lease_ttl(Duration::ZERO);
+    let store = goverse::cluster::MemoryStore::new();
+    let error = Node::builder()
+        .register::<Sloth>()
+        .coordinator(goverse::cluster::ClusterCoordinator::in_memory(
+            &store, options,
+        ))
+        .start()
+        .await
+        .expect_err("a zero lease is refused");
+    assert_eq!(error.code(), "INVALID_CONFIG", "{error}");
+
+    let node = Node::builder()
+        .register::<Sloth>()
+        .start()
+        .await
+        .expect("node");
+    let gate = goverse::gate::Gate::start(
+        &node,
+        goverse::gate::GateOptions::default()
+            .http("127.0.0.1:0".parse().expect("address"))
+            .call_timeout(Duration::MAX),
+    )
+    .await
+    .expect_err("a gate call timeout past a year is refused");
+    assert_eq!(gate.code(), "INVALID_CONFIG");
+    let sloth = SlothClient::new(&node, "forever".to_string()).with_timeout(Duration::MAX);
+    assert_eq!(
+        sloth
+            .nap(UInt64Value { value: 1 })
+            .await
+            .expect("nap")
+            .value,
+        1
+    );
+    let by_name = node
+        .call(
+            goverse::EncodedCall::new(
+                "Sloth",
+                "forever",
+                "Naps",
+                goverse::Codec::Json,
+                b"{}".to_vec(),
+            )
+            .timeout(Duration::MAX),
+        )
+        .await
+        .expect("by name");
+    assert_eq!(by_name, b"1");
+    node.shutdown().await;
+}

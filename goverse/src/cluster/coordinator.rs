@@ -188,6 +188,12 @@ impl Coordinator for ClusterCoordinator {
                     "node id `{id}` must be 1-128 characters of letters, digits, `-`, `_`, `.` or `:`"
                 )));
             }
+            let ttl = self.shared.options.lease_ttl;
+            if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 60 * 60) {
+                return Err(Error::Config(format!(
+                    "the lease TTL must be between 1 s and a day, not {ttl:?}"
+                )));
+            }
             if self.shared.session.get().is_some() {
                 return Err(Error::Config("this coordinator has already joined".into()));
             }

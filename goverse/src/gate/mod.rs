@@ -251,6 +251,19 @@ impl Gate {
     ///
     /// `INVALID_CONFIG` when a listener cannot be bound.
     pub async fn start(node: &Node, options: GateOptions) -> Result<Gate> {
+        for (what, value) in [
+            ("gate's body timeout", options.body_timeout),
+            ("gate's header timeout", options.header_timeout),
+            ("gate's call timeout", options.call_timeout),
+            ("gate's heartbeat", options.heartbeat),
+        ] {
+            crate::call::check_duration(what, value)?;
+        }
+        if options.reconnect_grace > crate::call::LONGEST_TIMEOUT {
+            return Err(Error::Config(
+                "the gate's reconnect grace must be at most a year".into(),
+            ));
+        }
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut http = None;

@@ -373,11 +373,8 @@ impl NodeBuilder {
             }
         }
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
-        if config.storage_timeout.is_zero() {
-            return Err(Error::Config(
-                "the storage timeout must be above zero".into(),
-            ));
-        }
+        crate::call::check_duration("call timeout", config.call_timeout)?;
+        crate::call::check_duration("storage timeout", config.storage_timeout)?;
         let storage: Arc<dyn Storage> = Arc::new(crate::storage::Bounded::new(
             storage.unwrap_or_else(|| Arc::new(MemoryStorage::new())),
             config.storage_timeout,

@@ -264,7 +264,8 @@ impl NodeInner {
     /// A call by name with an encoded body.
     pub(crate) async fn call_encoded(self: &Arc<Self>, call: EncodedCall) -> Result<Vec<u8>> {
         let arrived = Instant::now();
-        let deadline = arrived + call.timeout.unwrap_or(self.config.call_timeout);
+        let deadline =
+            crate::call::deadline_after(arrived, call.timeout.unwrap_or(self.config.call_timeout));
         let reliable = call.call_id.map(Arc::<str>::from);
         self.call_by_name(
             &call.type_name,
