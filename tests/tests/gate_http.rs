@@ -139,6 +139,10 @@ impl Fixture {
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
+        // This gate is open to one origin only: it takes JSON calls only.
+        if method == "POST" && !headers.iter().any(|(name, _)| *name == "content-type") {
+            head.push_str("content-type: application/json\r\n");
+        }
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).await.expect("write head");
         stream.write_all(body).await.expect("write body");
@@ -492,7 +496,7 @@ async fn every_error_has_its_code_and_status() {
     ];
     for (path, call_id, status, code) in reliable_cases {
         let mut request = format!(
-            "POST {path} HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-length: 2\r\nx-call-id: "
+            "POST {path} HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 2\r\nx-call-id: "
         )
         .into_bytes();
         request.extend_from_slice(call_id);
@@ -528,7 +532,7 @@ async fn slow_clients_are_cut_off() {
     let mut stream = TcpStream::connect(&gate.address).await.expect("connect");
     stream
         .write_all(
-            b"POST /api/v1/objects/call/Teller/s/Add HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-length: 100\r\n\r\n{\"va",
+            b"POST /api/v1/objects/call/Teller/s/Add HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"va",
         )
         .await
         .expect("write");
@@ -591,7 +595,9 @@ async fn browsers_on_allowed_origins_may_call() {
         header(&headers, "access-control-allow-origin"),
         Some("https://app.example")
     );
-    let (_, headers, _) = gate
+    // What a page of another origin can send without a preflight does not
+    // run: a POST from that origin, or one whose type a form can send.
+    let (status, headers, json) = gate
         .request(
             "POST",
             "/api/v1/objects/call/Teller/c/Add",
@@ -599,7 +605,31 @@ async fn browsers_on_allowed_origins_may_call() {
             b"1",
         )
         .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (403, Some("ACCESS_DENIED"))
+    );
     assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    let (status, _, json) = gate
+        .request(
+            "POST",
+            "/api/v1/objects/call/Teller/c/Add",
+            &[("content-type", "text/plain")],
+            b"1",
+        )
+        .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (415, Some("UNSUPPORTED_MEDIA_TYPE"))
+    );
+    let (status, _, json) = gate
+        .request("POST", "/api/v1/objects/call/Teller/c/Get", &[], b"{}")
+        .await;
+    assert_eq!(
+        (status, &json["response"]),
+        (200, &serde_json::json!(1)),
+        "neither refused call ran"
+    );
     gate.stop().await;
 }
 

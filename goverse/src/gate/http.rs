@@ -497,6 +497,37 @@ async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
         }
         return response;
     }
+    // A gate open to some origins only must not run what a page of another
+    // origin can send without a preflight: a POST from another origin, or
+    // a POST whose content type a form can send (`text/plain`, ...).
+    let restricted = !state.options.cors_origins.iter().any(|o| o == "*");
+    if restricted && request.method() == Method::POST {
+        if origin.is_some() && allowed.is_none() {
+            return GateError::new(
+                StatusCode::FORBIDDEN,
+                "ACCESS_DENIED",
+                "this origin may not call the gate",
+            )
+            .into_response();
+        }
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json {
+            return GateError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "this gate takes calls with `Content-Type: application/json` only",
+            )
+            .into_response();
+        }
+    }
     let mut response = next.run(request).await;
     if let Some(origin) = allowed {
         response
