@@ -73,7 +73,41 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Identity, String>>;
 }
 
-/// Compares secrets in time independent of where they differ.
+/// A secret kept with a keyed digest of itself, so that checking a
+/// candidate takes time that depends on the candidate alone: neither where
+/// it differs from the secret nor the secret's length shows.
+#[derive(Clone)]
+pub(crate) struct Secret {
+    text: String,
+    digest: u64,
+}
+
+impl Secret {
+    pub(crate) fn new(text: String) -> Self {
+        let digest = keyed_digest(&text);
+        Self { text, digest }
+    }
+
+    /// Whether `candidate` is the secret.
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
+        // The digest is keyed with this process's random key, so a guess
+        // cannot aim at it; equal digests all but prove equality, and the
+        // full comparison, reached only then, settles it.
+        keyed_digest(candidate) == self.digest && same_secret(&self.text, candidate)
+    }
+}
+
+/// SipHash under a key drawn once per process.
+fn keyed_digest(text: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(text)
+}
+
+/// Compares secrets of one length in time independent of where they
+/// differ (secrets of varying lengths go through [`Secret`]).
 pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
@@ -232,6 +266,22 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_matches_itself_only_whatever_the_lengths() {
+        let secret = Secret::new("alice-0123456789abcdef".into());
+        assert!(secret.matches("alice-0123456789abcdef"));
+        for other in [
+            "",
+            "a",
+            "alice-0123456789abcde",
+            "alice-0123456789abcdeF",
+            "alice-0123456789abcdef0",
+            "bob-0123456789abcdef",
+        ] {
+            assert!(!secret.matches(other), "{other}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_bucket_refills_at_its_rate() {

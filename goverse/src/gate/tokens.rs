@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::security::{AuthRequest, Authenticator, same_secret};
+use super::security::{AuthRequest, Authenticator, Secret};
 use crate::access::Identity;
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
@@ -37,7 +37,7 @@ use crate::object::BoxFuture;
 /// ```
 #[derive(Clone)]
 pub struct TokenFile {
-    tokens: Vec<(String, Identity)>,
+    tokens: Vec<(Secret, Identity)>,
 }
 
 impl std::fmt::Debug for TokenFile {
@@ -92,7 +92,7 @@ impl TokenFile {
     pub fn from_yaml(text: &str) -> Result<Self> {
         let file: File =
             serde_yaml_ng::from_str(text).map_err(|e| Error::Config(format!("tokens: {e}")))?;
-        let mut tokens: Vec<(String, Identity)> = Vec::with_capacity(file.tokens.len());
+        let mut tokens: Vec<(Secret, Identity)> = Vec::with_capacity(file.tokens.len());
         for (index, entry) in file.tokens.into_iter().enumerate() {
             let which = format!("tokens[{index}] (user `{}`)", entry.user);
             let token = match (entry.token, entry.token_env) {
@@ -114,12 +114,12 @@ impl TokenFile {
             if entry.user.trim().is_empty() {
                 return Err(Error::Config(format!("{which}: the user is empty")));
             }
-            if tokens.iter().any(|(known, _)| same_secret(known, &token)) {
+            if tokens.iter().any(|(known, _)| known.matches(&token)) {
                 return Err(Error::Config(format!(
                     "{which}: the same token is given twice"
                 )));
             }
-            tokens.push((token, Identity::new(entry.user, entry.roles)));
+            tokens.push((Secret::new(token), Identity::new(entry.user, entry.roles)));
         }
         Ok(Self { tokens })
     }
@@ -135,11 +135,11 @@ impl TokenFile {
     }
 
     /// The identity `token` stands for. Every known token is compared, in
-    /// time independent of where they differ.
+    /// time independent of where they differ and of their lengths.
     fn identity_of(&self, token: &str) -> Option<&Identity> {
         let mut found = None;
         for (known, identity) in &self.tokens {
-            if same_secret(known, token) && found.is_none() {
+            if known.matches(token) && found.is_none() {
                 found = Some(identity);
             }
         }
