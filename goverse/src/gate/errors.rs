@@ -36,10 +36,29 @@ impl GateError {
 impl From<Error> for GateError {
     fn from(error: Error) -> Self {
         let code = error.code().to_string();
-        let message = match &error {
-            Error::Application { message, .. } => message.clone(),
-            Error::Remote { message, .. } => message.clone(),
-            other => other.to_string(),
+        let message = match (&error, safe_message(&code)) {
+            (Error::Application { message, .. }, _) => message.clone(),
+            // What the cluster knows of its insides (database errors,
+            // panic payloads, node ids and addresses, other objects on a
+            // call chain) stays in the gate's log; the client gets its code
+            // and a message that says what to do.
+            (_, Some(safe)) => {
+                if matches!(
+                    code.as_str(),
+                    "STORAGE_ERROR"
+                        | "METHOD_PANICKED"
+                        | "ACTIVATION_FAILED"
+                        | "INTERNAL"
+                        | "INVALID_CONFIG"
+                ) {
+                    tracing::warn!(code = %code, %error, "a call failed");
+                } else {
+                    tracing::debug!(code = %code, %error, "a call failed");
+                }
+                safe.to_string()
+            }
+            (Error::Remote { message, .. }, None) => message.clone(),
+            (other, None) => other.to_string(),
         };
         Self {
             status: status_of(&error),
@@ -47,6 +66,27 @@ impl From<Error> for GateError {
             message,
         }
     }
+}
+
+/// The message an external client gets for an error whose own message
+/// speaks of the cluster's insides; `None` where the message is the
+/// client's business (its request, its object, its application).
+fn safe_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "STORAGE_ERROR" => "the object's state could not be loaded or stored; try again",
+        "STALE_OWNER" => {
+            "the object moved while the call ran, and the call took no effect; try again"
+        }
+        "METHOD_PANICKED" => "the object's method failed unexpectedly",
+        "ACTIVATION_FAILED" => "the object could not be activated",
+        "INTERNAL" => "an internal error occurred",
+        "INVALID_CONFIG" => "the service is not configured to serve this call",
+        "UNAVAILABLE" => "no node can serve the object right now; try again",
+        "SHARD_MOVED" => "the object is moving; try again",
+        "CALL_CYCLE" => "the call would re-enter an object that is waiting on its own call chain",
+        "DEADLINE_EXCEEDED" => "the call did not finish in time",
+        _ => return None,
+    })
 }
 
 /// The HTTP status of a call's error, by its code.
