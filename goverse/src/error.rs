@@ -117,6 +117,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The node, or the object, has as many calls waiting as it takes:
+    /// try again later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// The node is shutting down and takes no new calls.
     #[error("node is shutting down")]
     NodeShuttingDown,
@@ -226,6 +230,7 @@ impl Error {
             Error::Storage(_) => "STORAGE_ERROR",
             Error::StaleOwner { .. } => "STALE_OWNER",
             Error::InvalidState { .. } => "INVALID_STATE",
+            Error::Overloaded(_) => "OVERLOADED",
             Error::NodeShuttingDown => "NODE_SHUTTING_DOWN",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::ShardMoved { .. } => "SHARD_MOVED",

@@ -486,3 +486,52 @@ async fn absurd_durations_are_refused_or_cut_not_panics() {
     assert_eq!(by_name, b"1");
     node.shutdown().await;
 }
+
+/// Calls past an object's mailbox bound, or past the node's bound on
+/// calls in flight, are refused with `OVERLOADED` rather than queued
+/// without end; the calls within the bounds run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_the_bounds_are_refused_as_overloaded() {
+    let outcomes = |results: Vec<goverse::Result<Int32Value>>| {
+        let refused = results
+            .iter()
+            .filter(|r| r.as_ref().is_err_and(|e| e.code() == "OVERLOADED"))
+            .count();
+        let ran = results.iter().filter(|r| r.is_ok()).count();
+        (ran, refused)
+    };
+    let nap = |node: &Node, id: String| {
+        let sloth = SlothClient::new(node, id);
+        tokio::spawn(async move { sloth.nap(UInt64Value { value: 1000 }).await })
+    };
+
+    // One object: one call runs, two wait, the other three are refused.
+    let node = Node::builder()
+        .register::<Sloth>()
+        .max_queued_per_object(2)
+        .start()
+        .await
+        .expect("node");
+    let calls: Vec<_> = (0..6).map(|_| nap(&node, "crowded".into())).collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.expect("task"));
+    }
+    assert_eq!(outcomes(results), (3, 3));
+    node.shutdown().await;
+
+    // Six objects on a node that takes three calls at once.
+    let node = Node::builder()
+        .register::<Sloth>()
+        .max_calls_in_flight(3)
+        .start()
+        .await
+        .expect("node");
+    let calls: Vec<_> = (0..6).map(|i| nap(&node, format!("busy-{i}"))).collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.expect("task"));
+    }
+    assert_eq!(outcomes(results), (3, 3));
+    node.shutdown().await;
+}

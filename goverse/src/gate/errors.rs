@@ -99,7 +99,7 @@ fn safe_message(code: &str) -> Option<&'static str> {
 /// | 409 | `CALL_CYCLE`, `CALL_ID_REUSED` |
 /// | 422 | `INVALID_STATE`, an application's own code (`Error::application`) |
 /// | 500 | `METHOD_PANICKED`, `ACTIVATION_FAILED`, `ENCODE_FAILED`, `INVALID_CONFIG`, `INTERNAL` |
-/// | 503 | `UNAVAILABLE`, `NODE_SHUTTING_DOWN`, `SHARD_MOVED`, `STORAGE_ERROR`, `STALE_OWNER`, `CLIENT_OVERFLOW` |
+/// | 503 | `UNAVAILABLE`, `NODE_SHUTTING_DOWN`, `SHARD_MOVED`, `STORAGE_ERROR`, `STALE_OWNER`, `CLIENT_OVERFLOW`, `OVERLOADED` |
 /// | 504 | `DEADLINE_EXCEEDED` |
 pub(crate) fn status_of(error: &Error) -> StatusCode {
     if let Error::Application { .. } = error {
@@ -112,7 +112,7 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         "ACCESS_DENIED" => StatusCode::FORBIDDEN,
         "CALL_CYCLE" | "CALL_ID_REUSED" => StatusCode::CONFLICT,
         "UNAVAILABLE" | "NODE_SHUTTING_DOWN" | "SHARD_MOVED" | "STORAGE_ERROR" | "STALE_OWNER"
-        | "CLIENT_OVERFLOW" => StatusCode::SERVICE_UNAVAILABLE,
+        | "CLIENT_OVERFLOW" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,
         "DEADLINE_EXCEEDED" => StatusCode::GATEWAY_TIMEOUT,
         "INVALID_STATE" => StatusCode::UNPROCESSABLE_ENTITY,
         "METHOD_PANICKED" | "ACTIVATION_FAILED" | "ENCODE_FAILED" | "INVALID_CONFIG"

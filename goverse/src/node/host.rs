@@ -424,6 +424,13 @@ impl<O: Object> TypeHost<O> {
         if let Err(denied) = check_access::<O>(&node, &call, work.lifecycle(), work.method_name()) {
             return Turn::Done(Err(denied));
         }
+        let Some(_in_flight) = InFlight::enter(&node) else {
+            return Turn::Done(Err(Error::Overloaded(format!(
+                "node `{}` has {} calls in flight",
+                node.id(),
+                node.config.max_calls_in_flight
+            ))));
+        };
         let arrived_ms = node.ms_at(call.arrived);
         loop {
             if !node.serves(call.shard) {
@@ -432,19 +439,27 @@ impl<O: Object> TypeHost<O> {
             let activation = self.activation(&call.id, call.shard, arrived_ms);
             activation.touch(arrived_ms);
             if work.mutates() {
-                let permit = match self.enter(&activation, &call, work) {
-                    Entry::Run(returned, permit) => {
-                        work = returned;
-                        permit
-                    }
-                    Entry::Wait(response) => {
-                        return response.await.unwrap_or_else(|_| {
-                            Turn::Done(Err(Error::Unavailable(
-                                "the node dropped a queued turn".into(),
-                            )))
-                        });
-                    }
-                };
+                let permit =
+                    match self.enter(&activation, &call, work, node.config.max_queued_per_object) {
+                        Entry::Run(returned, permit) => {
+                            work = returned;
+                            permit
+                        }
+                        Entry::Wait(response) => {
+                            return response.await.unwrap_or_else(|_| {
+                                Turn::Done(Err(Error::Unavailable(
+                                    "the node dropped a queued turn".into(),
+                                )))
+                            });
+                        }
+                        Entry::Full => {
+                            return Turn::Done(Err(Error::Overloaded(format!(
+                                "{} has {} calls waiting",
+                                Self::target(&call.id, "*"),
+                                node.config.max_queued_per_object
+                            ))));
+                        }
+                    };
                 // An uncontended turn skips the clock: its deadline was
                 // checked by the caller a moment ago.
                 let (mut guard, waited) = match activation.state.try_write() {
@@ -547,8 +562,12 @@ impl<O: Object> TypeHost<O> {
         activation: &Arc<Activation<O>>,
         call: &TurnCall,
         work: W,
+        limit: usize,
     ) -> Entry<W, W::Output, O> {
         let mut mailbox = activation.mailbox();
+        if mailbox.queue.len() >= limit {
+            return Entry::Full;
+        }
         if !mailbox.draining {
             mailbox.draining = true;
             return Entry::Run(
@@ -1224,6 +1243,28 @@ enum Entry<W, T, O: Object> {
     Run(W, DrainPermit<O>),
     /// Queued; the reply comes from the task running the turns.
     Wait(oneshot::Receiver<Turn<W, T>>),
+    /// The mailbox is full: the call is refused.
+    Full,
+}
+
+/// A turn counted against the node's calls in flight while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(node: &'a NodeInner) -> Option<Self> {
+        let count = &node.in_flight;
+        if count.fetch_add(1, Ordering::Relaxed) >= node.config.max_calls_in_flight {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(count))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Exclusive turns one drain runs before letting waiting lock holders in.

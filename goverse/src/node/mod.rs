@@ -73,6 +73,12 @@ pub struct NodeConfig {
     /// 10 s): a database that stops answering fails the calls waiting on
     /// it within this bound and releases their objects.
     pub storage_timeout: Duration,
+    /// How many exclusive calls may wait for one object (default 10 000);
+    /// more are refused with `OVERLOADED`.
+    pub max_queued_per_object: usize,
+    /// How many calls may be running or waiting on this node at once
+    /// (default 100 000); more are refused with `OVERLOADED`.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +99,8 @@ impl Default for NodeConfig {
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
             access_rules: None,
             storage_timeout: Duration::from_secs(10),
+            max_queued_per_object: 10_000,
+            max_calls_in_flight: 100_000,
         }
     }
 }
@@ -221,6 +229,20 @@ impl NodeBuilder {
     /// `STORAGE_ERROR` (default 10 s).
     pub fn storage_timeout(mut self, timeout: Duration) -> Self {
         self.config.storage_timeout = timeout;
+        self
+    }
+
+    /// Sets how many exclusive calls may wait for one object (default
+    /// 10 000); more are refused with `OVERLOADED`.
+    pub fn max_queued_per_object(mut self, calls: usize) -> Self {
+        self.config.max_queued_per_object = calls.max(1);
+        self
+    }
+
+    /// Sets how many calls may be running or waiting on this node at once
+    /// (default 100 000); more are refused with `OVERLOADED`.
+    pub fn max_calls_in_flight(mut self, calls: usize) -> Self {
+        self.config.max_calls_in_flight = calls.max(1);
         self
     }
 
@@ -412,6 +434,7 @@ impl NodeBuilder {
                 peers,
                 started: Instant::now(),
                 stats: Stats::default(),
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 crashed: AtomicBool::new(false),
                 clients: RwLock::new(None),
@@ -758,6 +781,9 @@ pub(crate) struct NodeInner {
     peers: Peers,
     started: Instant,
     pub(crate) stats: Stats,
+    /// Turns running or waiting on this node (see
+    /// [`NodeConfig::max_calls_in_flight`]).
+    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
     shutting_down: AtomicBool,
     /// Stopped as if dead (tests): peers' streams are dropped.
     crashed: AtomicBool,

@@ -122,6 +122,7 @@ pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
         "STORAGE_ERROR",
         "STALE_OWNER",
         "INVALID_STATE",
+        "OVERLOADED",
         "NODE_SHUTTING_DOWN",
         "UNAVAILABLE",
         "INVALID_CONFIG",
