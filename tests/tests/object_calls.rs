@@ -434,7 +434,7 @@ async fn absurd_durations_are_refused_or_cut_not_panics() {
         assert_eq!(error.code(), "INVALID_CONFIG", "{timeout:?}: {error}");
     }
     let options = goverse::cluster::ClusterOptions::default()
-        .prefix(&goverse_tests::unique_prefix("zero-lease"))
+        .prefix(goverse_tests::unique_prefix("zero-lease"))
         .lease_ttl(Duration::ZERO);
     let store = goverse::cluster::MemoryStore::new();
     let error = Node::builder()
