@@ -173,8 +173,12 @@ impl Sessions {
         resume: Option<(&str, &str)>,
         last_read: Option<u64>,
     ) -> std::result::Result<Attached, GateError> {
+        // The live map stays locked while a session is taken back, so the
+        // end of its grace period (which removes it under the same lock)
+        // comes wholly before or wholly after.
+        let live = self.live();
         if let Some((id, token)) = resume
-            && let Some(session) = self.live().get(id).cloned()
+            && let Some(session) = live.get(id).cloned()
         {
             if !same_secret(&session.token, token) {
                 return Err(GateError::new(
@@ -201,6 +205,7 @@ impl Sessions {
                 }
                 state.generation
             };
+            drop(live);
             // The connection that had it (if any) ends.
             session.wake.notify_waiters();
             return Ok(Attached {
@@ -209,6 +214,7 @@ impl Sessions {
                 resumed: true,
             });
         }
+        drop(live);
         // Without the OS's randomness there are no safe tokens: refuse
         // rather than hand out guessable ones.
         let no_randomness = || {
@@ -268,14 +274,21 @@ impl Sessions {
             let Some(sessions) = sessions.upgrade() else {
                 return;
             };
+            // Decided and done under the live map's lock, as a resume is.
             let buffered = {
+                let mut live = sessions.live();
                 let state = session.state();
                 if state.attached || state.generation != generation {
                     return;
                 }
+                if live
+                    .get(&session.id)
+                    .is_some_and(|s| Arc::ptr_eq(s, &session))
+                {
+                    live.remove(&session.id);
+                }
                 state.queue.len()
             };
-            sessions.remove(&session);
             sessions
                 .dropped
                 .fetch_add(buffered as u64, Ordering::Relaxed);
@@ -408,6 +421,32 @@ mod tests {
             sessions.deliver(&id, message(4)).unwrap_err().code(),
             "CLIENT_NOT_FOUND"
         );
+    }
+
+    /// A resume that races the end of the grace period either resumes a
+    /// session that stays, or opens a new one: never `resumed` for a
+    /// session that is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resume_racing_the_grace_expiry_never_gets_a_dead_session() {
+        let sessions = Sessions::new("gate", 8, Duration::from_millis(1));
+        for _ in 0..1000 {
+            let first = sessions.attach(None, None).expect("attach");
+            let (id, token) = (first.session.id.clone(), first.session.token.clone());
+            sessions.detach(&first.session, first.generation);
+            tokio::time::sleep(Duration::from_micros(900)).await;
+            let again = sessions
+                .attach(Some((&id, &token)), None)
+                .expect("resumed or new");
+            if again.resumed {
+                // The expiry, if it was under way, must have seen the resume.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                assert!(
+                    sessions.verify(&id, &token),
+                    "resumed a session that then expired"
+                );
+            }
+            sessions.detach(&again.session, again.generation);
+        }
     }
 
     #[tokio::test]
