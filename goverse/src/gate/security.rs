@@ -136,45 +136,87 @@ impl RateLimit {
     }
 }
 
-/// Token buckets by key.
+/// Token buckets by key, in shards with a bounded number of buckets each:
+/// a flood of new keys costs each request O(1), and never grows memory
+/// past the bound.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     limit: RateLimit,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    shards: Box<[Mutex<Buckets>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_key: HashMap<String, (f64, Instant)>,
+    /// When the full buckets (those a newcomer would start as) were last
+    /// forgotten; at most one such sweep a second.
+    swept: Option<Instant>,
 }
 
 /// Buckets kept before full ones are forgotten.
 const MAX_BUCKETS: usize = 100_000;
+const BUCKET_SHARDS: usize = 16;
 
 impl Limiter {
     pub(crate) fn new(limit: RateLimit) -> Self {
         Self {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            shards: (0..BUCKET_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// How many buckets are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .by_key
+                    .len()
+            })
+            .sum()
     }
 
     /// Takes a token for `key`, or says how long until one is there.
     pub(crate) fn take(&self, key: &str) -> Result<(), Duration> {
+        use std::hash::BuildHasher as _;
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS {
-            let (rate, burst) = (self.limit.per_second, f64::from(self.limit.burst));
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+        let (rate, burst) = (self.limit.per_second, f64::from(self.limit.burst));
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % BUCKET_SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let Buckets { by_key, swept } = &mut *shard;
+        if !by_key.contains_key(key) && by_key.len() >= MAX_BUCKETS / BUCKET_SHARDS {
+            if swept.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+                by_key.retain(|_, (tokens, at)| {
+                    *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+                });
+                *swept = Some(now);
+            }
+            if by_key.len() >= MAX_BUCKETS / BUCKET_SHARDS {
+                // Still full: the least recently used of a few goes.
+                let oldest = by_key
+                    .iter()
+                    .take(8)
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(key, _)| key.clone());
+                if let Some(oldest) = oldest {
+                    by_key.remove(&oldest);
+                }
+            }
         }
-        let burst = f64::from(self.limit.burst);
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.limit.per_second).min(burst);
+        let (tokens, at) = by_key.entry(key.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             return Ok(());
         }
-        let wait = if self.limit.per_second > 0.0 {
-            (1.0 - *tokens) / self.limit.per_second
+        let wait = if rate > 0.0 {
+            (1.0 - *tokens) / rate
         } else {
             f64::MAX
         };
@@ -255,6 +297,10 @@ impl Guard {
                 .map_err(|wait| too_many("this client", wait))?;
         }
         if let Some(limiter) = &self.per_object {
+            // A key is a valid object's: ids nobody could call do not take
+            // buckets from real ones.
+            let id = target.split_once('/').map_or("", |(_, id)| id);
+            crate::placement::validate_id(id, u32::MAX).map_err(GateError::from)?;
             limiter
                 .take(target)
                 .map_err(|wait| too_many(&format!("object {target}"), wait))?;
@@ -266,6 +312,25 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_new_keys_stays_bounded_and_cheap() {
+        let limiter = Limiter::new(RateLimit::new(0.001, 2));
+        let started = std::time::Instant::now();
+        for n in 0..(MAX_BUCKETS * 3 / 2) {
+            let _ = limiter.take(&format!("Room/flood-{n}"));
+        }
+        assert!(limiter.len() <= MAX_BUCKETS, "{}", limiter.len());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        // A key in use keeps its bucket's state.
+        assert!(limiter.take("Room/busy").is_ok());
+        assert!(limiter.take("Room/busy").is_ok());
+        assert!(limiter.take("Room/busy").is_err());
+    }
 
     #[test]
     fn a_secret_matches_itself_only_whatever_the_lengths() {
