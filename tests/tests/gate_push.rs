@@ -463,3 +463,58 @@ async fn pushes_cross_to_the_node_whose_gate_holds_the_client() {
     front.shutdown().await;
     worker.shutdown().await;
 }
+
+/// A client that stops reading its push stream cannot hold up the gate's
+/// shutdown past its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_in_time_when_a_client_stops_reading() {
+    let options = GateOptions::default()
+        .push_buffer(10_000)
+        .shutdown_timeout(Duration::from_secs(1));
+    let (node, gate, address) = embedded(options).await;
+    let (stuck, _) = register(&address, &[]).await;
+    // Far more than the socket buffers hold, never read.
+    let big = goverse::types::BytesValue {
+        value: vec![7; 64 * 1024].into(),
+    };
+    for _ in 0..600 {
+        node.push(&stuck.client, &big).await.expect("buffered");
+    }
+    let started = std::time::Instant::now();
+    tokio::time::timeout(PATIENCE, gate.shutdown())
+        .await
+        .expect("the gate shuts down in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stuck);
+    node.shutdown().await;
+}
+
+/// Opening push streams counts against the client's rate limit, and a
+/// gate keeps at most `max_clients` sessions.
+#[tokio::test]
+async fn registrations_are_rate_limited_and_capped() {
+    let options =
+        GateOptions::default().rate_limit_per_client(goverse::gate::RateLimit::new(0.001, 2));
+    let (node, gate, address) = embedded(options).await;
+    let _first = register(&address, &[]).await;
+    let _second = register(&address, &[]).await;
+    let (status, _) = EventStream::open(&address, &[]).await;
+    assert_eq!(
+        status, 429,
+        "a third stream from one address within the limit"
+    );
+    gate.shutdown().await;
+    node.shutdown().await;
+
+    let (node, gate, address) = embedded(GateOptions::default().max_clients(2)).await;
+    let _first = register(&address, &[]).await;
+    let _second = register(&address, &[]).await;
+    let (status, _) = EventStream::open(&address, &[]).await;
+    assert_eq!(status, 503, "a gate full of clients");
+    gate.shutdown().await;
+    node.shutdown().await;
+}

@@ -166,15 +166,21 @@ impl GateService for GrpcGate {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<Events>, Status> {
+        let auth = auth_request(&request);
+        let origin = self.guard.admit(&auth, None, None).await.map_err(fail)?;
+        // Opening a stream counts against the client's rate limit, as a call.
         self.guard
-            .admit(&auth_request(&request), None, None)
-            .await
+            .limit_client(&origin, auth.remote)
             .map_err(fail)?;
         let request = request.into_inner();
         let resume = (!request.client_id.is_empty() && !request.session.is_empty())
             .then_some((request.client_id.as_str(), request.session.as_str()));
         let last_read = (request.last_sequence > 0).then_some(request.last_sequence);
-        let attached = self.sessions.attach(resume, last_read).map_err(fail)?;
+        let user = origin.identity.as_ref().map(|i| i.user_id.as_str());
+        let attached = self
+            .sessions
+            .attach(resume, last_read, user)
+            .map_err(fail)?;
         let outgoing = pump(self.sessions.clone(), attached, self.options.heartbeat);
         let events = tokio_stream::StreamExt::map(outgoing, |outgoing| match outgoing {
             Outgoing::Registered {

@@ -368,10 +368,12 @@ fn header_or_query(request: &Request, header: &str, query: &str) -> Option<Strin
 /// that one are sent again.
 async fn events(State(state): Shared, request: Request) -> Result<Response, GateError> {
     let peer = request.extensions().get::<Peer>().copied();
-    state
+    let origin = state
         .guard
         .admit(&auth_request(request.headers(), peer.as_ref()), None, None)
         .await?;
+    // Opening a stream counts against the client's rate limit, as a call.
+    state.guard.limit_client(&origin, peer.map(|p| p.0))?;
     let client = header_or_query(&request, "x-client-id", "client_id");
     let token = header_or_query(&request, "x-session-token", "session");
     let last_read = header_or_query(&request, "last-event-id", "last_event_id")
@@ -380,7 +382,8 @@ async fn events(State(state): Shared, request: Request) -> Result<Response, Gate
         (Some(client), Some(token)) => Some((client.as_str(), token.as_str())),
         _ => None,
     };
-    let attached = state.sessions.attach(resume, last_read)?;
+    let user = origin.identity.as_ref().map(|i| i.user_id.as_str());
+    let attached = state.sessions.attach(resume, last_read, user)?;
     let outgoing = pump(state.sessions.clone(), attached, state.options.heartbeat);
     let stream = tokio_stream::StreamExt::map(outgoing, |outgoing| {
         Ok::<_, std::convert::Infallible>(sse_of(outgoing))

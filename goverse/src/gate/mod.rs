@@ -96,6 +96,16 @@ pub struct GateOptions {
     pub reconnect_grace: Duration,
     /// A heartbeat event goes to a push stream idle this long (default 30 s).
     pub heartbeat: Duration,
+    /// Client sessions (push streams, and disconnected ones within their
+    /// grace) this gate keeps at most (default 10 000); a registration
+    /// past it gets `503 OVERLOADED`.
+    pub max_clients: usize,
+    /// Client sessions one authenticated user may have at once on this
+    /// gate (default 16); past it: `503 OVERLOADED`.
+    pub max_clients_per_user: usize,
+    /// How long [`Gate::shutdown`] waits for open connections to finish
+    /// (default 10 s) before it closes them.
+    pub shutdown_timeout: Duration,
     /// Decides who each request is for (default: nobody is asked; calls
     /// carry no identity).
     pub(crate) authenticator: Option<AuthHook>,
@@ -123,6 +133,9 @@ impl Default for GateOptions {
             push_buffer: 1024,
             reconnect_grace: Duration::from_secs(30),
             heartbeat: Duration::from_secs(30),
+            max_clients: 10_000,
+            max_clients_per_user: 16,
+            shutdown_timeout: Duration::from_secs(10),
             authenticator: None,
             rate_limit_per_client: None,
             rate_limit_per_object: None,
@@ -187,6 +200,24 @@ impl GateOptions {
         self
     }
 
+    /// Sets how many client sessions the gate keeps at most.
+    pub fn max_clients(mut self, clients: usize) -> Self {
+        self.max_clients = clients;
+        self
+    }
+
+    /// Sets how long shutdown waits for open connections to finish.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets how many client sessions one authenticated user may have.
+    pub fn max_clients_per_user(mut self, clients: usize) -> Self {
+        self.max_clients_per_user = clients;
+        self
+    }
+
     /// Authenticates every request with `hook`: a refusal is `401
     /// UNAUTHENTICATED`; an identity goes with the request's calls.
     pub fn authenticator(mut self, hook: impl Authenticator) -> Self {
@@ -230,6 +261,7 @@ pub struct Gate {
     sessions: Arc<sessions::Sessions>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Gate {
@@ -256,6 +288,7 @@ impl Gate {
             ("gate's header timeout", options.header_timeout),
             ("gate's call timeout", options.call_timeout),
             ("gate's heartbeat", options.heartbeat),
+            ("gate's shutdown timeout", options.shutdown_timeout),
         ] {
             crate::call::check_duration(what, value)?;
         }
@@ -271,6 +304,10 @@ impl Gate {
             &node.address(),
             options.push_buffer,
             options.reconnect_grace,
+            sessions::SessionLimits {
+                max_clients: options.max_clients.max(1),
+                max_clients_per_user: options.max_clients_per_user.max(1),
+            },
         );
         node.inner.set_clients(Some(sessions.clone()));
         let guard = Arc::new(security::Guard {
@@ -366,6 +403,7 @@ impl Gate {
             sessions,
             stop,
             tasks,
+            shutdown_timeout: options.shutdown_timeout,
         })
     }
 
@@ -385,12 +423,22 @@ impl Gate {
     }
 
     /// Stops taking connections and closes the open ones once their
-    /// requests are answered.
+    /// requests are answered, waiting for that at most
+    /// [`GateOptions::shutdown_timeout`] (a client that stops reading
+    /// cannot hold it up); then the connections left are closed.
     pub async fn shutdown(mut self) {
         self.node.inner.set_clients(None);
         self.sessions.close_all();
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let wait = self.shutdown_timeout;
+        let drained = tokio::time::timeout(wait, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("gate: connections still open after {wait:?}; closing them");
+            self.tasks.shutdown().await;
+        }
     }
 }
 
@@ -413,7 +461,16 @@ async fn serve_http(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait for some to
+                        // be closed rather than spin on the error.
+                        tracing::warn!(%error, "gate: accepting a connection failed; pausing");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
                 // Handlers see the peer's address (for rate limits by IP).

@@ -224,6 +224,15 @@ impl Limiter {
     }
 }
 
+/// A refusal by a rate limit.
+fn too_many(who: &str, wait: Duration) -> GateError {
+    GateError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        format!("{who} is over its rate limit; try again in {wait:?}"),
+    )
+}
+
 /// What a gate checks before it forwards a request.
 pub(crate) struct Guard {
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
@@ -270,6 +279,27 @@ impl Guard {
         })
     }
 
+    /// Applies the per-client rate limit to a request by the client `origin`
+    /// and `remote` stand for (a call, or the opening of a push stream).
+    pub(crate) fn limit_client(
+        &self,
+        origin: &Origin,
+        remote: Option<SocketAddr>,
+    ) -> Result<(), GateError> {
+        let Some(limiter) = &self.per_client else {
+            return Ok(());
+        };
+        let key = match (&origin.client_id, &origin.identity, remote) {
+            (Some(client), _, _) => format!("client:{client}"),
+            (None, Some(identity), _) => format!("user:{}", identity.user_id),
+            (None, None, Some(remote)) => format!("ip:{}", remote.ip()),
+            (None, None, None) => "anonymous".to_string(),
+        };
+        limiter
+            .take(&key)
+            .map_err(|wait| too_many("this client", wait))
+    }
+
     /// Applies the rate limits to a call of `target` (`Type/id`) by the
     /// client `origin` and `remote` stand for.
     pub(crate) fn limit(
@@ -278,24 +308,7 @@ impl Guard {
         remote: Option<SocketAddr>,
         target: &str,
     ) -> Result<(), GateError> {
-        let too_many = |who: &str, wait: Duration| {
-            GateError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                format!("{who} is over its rate limit; try again in {wait:?}"),
-            )
-        };
-        if let Some(limiter) = &self.per_client {
-            let key = match (&origin.client_id, &origin.identity, remote) {
-                (Some(client), _, _) => format!("client:{client}"),
-                (None, Some(identity), _) => format!("user:{}", identity.user_id),
-                (None, None, Some(remote)) => format!("ip:{}", remote.ip()),
-                (None, None, None) => "anonymous".to_string(),
-            };
-            limiter
-                .take(&key)
-                .map_err(|wait| too_many("this client", wait))?;
-        }
+        self.limit_client(origin, remote)?;
         if let Some(limiter) = &self.per_object {
             // A key is a valid object's: ids nobody could call do not take
             // buckets from real ones.

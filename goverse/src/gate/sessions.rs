@@ -71,6 +71,8 @@ struct State {
 pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) token: String,
+    /// The user who opened it, when the gate authenticates.
+    user: Option<String>,
     state: Mutex<State>,
     wake: Notify,
     /// How many sent messages are kept for a replay.
@@ -115,12 +117,21 @@ pub(crate) struct Sessions {
     /// `<node address>/`: what every client id of this gate starts with.
     prefix: String,
     live: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sessions this gate keeps at most, and at most per user.
+    limits: SessionLimits,
     buffer: usize,
     grace: Duration,
     pushed: AtomicU64,
     dropped: AtomicU64,
     overflows: AtomicU64,
     this: Weak<Sessions>,
+}
+
+/// How many sessions a gate keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionLimits {
+    pub(crate) max_clients: usize,
+    pub(crate) max_clients_per_user: usize,
 }
 
 /// A connection's hold on a session.
@@ -131,10 +142,16 @@ pub(crate) struct Attached {
 }
 
 impl Sessions {
-    pub(crate) fn new(node_address: &str, buffer: usize, grace: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        node_address: &str,
+        buffer: usize,
+        grace: Duration,
+        limits: SessionLimits,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|this| Sessions {
             prefix: format!("{node_address}/"),
             live: Mutex::new(HashMap::new()),
+            limits,
             buffer: buffer.max(1),
             grace,
             pushed: AtomicU64::new(0),
@@ -172,6 +189,7 @@ impl Sessions {
         &self,
         resume: Option<(&str, &str)>,
         last_read: Option<u64>,
+        user: Option<&str>,
     ) -> std::result::Result<Attached, GateError> {
         // The live map stays locked while a session is taken back, so the
         // end of its grace period (which removes it under the same lock)
@@ -214,6 +232,24 @@ impl Sessions {
                 resumed: true,
             });
         }
+        let full =
+            |message: &str| GateError::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", message);
+        if live.len() >= self.limits.max_clients {
+            return Err(full(
+                "the gate has as many clients as it takes; try again later",
+            ));
+        }
+        if let Some(user) = user
+            && live
+                .values()
+                .filter(|s| s.user.as_deref() == Some(user))
+                .count()
+                >= self.limits.max_clients_per_user
+        {
+            return Err(full(
+                "this user has as many push streams as a user may open",
+            ));
+        }
         drop(live);
         // Without the OS's randomness there are no safe tokens: refuse
         // rather than hand out guessable ones.
@@ -231,6 +267,7 @@ impl Sessions {
                 random_hex(8).ok_or_else(no_randomness)?
             ),
             token: random_hex(16).ok_or_else(no_randomness)?,
+            user: user.map(str::to_string),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 sent: VecDeque::new(),
@@ -346,6 +383,11 @@ impl Sessions {
                 buffered,
             });
         }
+        // Unread and kept-for-replay messages share the one buffer: the
+        // oldest kept ones make room.
+        let excess = (state.queue.len() + state.sent.len() + 1).saturating_sub(self.buffer);
+        let excess = excess.min(state.sent.len());
+        state.sent.drain(..excess);
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         state.queue.push_back((sequence, message));
@@ -387,6 +429,56 @@ fn random_hex(bytes: usize) -> Option<String> {
 mod tests {
     use super::*;
 
+    const LIMITS: SessionLimits = SessionLimits {
+        max_clients: 100,
+        max_clients_per_user: 3,
+    };
+
+    #[test]
+    fn sessions_are_capped_per_gate_and_per_user() {
+        let sessions = Sessions::new("gate", 8, Duration::from_secs(30), LIMITS);
+        for _ in 0..3 {
+            sessions.attach(None, None, Some("alice")).expect("alice's");
+        }
+        let refused = sessions
+            .attach(None, None, Some("alice"))
+            .err()
+            .expect("a fourth for alice");
+        assert_eq!(
+            (refused.status.as_u16(), refused.code.as_str()),
+            (503, "OVERLOADED")
+        );
+        for _ in 3..100 {
+            sessions.attach(None, None, None).expect("room left");
+        }
+        let refused = sessions
+            .attach(None, None, Some("bob"))
+            .err()
+            .expect("full");
+        assert_eq!(refused.code, "OVERLOADED");
+    }
+
+    #[tokio::test]
+    async fn unread_and_replayable_messages_share_one_buffer() {
+        let sessions = Sessions::new("gate", 4, Duration::from_secs(30), LIMITS);
+        let attached = sessions.attach(None, None, None).expect("attach");
+        let id = attached.session.id.clone();
+        for n in 1..=4 {
+            sessions.deliver(&id, message(n)).expect("buffered");
+        }
+        // Read all four: they are kept for a replay.
+        let _ = attached
+            .session
+            .next(attached.generation, Duration::from_secs(1))
+            .await;
+        for n in 5..=6 {
+            sessions.deliver(&id, message(n)).expect("buffered");
+        }
+        let state = attached.session.state();
+        assert_eq!(state.queue.len() + state.sent.len(), 4);
+        assert_eq!(state.sent.front().map(|(sequence, _)| *sequence), Some(3));
+    }
+
     fn message(n: u8) -> PushMessage {
         PushMessage {
             type_url: "type.googleapis.com/t".into(),
@@ -397,8 +489,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_buffer_disconnects_the_client_and_counts_the_drop() {
-        let sessions = Sessions::new("gate", 2, Duration::from_secs(30));
-        let attached = sessions.attach(None, None).expect("attach");
+        let sessions = Sessions::new("gate", 2, Duration::from_secs(30), LIMITS);
+        let attached = sessions.attach(None, None, None).expect("attach");
         let id = attached.session.id.clone();
         assert!(id.starts_with("gate/c-"), "{id}");
         sessions.deliver(&id, message(1)).expect("buffered");
@@ -428,14 +520,14 @@ mod tests {
     /// session that is gone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_resume_racing_the_grace_expiry_never_gets_a_dead_session() {
-        let sessions = Sessions::new("gate", 8, Duration::from_millis(1));
+        let sessions = Sessions::new("gate", 8, Duration::from_millis(1), LIMITS);
         for _ in 0..1000 {
-            let first = sessions.attach(None, None).expect("attach");
+            let first = sessions.attach(None, None, None).expect("attach");
             let (id, token) = (first.session.id.clone(), first.session.token.clone());
             sessions.detach(&first.session, first.generation);
             tokio::time::sleep(Duration::from_micros(900)).await;
             let again = sessions
-                .attach(Some((&id, &token)), None)
+                .attach(Some((&id, &token)), None, None)
                 .expect("resumed or new");
             if again.resumed {
                 // The expiry, if it was under way, must have seen the resume.
@@ -451,14 +543,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_is_resumed_only_with_its_token() {
-        let sessions = Sessions::new("gate", 8, Duration::from_secs(30));
-        let first = sessions.attach(None, None).expect("attach");
+        let sessions = Sessions::new("gate", 8, Duration::from_secs(30), LIMITS);
+        let first = sessions.attach(None, None, None).expect("attach");
         let id = first.session.id.clone();
         let token = first.session.token.clone();
         assert_eq!(token.len(), 32);
         assert!(
             sessions
-                .attach(Some((&id, "0".repeat(32).as_str())), None)
+                .attach(Some((&id, "0".repeat(32).as_str())), None, None)
                 .is_err()
         );
         sessions.deliver(&id, message(1)).expect("buffered");
@@ -474,7 +566,7 @@ mod tests {
         }
         sessions.deliver(&id, message(3)).expect("buffered");
         let second = sessions
-            .attach(Some((&id, &token)), Some(1))
+            .attach(Some((&id, &token)), Some(1), None)
             .expect("resumed");
         assert!(second.resumed);
         assert!(matches!(
