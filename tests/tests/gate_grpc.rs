@@ -281,3 +281,26 @@ async fn calls_errors_and_pushes_over_grpc() {
     gate.shutdown().await;
     node.shutdown().await;
 }
+
+/// A connection to the gRPC listener that sends nothing is closed once the
+/// header timeout has passed, instead of being held open.
+#[tokio::test]
+async fn a_silent_grpc_connection_is_closed() {
+    use tokio::io::AsyncReadExt as _;
+    let node = Node::builder().start().await.expect("node");
+    let options = GateOptions::default()
+        .grpc("127.0.0.1:0".parse().expect("address"))
+        .header_timeout(Duration::from_millis(300));
+    let gate = Gate::start(&node, options).await.expect("gate");
+    let address = gate.grpc_address().expect("grpc");
+    let mut silent = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buffer))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    gate.shutdown().await;
+    node.shutdown().await;
+}

@@ -362,8 +362,7 @@ impl Gate {
                 sessions: sessions.clone(),
                 guard: guard.clone(),
             };
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = first_bytes_within(listener, options.header_timeout, stop.subscribe());
             let mut stop = stop.subscribe();
             let max = options.max_body_bytes;
             #[cfg(feature = "tls")]
@@ -384,7 +383,10 @@ impl Gate {
                     },
                     None => builder,
                 };
-                let mut builder = builder;
+                // Peers that stop answering are found and closed.
+                let mut builder = builder
+                    .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                    .http2_keepalive_timeout(Some(Duration::from_secs(20)));
                 let served = builder
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async move {
@@ -440,6 +442,45 @@ impl Gate {
             self.tasks.shutdown().await;
         }
     }
+}
+
+/// The gRPC listener's connections, each handed on only once it has sent
+/// its first bytes (the HTTP/2 preface, or a TLS hello) within `deadline`:
+/// a connection that says nothing is closed instead of held open for
+/// ever. Accept errors pause the listener instead of spinning.
+fn first_bytes_within(
+    listener: TcpListener,
+    deadline: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<tokio::net::TcpStream>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stopped(&mut stop) => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "gate: accepting a gRPC connection failed; pausing");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if let Ok(Ok(n)) = tokio::time::timeout(deadline, stream.peek(&mut first)).await
+                    && n > 0
+                {
+                    let _ = sender.send(Ok(stream)).await;
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
 /// Accepts HTTP/1 connections until told to stop. Each connection has a
