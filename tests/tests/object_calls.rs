@@ -520,14 +520,30 @@ async fn calls_past_the_bounds_are_refused_as_overloaded() {
     assert_eq!(outcomes(results), (3, 3));
     node.shutdown().await;
 
-    // Six objects on a node that takes three calls at once.
+    // Six objects on a node that takes three calls from outside at once
+    // (by name, as gates, tools and other nodes call).
     let node = Node::builder()
         .register::<Sloth>()
         .max_calls_in_flight(3)
         .start()
         .await
         .expect("node");
-    let calls: Vec<_> = (0..6).map(|i| nap(&node, format!("busy-{i}"))).collect();
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                node.call(goverse::EncodedCall::new(
+                    "Sloth",
+                    format!("busy-{i}"),
+                    "Nap",
+                    goverse::Codec::Json,
+                    b"1000".to_vec(),
+                ))
+                .await
+                .map(|_| Int32Value { value: 1 })
+            })
+        })
+        .collect();
     let mut results = Vec::new();
     for call in calls {
         results.push(call.await.expect("task"));

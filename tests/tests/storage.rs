@@ -1278,7 +1278,7 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
     );
     // A schema older than the code: the newest migration not applied.
     let mut db = sqlx::PgConnection::connect(&fresh).await.expect("connect");
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4")
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 3")
         .execute(&mut db)
         .await
         .expect("roll the record back");
@@ -1289,7 +1289,7 @@ async fn postgres_refuses_a_missing_schema_until_migrated() {
     assert!(
         error
             .to_string()
-            .contains("at version 3 but this code needs 4"),
+            .contains("at version 2 but this code needs 3"),
         "{error}"
     );
     let storage = PostgresStorage::connect(&fresh, PostgresOptions::default().migrate(true))

@@ -290,13 +290,15 @@ async fn load_owned(
 /// The epoch of a shard's first owner: no older owner can write.
 const FIRST_EPOCH: u64 = 1;
 
-/// Whether a turn's method ran: a request that did not decode, or a method
-/// the type lacks, is refused by the dispatch before it.
-fn method_ran<T>(result: &Result<T>) -> bool {
-    !matches!(
-        result,
-        Err(Error::InvalidRequest { .. } | Error::UnknownMethod { .. })
-    )
+/// Whether a turn's method `method` of `O` ran: a request that did not
+/// decode as its request type is refused by the dispatch before it.
+fn method_ran<O: Object, T>(method: &str, result: &Result<T>) -> bool {
+    let Err(Error::InvalidRequest { message_type, .. }) = result else {
+        return true;
+    };
+    O::DESCRIPTOR
+        .method(method)
+        .is_none_or(|(_, descriptor)| descriptor.request != *message_type)
 }
 
 /// A recorded error outcome, as an error travels between nodes.
@@ -424,13 +426,6 @@ impl<O: Object> TypeHost<O> {
         if let Err(denied) = check_access::<O>(&node, &call, work.lifecycle(), work.method_name()) {
             return Turn::Done(Err(denied));
         }
-        let Some(_in_flight) = InFlight::enter(&node) else {
-            return Turn::Done(Err(Error::Overloaded(format!(
-                "node `{}` has {} calls in flight",
-                node.id(),
-                node.config.max_calls_in_flight
-            ))));
-        };
         let arrived_ms = node.ms_at(call.arrived);
         loop {
             if !node.serves(call.shard) {
@@ -515,7 +510,9 @@ impl<O: Object> TypeHost<O> {
             let outcome = CatchUnwind(work.run(Receiver::Ref(object), &ctx)).await;
             drop(ctx);
             return Turn::Done(match outcome {
-                Ok(result) if activated_here && !method_ran(&result) => {
+                Ok(result)
+                    if activated_here && !method_ran::<O, _>(work.method_name(), &result) =>
+                {
                     // A bad call alone brought the instance in: it goes.
                     drop(guard);
                     let mut write = activation.state.write().await;
@@ -674,7 +671,7 @@ impl<O: Object> TypeHost<O> {
                 }));
             }
         };
-        if !method_ran(&result) {
+        if !method_ran::<O, _>(work.method_name(), &result) {
             // Nothing changed, so nothing is written; an instance that this
             // bad call alone brought in does not stay for the idle timeout.
             if fresh {
@@ -1245,26 +1242,6 @@ enum Entry<W, T, O: Object> {
     Wait(oneshot::Receiver<Turn<W, T>>),
     /// The mailbox is full: the call is refused.
     Full,
-}
-
-/// A turn counted against the node's calls in flight while it lives.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    fn enter(node: &'a NodeInner) -> Option<Self> {
-        let count = &node.in_flight;
-        if count.fetch_add(1, Ordering::Relaxed) >= node.config.max_calls_in_flight {
-            count.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Self(count))
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Exclusive turns one drain runs before letting waiting lock holders in.

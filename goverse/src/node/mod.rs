@@ -17,7 +17,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -76,8 +76,11 @@ pub struct NodeConfig {
     /// How many exclusive calls may wait for one object (default 10 000);
     /// more are refused with `OVERLOADED`.
     pub max_queued_per_object: usize,
-    /// How many calls may be running or waiting on this node at once
-    /// (default 100 000); more are refused with `OVERLOADED`.
+    /// How many calls from outside the node's own code (gates, tools,
+    /// other nodes: calls by name and from peers) may be running or
+    /// waiting on this node at once (default 100 000); more are refused
+    /// with `OVERLOADED`. Typed proxies in the node's own code are not
+    /// counted: they are the program's own load.
     pub max_calls_in_flight: usize,
 }
 
@@ -239,8 +242,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Sets how many calls may be running or waiting on this node at once
-    /// (default 100 000); more are refused with `OVERLOADED`.
+    /// Sets how many calls from outside the node's own code may be running
+    /// or waiting on this node at once (default 100 000); more are refused
+    /// with `OVERLOADED`.
     pub fn max_calls_in_flight(mut self, calls: usize) -> Self {
         self.config.max_calls_in_flight = calls.max(1);
         self
@@ -434,7 +438,7 @@ impl NodeBuilder {
                 peers,
                 started: Instant::now(),
                 stats: Stats::default(),
-                in_flight: std::sync::atomic::AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 crashed: AtomicBool::new(false),
                 clients: RwLock::new(None),
@@ -755,6 +759,15 @@ impl Node {
     }
 }
 
+/// A call counted against the node's calls in flight while it lives.
+pub(crate) struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The flag of a shard whose calls this node takes.
 pub(crate) const ADMITTING: u64 = 1 << 63;
 
@@ -783,7 +796,7 @@ pub(crate) struct NodeInner {
     pub(crate) stats: Stats,
     /// Turns running or waiting on this node (see
     /// [`NodeConfig::max_calls_in_flight`]).
-    pub(crate) in_flight: std::sync::atomic::AtomicUsize,
+    pub(crate) in_flight: AtomicUsize,
     shutting_down: AtomicBool,
     /// Stopped as if dead (tests): peers' streams are dropped.
     crashed: AtomicBool,
@@ -862,6 +875,26 @@ impl NodeInner {
             .get(shard as usize)
             .map_or(0, |state| state.load(Ordering::SeqCst) & !ADMITTING);
         Fence { epoch }
+    }
+
+    /// Counts a call that came from outside the node's own code (a gate,
+    /// a tool, another node) against [`NodeConfig::max_calls_in_flight`]
+    /// while the returned guard lives.
+    ///
+    /// # Errors
+    ///
+    /// `OVERLOADED` when the node has that many calls in flight.
+    pub(crate) fn enter_call(&self) -> Result<InFlight<'_>> {
+        let count = &self.in_flight;
+        if count.fetch_add(1, Ordering::Relaxed) >= self.config.max_calls_in_flight {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::Overloaded(format!(
+                "node `{}` has {} calls in flight",
+                self.id(),
+                self.config.max_calls_in_flight
+            )));
+        }
+        Ok(InFlight(count))
     }
 
     /// Makes this node serve `shard` under an epoch of at least

@@ -291,6 +291,7 @@ impl NodeInner {
         arrived: Instant,
     ) -> Result<Vec<u8>> {
         let shard = self.admit(id)?;
+        let _in_flight = self.enter_call()?;
         if let Some(call_id) = &reliable {
             validate_call_id(call_id)?;
         }
@@ -457,6 +458,7 @@ impl NodeInner {
         if frame.kind == Kind::Push as i32 || frame.kind == Kind::Broadcast as i32 {
             return self.serve_push(frame);
         }
+        let _in_flight = self.enter_call()?;
         let arrived = Instant::now();
         let timeout = Duration::from_micros(frame.timeout_micros).min(Duration::from_secs(3600));
         let deadline = arrived + timeout;

@@ -137,8 +137,7 @@ impl PostgresStorage {
         sql::migrator([
             include_str!("../../migrations/postgres/0001_objects.sql"),
             include_str!("../../migrations/postgres/0002_reliable_calls.sql"),
-            include_str!("../../migrations/postgres/0003_tombstones.sql"),
-            include_str!("../../migrations/postgres/0004_call_callers.sql"),
+            include_str!("../../migrations/postgres/0003_call_callers.sql"),
         ])
         .run(&self.pool)
         .await

@@ -10,14 +10,14 @@ use crate::error::Error;
 
 /// The schema version this code needs.
 #[cfg(feature = "postgres")]
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The names of the migrations, in order; version `n` is the `n`th.
-const MIGRATIONS: [&str; 4] = ["objects", "reliable_calls", "tombstones", "call_callers"];
+const MIGRATIONS: [&str; 3] = ["objects", "reliable_calls", "call_callers"];
 
 /// The migrations of one backend, embedded in the binary: the SQL of each
 /// of [`MIGRATIONS`] in its dialect.
-pub(crate) fn migrator(sql: [&'static str; 4]) -> Migrator {
+pub(crate) fn migrator(sql: [&'static str; 3]) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
         .zip(sql)

@@ -71,8 +71,7 @@ impl SqliteStorage {
         sql::migrator([
             include_str!("../../migrations/sqlite/0001_objects.sql"),
             include_str!("../../migrations/sqlite/0002_reliable_calls.sql"),
-            include_str!("../../migrations/sqlite/0003_tombstones.sql"),
-            include_str!("../../migrations/sqlite/0004_call_callers.sql"),
+            include_str!("../../migrations/sqlite/0003_call_callers.sql"),
         ])
         .run(&pool)
         .await
