@@ -9,7 +9,7 @@ use std::time::Duration;
 use goverse::access::{AccessRules, Identity};
 use goverse::gate::{AuthRequest, Authenticator, Gate, GateOptions, RateLimit};
 use goverse::prelude::*;
-use goverse_tests::{Backend, PATIENCE, unique_prefix, wait_until};
+use goverse_tests::{Backend, PATIENCE, http_post as post, unique_prefix, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -94,38 +94,6 @@ access:
 lifecycle:
   - { type: Desk, lifecycle: DELETE, access: ALLOW }
 ";
-
-async fn post(
-    address: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let mut stream = TcpStream::connect(address).await.expect("connect");
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(body);
-    stream.write_all(head.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
-}
 
 #[tokio::test]
 async fn identities_access_rules_sessions_and_rate_limits() {

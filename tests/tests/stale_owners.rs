@@ -578,29 +578,6 @@ async fn a_stale_owner_cannot_bring_a_deleted_object_back(setup: Setup) {
     b.shutdown().await;
 }
 
-/// POSTs to the gate at `address`; the status and the JSON answer.
-async fn post(address: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: gate\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or_default())
-}
-
 /// A call through a gate whose turn outlives its shard's move away and
 /// back has its write refused as stale. Having done nothing outside its
 /// object, it runs again on the object's current state and the client sees
@@ -631,9 +608,10 @@ async fn a_call_refused_as_stale_runs_again_where_the_object_is(setup: Setup) {
         let call = tokio::spawn({
             let (address, held, id) = (address.clone(), held.clone(), id.clone());
             async move {
-                post(
+                goverse_tests::http_post(
                     &address,
                     &format!("/api/v1/objects/call/Till/{id}/{method}"),
+                    &[("content-type", "application/json")],
                     &format!("{held:?}"),
                 )
                 .await

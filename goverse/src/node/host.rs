@@ -245,33 +245,31 @@ async fn load_owned(
     deadline: Instant,
 ) -> Result<(Option<crate::storage::StoredState>, crate::storage::Fence)> {
     let loaded = match node.storage.load(type_name, id).await? {
-        Some(stored) if stored.epoch > fence.epoch && shard != placement::NODE_PINNED => {
-            fence = match node.raise_epoch(shard, stored.epoch + 1, deadline).await {
-                Ok(raised) => raised,
-                // The coordinator does not confirm this node as the owner:
-                // a newer owner wrote the object.
-                Err(refused) => {
-                    tracing::debug!(%refused, object_id = %id, "the shard's epoch was not raised");
-                    node.stats.stale_write();
-                    return Err(Error::StaleOwner {
-                        target: format!("{type_name}/{id}"),
-                        epoch: fence.epoch,
-                        current: stored.epoch,
-                    });
-                }
-            };
-            node.committer
-                .claim(crate::storage::Claim {
-                    type_name,
-                    id: id.clone(),
-                    fence,
-                })
-                .await?
-        }
-        Some(stored) if stored.epoch >= fence.epoch => Some(stored),
         // Nothing stored: claimed by the instance's first write, if any.
         None => None,
-        Some(_) => {
+        Some(stored)
+            if stored.epoch == fence.epoch
+                || (stored.epoch > fence.epoch && shard == placement::NODE_PINNED) =>
+        {
+            Some(stored)
+        }
+        Some(stored) => {
+            if stored.epoch > fence.epoch {
+                fence = match node.raise_epoch(shard, stored.epoch + 1, deadline).await {
+                    Ok(raised) => raised,
+                    // The coordinator does not confirm this node as the
+                    // owner: a newer owner wrote the object.
+                    Err(refused) => {
+                        tracing::debug!(%refused, object_id = %id, "the shard's epoch was not raised");
+                        node.stats.stale_write();
+                        return Err(Error::StaleOwner {
+                            target: format!("{type_name}/{id}"),
+                            epoch: fence.epoch,
+                            current: stored.epoch,
+                        });
+                    }
+                };
+            }
             node.committer
                 .claim(crate::storage::Claim {
                     type_name,
