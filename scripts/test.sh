@@ -24,6 +24,16 @@ fi
 step "format"
 cargo fmt --all -- --check
 
+step "quick start needs no protoc"
+# `cargo run --example counter` from the root builds the workspace's
+# default members only: etcd-client (whose build needs protoc) must not be
+# in that graph, or a newcomer's first command fails.
+if cargo tree -e normal,build -i etcd-client >/dev/null 2>&1; then
+  echo "etcd-client is in the quick start's build graph:" >&2
+  cargo tree -e normal,build -i etcd-client >&2
+  exit 1
+fi
+
 step "tests"
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc

@@ -67,7 +67,9 @@ async fn main() -> goverse::Result<()> {
         goverse::descriptor_of::<Counter>().to_proto("demo")
     );
 
-    // Clients outside the process call through the gate.
+    // Clients outside the process call through the gate, on the address it
+    // bound (a port of 0 in GOVERSE_HTTP picks a free one).
+    let http = gate.http_address().unwrap_or(http);
     let url = format!("http://{http}/api/v1/objects/call/Counter/my-counter/Add");
     println!("HTTP gate on http://{http}; try:\n");
     println!(
