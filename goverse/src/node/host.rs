@@ -261,12 +261,7 @@ async fn load_owned(
                     // owner: a newer owner wrote the object.
                     Err(refused) => {
                         tracing::debug!(%refused, object_id = %id, "the shard's epoch was not raised");
-                        node.stats.stale_write();
-                        return Err(Error::StaleOwner {
-                            target: format!("{type_name}/{id}"),
-                            epoch: fence.epoch,
-                            current: stored.epoch,
-                        });
+                        return Err(stale_owner(node, type_name, id, fence.epoch, stored.epoch));
                     }
                 };
             }
@@ -283,6 +278,18 @@ async fn load_owned(
         loaded.filter(|stored| stored.data != crate::storage::NO_STATE),
         fence,
     ))
+}
+
+/// A write (or load) of `type_name/id` at `epoch` refused because the
+/// object is held at `current` by a newer owner; counted in the node's
+/// stale writes.
+fn stale_owner(node: &NodeInner, type_name: &str, id: &str, epoch: u64, current: u64) -> Error {
+    node.stats.stale_write();
+    Error::StaleOwner {
+        target: format!("{type_name}/{id}"),
+        epoch,
+        current,
+    }
 }
 
 /// The epoch of a shard's first owner: no older owner can write.
@@ -376,12 +383,13 @@ impl<O: Object> TypeHost<O> {
 
     /// The refusal of a write by a stale instance.
     fn stale_write(node: &NodeInner, activation: &Activation<O>) -> Error {
-        node.stats.stale_write();
-        Error::StaleOwner {
-            target: format!("{}/{}", O::DESCRIPTOR.type_name, activation.id),
-            epoch: activation.epoch(),
-            current: node.fence_for(activation.shard).epoch,
-        }
+        stale_owner(
+            node,
+            O::DESCRIPTOR.type_name,
+            &activation.id,
+            activation.epoch(),
+            node.fence_for(activation.shard).epoch,
+        )
     }
 
     fn target(id: &str, method: &str) -> String {
@@ -875,12 +883,13 @@ impl<O: Object> TypeHost<O> {
             Some(stored)
                 if stored.data != crate::storage::NO_STATE || stored.epoch > fence.epoch =>
             {
-                node.stats.stale_write();
-                Err(Error::StaleOwner {
-                    target: format!("{}/{}", O::DESCRIPTOR.type_name, activation.id),
-                    epoch: fence.epoch,
-                    current: stored.epoch,
-                })
+                Err(stale_owner(
+                    node,
+                    O::DESCRIPTOR.type_name,
+                    &activation.id,
+                    fence.epoch,
+                    stored.epoch,
+                ))
             }
             _ => Ok(()),
         }
@@ -1015,10 +1024,10 @@ impl<O: Object> TypeHost<O> {
         deadline: Instant,
     ) -> Result<O> {
         // The epoch is read before the state: if the shard moves meanwhile,
-        // the instance is stale from the start and never writes.
+        // the instance is stale from the start and never writes. (A load may
+        // raise it, past an earlier cluster's writes.)
         let fence = node.fence_for(activation.shard);
-        activation.set_epoch(fence.epoch);
-        let mut object = if O::DESCRIPTOR.persistent {
+        let (mut object, fence) = if O::DESCRIPTOR.persistent {
             let (stored, fence) = load_owned(
                 node,
                 O::DESCRIPTOR.type_name,
@@ -1027,17 +1036,18 @@ impl<O: Object> TypeHost<O> {
                 deadline,
             )
             .await?;
-            activation.set_epoch(fence.epoch);
             activation
                 .unwritten
                 .store(stored.is_none(), Ordering::Relaxed);
-            match stored {
+            let object = match stored {
                 Some(stored) => O::load_state(&stored.data)?,
                 None => O::create(),
-            }
+            };
+            (object, fence)
         } else {
-            O::create()
+            (O::create(), fence)
         };
+        activation.set_epoch(fence.epoch);
         let ctx = self.context(node, activation, None, deadline);
         match CatchUnwind(object.on_activate(&ctx)).await {
             Ok(result) => result?,
@@ -1491,13 +1501,9 @@ impl<O: Object> ErasedHost for TypeHost<O> {
                 if matches!(&*guard, Slot::Gone) {
                     continue;
                 }
-                if !node.serves(call.shard) {
-                    if matches!(&*guard, Slot::Fresh) {
-                        self.forget(&activation, &mut guard);
-                    }
-                    return Err(node.moved(call.shard));
-                }
-                if O::DESCRIPTOR.persistent {
+                let deleted = if !node.serves(call.shard) {
+                    Err(node.moved(call.shard))
+                } else if O::DESCRIPTOR.persistent {
                     // A tombstone (a row holding no state) at this owner's
                     // epoch, not a missing row: a stale owner's later write
                     // is refused, and the object loads as new.
@@ -1508,23 +1514,23 @@ impl<O: Object> ErasedHost for TypeHost<O> {
                         fence: node.fence_for(call.shard),
                         call: None,
                     };
-                    if let Err(error) = node.committer.save(tombstone).await {
-                        if let Error::StaleOwner { .. } = error {
-                            node.stats.stale_write();
-                        }
-                        if matches!(&*guard, Slot::Fresh) {
-                            self.forget(&activation, &mut guard);
-                        }
-                        return Err(error);
+                    let written = node.committer.save(tombstone).await;
+                    if let Err(Error::StaleOwner { .. }) = &written {
+                        node.stats.stale_write();
                     }
-                }
+                    written
+                } else {
+                    Ok(())
+                };
+                // An entry made for the delete goes either way; a live
+                // instance goes, unsaved, once its state is deleted.
                 if matches!(&*guard, Slot::Fresh) {
                     self.forget(&activation, &mut guard);
-                } else {
+                } else if deleted.is_ok() {
                     self.deactivate(&node, &activation, &mut guard, false)
                         .await?;
                 }
-                return Ok(());
+                return deleted;
             }
         })
     }

@@ -794,8 +794,8 @@ pub(crate) struct NodeInner {
     peers: Peers,
     started: Instant,
     pub(crate) stats: Stats,
-    /// Turns running or waiting on this node (see
-    /// [`NodeConfig::max_calls_in_flight`]).
+    /// Calls from outside the node's own code running or waiting on it
+    /// (see [`NodeConfig::max_calls_in_flight`]).
     pub(crate) in_flight: AtomicUsize,
     shutting_down: AtomicBool,
     /// Stopped as if dead (tests): peers' streams are dropped.
