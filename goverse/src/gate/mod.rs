@@ -444,10 +444,24 @@ impl Gate {
     }
 }
 
+/// The listener's next connection. A failure to accept one (out of file
+/// descriptors, say) pauses the listener, rather than spinning on it.
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, "gate: accepting a connection failed; pausing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// The gRPC listener's connections, each handed on only once it has sent
 /// its first bytes (the HTTP/2 preface, or a TLS hello) within `deadline`:
 /// a connection that says nothing is closed instead of held open for
-/// ever. Accept errors pause the listener instead of spinning.
+/// ever.
 fn first_bytes_within(
     listener: TcpListener,
     deadline: Duration,
@@ -456,17 +470,9 @@ fn first_bytes_within(
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (stream, _) = tokio::select! {
+                accepted = accept(&listener) => accepted,
                 () = stopped(&mut stop) => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "gate: accepting a gRPC connection failed; pausing");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
             };
             let _ = stream.set_nodelay(true);
             let sender = sender.clone();
@@ -501,17 +507,7 @@ async fn serve_http(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors, say: wait for some to
-                        // be closed rather than spin on the error.
-                        tracing::warn!(%error, "gate: accepting a connection failed; pausing");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
+            (stream, peer) = accept(&listener) => {
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
                 // Handlers see the peer's address (for rate limits by IP).
