@@ -25,6 +25,8 @@ const STATEMENTS: Statements = Statements {
             WHERE goverse_objects.epoch < EXCLUDED.epoch RETURNING data::text, epoch",
     load_call: "SELECT method, response, error_code, error_message, caller FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
+    purge_calls: "DELETE FROM goverse_reliable_calls \
+                  WHERE created_at < now() - make_interval(secs => $1)",
     purge_tombstones: "DELETE FROM goverse_objects \
                        WHERE data = 'null'::jsonb AND updated_at < now() - make_interval(secs => $1)",
 };
@@ -350,10 +352,6 @@ const CLAIM_BATCH: &str = "INSERT INTO goverse_objects (object_type, object_id, 
      WHERE goverse_objects.epoch < EXCLUDED.epoch \
      RETURNING object_type, object_id, data::text, epoch";
 
-/// Deletes the records older than `$1` seconds.
-const PURGE_CALLS: &str =
-    "DELETE FROM goverse_reliable_calls WHERE created_at < now() - make_interval(secs => $1)";
-
 impl PostgresStorage {
     /// Claims a batch in one statement and one transaction.
     async fn claim_all(&self, claims: &[super::Claim]) -> Vec<Result<Option<super::StoredState>>> {
@@ -481,10 +479,6 @@ impl PostgresStorage {
         };
         held.release(&outcome);
         outcome.map_err(|e| sql::failed("saving a batch of states", e))
-    }
-
-    async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
-        self.purge_older_than(PURGE_CALLS, age).await
     }
 
     /// Runs `statement`, a purge of what is older than `$1` seconds.

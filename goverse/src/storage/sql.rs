@@ -129,6 +129,9 @@ pub(crate) struct Statements {
     pub(crate) claim: &'static str,
     /// A reliable call's [`CallRow`]: `$1` type, `$2` id, `$3` call id.
     pub(crate) load_call: &'static str,
+    /// Delete the reliable-call records written before the age `$1`
+    /// (seconds on PostgreSQL, an SQLite time shift on SQLite).
+    pub(crate) purge_calls: &'static str,
     /// Delete the rows holding no state written before the age `$1`
     /// (seconds on PostgreSQL, an SQLite time shift on SQLite).
     pub(crate) purge_tombstones: &'static str,
@@ -269,7 +272,7 @@ macro_rules! sql_storage {
                 &self,
                 age: std::time::Duration,
             ) -> $crate::object::BoxFuture<'_, crate::error::Result<u64>> {
-                Box::pin(self.purge_calls_older_than(age))
+                Box::pin(self.purge_older_than($statements.purge_calls, age))
             }
 
             fn purge_tombstones(

@@ -27,6 +27,8 @@ const STATEMENTS: Statements = Statements {
             WHERE goverse_objects.epoch < excluded.epoch RETURNING data, epoch",
     load_call: "SELECT method, response, error_code, error_message, caller FROM goverse_reliable_calls \
                 WHERE object_type = $1 AND object_id = $2 AND call_id = $3",
+    purge_calls: "DELETE FROM goverse_reliable_calls \
+                  WHERE created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', $1)",
     purge_tombstones: "DELETE FROM goverse_objects \
                        WHERE data = 'null' AND updated_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', $1)",
 };
@@ -35,10 +37,6 @@ const STATEMENTS: Statements = Statements {
 const RECORD_CALL: &str = "INSERT INTO goverse_reliable_calls \
      (object_type, object_id, call_id, method, response, error_code, error_message, caller) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
-
-/// Deletes the records written before `now` shifted by `$1` (`-N seconds`).
-const PURGE_CALLS: &str = "DELETE FROM goverse_reliable_calls \
-     WHERE created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', $1)";
 
 /// Persistent state in an SQLite file.
 #[derive(Debug, Clone)]
@@ -188,10 +186,6 @@ impl SqliteStorage {
     /// One batch: SQLite has a single writer.
     fn batches_in_flight(&self) -> usize {
         1
-    }
-
-    async fn purge_calls_older_than(&self, age: std::time::Duration) -> Result<u64> {
-        self.purge_older_than(PURGE_CALLS, age).await
     }
 
     /// Runs `statement`, a purge of what is older than `now` shifted by
