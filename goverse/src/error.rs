@@ -1,7 +1,10 @@
 //! The one error type of goverse, with a stable machine-readable code per kind.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::code::Code;
 
 /// `Result` with [`Error`] as the error type; the return type of every object method.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -139,11 +142,12 @@ pub enum Error {
     /// The node's configuration disagrees with the cluster's, or is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// An error raised on another node, carried back with its code.
+    /// An error raised on another node (or a gate), carried back with its
+    /// code, where no variant of its own holds what the wire carries.
     #[error("{message}")]
     Remote {
         /// The code the other node gave.
-        code: Cow<'static, str>,
+        code: Code,
         /// Its message.
         message: String,
     },
@@ -203,47 +207,156 @@ pub enum Error {
     /// A broken invariant inside goverse; please report it.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error from an object's own code that has no application code of
+    /// its own, such as an I/O error ([`Error::other`]). Its display and
+    /// source are the wrapped error's.
+    #[error(transparent)]
+    Other(OtherError),
+}
+
+/// The error inside [`Error::Other`], shared so that [`Error`] stays `Clone`.
+#[derive(Clone)]
+pub struct OtherError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl OtherError {
+    /// The wrapped error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for OtherError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for OtherError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for OtherError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Two wrapped errors are equal when they are the same error.
+impl PartialEq for OtherError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for OtherError {}
+
+/// An I/O error in an object's method, returned with `?`: [`Error::other`].
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Self {
+        Error::other(error)
+    }
 }
 
 impl Error {
-    /// The stable machine-readable code of this error.
+    /// The stable machine-readable code of this error; the same for an
+    /// error raised on this node and for one carried back from another.
     ///
     /// # Examples
     ///
     /// ```
-    /// let error = goverse::Error::application("INSUFFICIENT_FUNDS", "balance is 3");
+    /// use goverse::{Code, Error};
+    ///
+    /// let error = Error::application("INSUFFICIENT_FUNDS", "balance is 3");
     /// assert_eq!(error.code(), "INSUFFICIENT_FUNDS");
-    /// assert_eq!(goverse::Error::NodeShuttingDown.code(), "NODE_SHUTTING_DOWN");
+    /// assert_eq!(Error::NodeShuttingDown.code(), Code::NodeShuttingDown);
     /// ```
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> Code {
         match self {
-            Error::UnknownType { .. } => "UNKNOWN_OBJECT_TYPE",
-            Error::UnknownMethod { .. } => "UNKNOWN_METHOD",
-            Error::InvalidObjectId { .. } => "INVALID_OBJECT_ID",
-            Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
-            Error::CallCycle { .. } => "CALL_CYCLE",
-            Error::MethodPanicked { .. } => "METHOD_PANICKED",
-            Error::ActivationFailed { .. } => "ACTIVATION_FAILED",
-            Error::InvalidRequest { codec: "json", .. } => "INVALID_JSON",
-            Error::InvalidRequest { .. } => "INVALID_PROTOBUF",
-            Error::Encode { .. } => "ENCODE_FAILED",
-            Error::Storage(_) => "STORAGE_ERROR",
-            Error::StaleOwner { .. } => "STALE_OWNER",
-            Error::InvalidState { .. } => "INVALID_STATE",
-            Error::Overloaded(_) => "OVERLOADED",
-            Error::NodeShuttingDown => "NODE_SHUTTING_DOWN",
-            Error::Unavailable(_) => "UNAVAILABLE",
-            Error::ShardMoved { .. } => "SHARD_MOVED",
-            Error::Config(_) => "INVALID_CONFIG",
-            Error::Remote { code, .. } => code,
-            Error::Application { code, .. } => code,
-            Error::InvalidCallId { .. } => "INVALID_CALL_ID",
-            Error::CallIdReused { .. } => "CALL_ID_REUSED",
-            Error::NotPersistent { .. } => "NOT_PERSISTENT",
-            Error::AccessDenied { .. } => "ACCESS_DENIED",
-            Error::ClientNotFound { .. } => "CLIENT_NOT_FOUND",
-            Error::ClientOverflow { .. } => "CLIENT_OVERFLOW",
-            Error::Internal(_) => "INTERNAL",
+            Error::UnknownType { .. } => Code::UnknownObjectType,
+            Error::UnknownMethod { .. } => Code::UnknownMethod,
+            Error::InvalidObjectId { .. } => Code::InvalidObjectId,
+            Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Error::CallCycle { .. } => Code::CallCycle,
+            Error::MethodPanicked { .. } => Code::MethodPanicked,
+            Error::ActivationFailed { .. } => Code::ActivationFailed,
+            Error::InvalidRequest { codec: "json", .. } => Code::InvalidJson,
+            Error::InvalidRequest { .. } => Code::InvalidProtobuf,
+            Error::Encode { .. } => Code::EncodeFailed,
+            Error::Storage(_) => Code::StorageError,
+            Error::StaleOwner { .. } => Code::StaleOwner,
+            Error::InvalidState { .. } => Code::InvalidState,
+            Error::Overloaded(_) => Code::Overloaded,
+            Error::NodeShuttingDown => Code::NodeShuttingDown,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::ShardMoved { .. } => Code::ShardMoved,
+            Error::Config(_) => Code::InvalidConfig,
+            Error::Remote { code, .. } => code.clone(),
+            Error::Application { code, .. } => Code::from_static(code.clone()),
+            Error::InvalidCallId { .. } => Code::InvalidCallId,
+            Error::CallIdReused { .. } => Code::CallIdReused,
+            Error::NotPersistent { .. } => Code::NotPersistent,
+            Error::AccessDenied { .. } => Code::AccessDenied,
+            Error::ClientNotFound { .. } => Code::ClientNotFound,
+            Error::ClientOverflow { .. } => Code::ClientOverflow,
+            Error::Internal(_) => Code::Internal,
+            Error::Other(_) => Code::Other,
+        }
+    }
+
+    /// An error from an object's own code that has no stable code of its
+    /// own: an I/O error, a failed task, a library's error. Its code is
+    /// [`Code::Other`]; [`source`](std::error::Error::source) and
+    /// [`get_ref`](OtherError::get_ref) reach the wrapped error. The gate
+    /// does not show its message to external clients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use goverse::{Code, Error};
+    ///
+    /// let error = Error::other(std::io::Error::other("disk full"));
+    /// assert_eq!(error.code(), Code::Other);
+    /// assert_eq!(error.to_string(), "disk full");
+    /// ```
+    pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Other(OtherError(Arc::from(error.into())))
+    }
+
+    /// The error as it travels: its code, and a message from which
+    /// [`from_wire`](Error::from_wire) rebuilds the variant where the code
+    /// names one that holds only a message.
+    pub(crate) fn to_wire(&self) -> (Code, String) {
+        let message = match self {
+            Error::Application { message, .. }
+            | Error::Remote { message, .. }
+            | Error::Storage(message)
+            | Error::Overloaded(message)
+            | Error::Unavailable(message)
+            | Error::Config(message)
+            | Error::Internal(message)
+            | Error::AccessDenied { message } => message.clone(),
+            other => other.to_string(),
+        };
+        (self.code(), message)
+    }
+
+    /// The error a peer or gate sent: the variant the code names where it
+    /// holds only a message (so `matches!(error, Error::Unavailable(_))` or
+    /// `Error::Application { .. }` holds for a remote object as for a local
+    /// one), [`Error::Remote`] with the code for the others.
+    pub(crate) fn from_wire(code: Code, message: String) -> Self {
+        match code {
+            Code::Application(code) => Error::Application { code, message },
+            Code::StorageError => Error::Storage(message),
+            Code::Overloaded => Error::Overloaded(message),
+            Code::Unavailable => Error::Unavailable(message),
+            Code::InvalidConfig => Error::Config(message),
+            Code::Internal => Error::Internal(message),
+            Code::AccessDenied => Error::AccessDenied { message },
+            Code::NodeShuttingDown => Error::NodeShuttingDown,
+            code => Error::Remote { code, message },
         }
     }
 

@@ -5,6 +5,7 @@ mod call;
 #[cfg(feature = "client")]
 mod client;
 pub mod cluster;
+mod code;
 pub mod config;
 mod context;
 mod descriptor;
@@ -34,9 +35,10 @@ pub mod __private;
 pub use call::{Caller, EncodedCall, IntoCaller};
 #[cfg(feature = "client")]
 pub use client::{Client, ClientOptions, PushedMessage};
+pub use code::Code;
 pub use context::Context;
 pub use descriptor::{MethodDescriptor, ObjectDescriptor};
-pub use error::{Error, Result};
+pub use error::{Error, OtherError, Result};
 pub use message::{Codec, Message, decode, encode, types};
 pub use node::{Node, NodeBuilder, NodeConfig, NodeStats};
 pub use object::{BoxFuture, Object, descriptor_of};
@@ -157,5 +159,5 @@ pub mod prelude {
         BoolValue, BytesValue, DoubleValue, Empty, FloatValue, Int32Value, Int64Value, StringValue,
         UInt32Value, UInt64Value,
     };
-    pub use crate::{Context, Node, Result};
+    pub use crate::{Code, Context, Error, Node, Result};
 }

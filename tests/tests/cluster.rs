@@ -50,6 +50,25 @@ impl Ledger {
         Ok(Empty {})
     }
 
+    /// Fails with the error `request` names, as an object's code would.
+    pub async fn fail(&self, _ctx: &Context, request: StringValue) -> goverse::Result<Empty> {
+        Err(match request.value.as_str() {
+            "application" => Error::application("INSUFFICIENT_FUNDS", "balance is 3"),
+            "io" => std::io::Error::other("disk full").into(),
+            "unavailable" => Error::Unavailable("the exchange is closed".into()),
+            "overloaded" => Error::Overloaded("too many orders".into()),
+            "denied" => Error::AccessDenied {
+                message: "not your ledger".into(),
+            },
+            "stale" => Error::StaleOwner {
+                target: "Ledger/x".into(),
+                epoch: 1,
+                current: 2,
+            },
+            _ => Error::Config("no exchange is configured".into()),
+        })
+    }
+
     /// The trace context this call came with ("" for none).
     pub async fn trace(&self, ctx: &Context, _request: Empty) -> goverse::Result<StringValue> {
         Ok(StringValue {
@@ -804,6 +823,78 @@ async fn a_remote_call_fails_at_its_deadline_while_longer_ones_wait(backend: Bac
     }
 }
 
+/// An error's code, and for the kinds that carry only a message its
+/// variant and text too, are the same whether the object ran on the
+/// calling node or on another.
+async fn errors_match_the_same_for_local_and_remote_objects(backend: Backend) {
+    let cluster = TestCluster::new(backend, "codes");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let on = |node: &str| {
+        ids(64)
+            .into_iter()
+            .find(|id| {
+                a.cluster_view()
+                    .current_owner(shard_of(id, SHARDS))
+                    .is_some_and(|owner| &*owner.id == node)
+            })
+            .expect("an object on each node")
+    };
+    let (local, remote) = (on("a"), on("b"));
+    let kinds = [
+        "application",
+        "io",
+        "unavailable",
+        "overloaded",
+        "denied",
+        "stale",
+        "config",
+    ];
+    for kind in kinds {
+        let a = &a;
+        let fail = |id: String| async move {
+            LedgerClient::new(a, id)
+                .fail(StringValue { value: kind.into() })
+                .await
+                .expect_err("fails")
+        };
+        let (here, there) = (fail(local.clone()).await, fail(remote.clone()).await);
+        assert_eq!(here.code(), there.code(), "{kind}: {here:?} / {there:?}");
+        if !matches!(kind, "io" | "stale") {
+            assert_eq!(
+                std::mem::discriminant(&here),
+                std::mem::discriminant(&there),
+                "{kind}: {here:?} / {there:?}"
+            );
+            assert_eq!(here.to_string(), there.to_string());
+        }
+        let expected = match kind {
+            "application" => Code::Application("INSUFFICIENT_FUNDS".into()),
+            "io" => Code::Other,
+            "unavailable" => Code::Unavailable,
+            "overloaded" => Code::Overloaded,
+            "denied" => Code::AccessDenied,
+            "stale" => Code::StaleOwner,
+            _ => Code::InvalidConfig,
+        };
+        assert_eq!(there.code(), expected, "{kind}");
+    }
+    let there = LedgerClient::new(&a, remote)
+        .fail(StringValue {
+            value: "application".into(),
+        })
+        .await
+        .expect_err("fails");
+    assert!(
+        matches!(&there, Error::Application { code, message } if code == "INSUFFICIENT_FUNDS" && message == "balance is 3"),
+        "{there:?}"
+    );
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -827,6 +918,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     calls_route_to_the_owner_from_any_node,
+    errors_match_the_same_for_local_and_remote_objects,
     a_joining_node_takes_shards_without_caller_errors,
     a_node_leaving_gracefully_hands_over_without_caller_errors,
     a_crashed_nodes_shards_move_within_the_lease,

@@ -369,7 +369,7 @@ async fn deposit_until_acknowledged(
             .await
         {
             Err(error)
-                if matches!(error.code(), "UNAVAILABLE" | "DEADLINE_EXCEEDED")
+                if matches!(error.code(), Code::Unavailable | Code::DeadlineExceeded)
                     && tokio::time::Instant::now() < give_up => {}
             outcome => return outcome,
         }
@@ -427,7 +427,10 @@ async fn killed_nodes_lose_no_acknowledged_write() {
                     match result {
                         Ok(_) => ledger.acknowledged += 1,
                         Err(error)
-                            if matches!(error.code(), "UNAVAILABLE" | "DEADLINE_EXCEEDED") =>
+                            if matches!(
+                                error.code(),
+                                Code::Unavailable | Code::DeadlineExceeded
+                            ) =>
                         {
                             ledger.uncertain += 1;
                         }

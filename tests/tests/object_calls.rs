@@ -310,6 +310,19 @@ async fn application_errors_keep_their_code() {
         .unwrap_err();
     assert_eq!(error.code(), "REFUSED");
     assert_eq!(node.stats().panics, 0);
+
+    // ANCHOR: match_code
+    let outcome = match FragileClient::new(&node, "f").refuse(Empty {}).await {
+        Ok(_) => "done",
+        Err(e) => match e.code() {
+            Code::Application(code) if code == "REFUSED" => "refused by the object",
+            Code::DeadlineExceeded => "too slow",
+            code if code.is_transient() => "try again later",
+            _ => "failed",
+        },
+    };
+    // ANCHOR_END: match_code
+    assert_eq!(outcome, "refused by the object");
 }
 
 #[tokio::test]

@@ -242,9 +242,12 @@ async fn batches_write_stored_and_new_rows_and_refuse_stale_ones(storage: Arc<dy
             write_v(&kind, "stored", 2, 2),
         ])
         .await;
-    let codes: Vec<&str> = results
+    let codes: Vec<String> = results
         .iter()
-        .map(|r| r.as_ref().map_or_else(|e| e.code(), |()| "OK"))
+        .map(|r| {
+            r.as_ref()
+                .map_or_else(|e| e.code().to_string(), |()| "OK".to_string())
+        })
         .collect();
     assert_eq!(codes, ["OK", "OK", "STALE_OWNER", "OK"]);
     assert_eq!(stored_v(&storage, &kind, "stored").await, (2.into(), 2));
@@ -295,9 +298,12 @@ async fn call_records_land_with_their_state(storage: Arc<dyn Storage>) {
             write(&kind, "plain", 1, None),
         ])
         .await;
-    let codes: Vec<&str> = results
+    let codes: Vec<String> = results
         .iter()
-        .map(|r| r.as_ref().map_or_else(|e| e.code(), |()| "OK"))
+        .map(|r| {
+            r.as_ref()
+                .map_or_else(|e| e.code().to_string(), |()| "OK".to_string())
+        })
         .collect();
     assert_eq!(codes, ["OK", "OK", "STALE_OWNER", "OK"]);
     assert_eq!(
@@ -1409,7 +1415,7 @@ async fn postgres_writes_go_on_after_the_server_drops_the_connections() {
             }
             Err(error) => {
                 assert!(
-                    ["STORAGE_ERROR", "ACTIVATION_FAILED"].contains(&error.code()),
+                    matches!(error.code(), Code::StorageError | Code::ActivationFailed),
                     "{error}"
                 );
                 failures += 1;
@@ -1590,9 +1596,12 @@ async fn postgres_reports_a_landed_write_as_landed_beside_a_refused_one() {
                 write(&kind, "stale", 2, call("c2")),
             ])
             .await;
-        let codes: Vec<&str> = results
+        let codes: Vec<String> = results
             .iter()
-            .map(|r| r.as_ref().map_or_else(|e| e.code(), |()| "OK"))
+            .map(|r| {
+                r.as_ref()
+                    .map_or_else(|e| e.code().to_string(), |()| "OK".to_string())
+            })
             .collect();
         assert_eq!(codes, ["OK", "STALE_OWNER"], "with calls: {with_calls}");
         storage

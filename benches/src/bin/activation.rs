@@ -51,11 +51,11 @@ async fn main() -> goverse::Result<()> {
                     .add(Int32Value { value: 1 })
                     .await?;
             }
-            goverse::Result::Ok(())
+            Ok::<(), goverse::Error>(())
         });
     }
     while let Some(done) = set.join_next().await {
-        done.map_err(|e| goverse::Error::Internal(e.to_string()))??;
+        done.map_err(goverse::Error::other)??;
     }
     let elapsed = started.elapsed();
     let after = resident_bytes().unwrap_or(0);

@@ -48,11 +48,11 @@ async fn main() -> goverse::Result<()> {
             for _ in 0..100 {
                 counter.add(Int32Value { value: 1 }).await?;
             }
-            goverse::Result::Ok(())
+            Ok::<_, goverse::Error>(())
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        joined.map_err(|e| goverse::Error::Internal(e.to_string()))??;
+        joined.map_err(goverse::Error::other)??;
     }
     let total = counter.get(Empty {}).await?;
     println!(
@@ -77,9 +77,7 @@ async fn main() -> goverse::Result<()> {
     );
     println!("curl -X POST {url} -d '{{\"value\": 5}}'\n");
     println!("Ctrl-C stops the node.");
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| goverse::Error::Internal(e.to_string()))?;
+    tokio::signal::ctrl_c().await?;
 
     gate.shutdown().await;
     node.shutdown().await;

@@ -4,127 +4,91 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::Code;
 use crate::error::Error;
 
 /// A failed gate request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GateError {
     pub(crate) status: StatusCode,
-    pub(crate) code: String,
+    pub(crate) code: Code,
     pub(crate) message: String,
 }
 
 impl GateError {
-    /// An error of the gate itself (the request never reached an object).
-    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    /// An error of the gate itself (the request never reached an object),
+    /// answered with the code's HTTP status.
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            status,
-            code: code.to_string(),
+            status: status_of(&code),
+            code,
             message: message.into(),
         }
     }
 
     pub(crate) fn invalid_path(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_PATH", message)
+        Self::new(Code::InvalidPath, message)
     }
 
     pub(crate) fn invalid_body(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_BODY", message)
+        Self::new(Code::InvalidBody, message)
     }
 }
 
 impl From<Error> for GateError {
     fn from(error: Error) -> Self {
-        let code = error.code().to_string();
-        let message = match (&error, safe_message(&code)) {
-            (Error::Application { message, .. }, _) => message.clone(),
+        let (code, own_message) = error.to_wire();
+        let message = match safe_message(&code) {
             // What the cluster knows of its insides (database errors,
             // panic payloads, node ids and addresses, other objects on a
             // call chain) stays in the gate's log; the client gets its code
             // and a message that says what to do.
-            (_, Some(safe)) => {
-                if matches!(
-                    code.as_str(),
-                    "STORAGE_ERROR"
-                        | "METHOD_PANICKED"
-                        | "ACTIVATION_FAILED"
-                        | "INTERNAL"
-                        | "INVALID_CONFIG"
-                ) {
+            Some(safe) => {
+                if code.http_status() == 500 || code == Code::StorageError {
                     tracing::warn!(code = %code, %error, "a call failed");
                 } else {
                     tracing::debug!(code = %code, %error, "a call failed");
                 }
                 safe.to_string()
             }
-            (Error::Remote { message, .. }, None) => message.clone(),
-            (other, None) => other.to_string(),
+            None => own_message,
         };
-        Self {
-            status: status_of(&error),
-            code,
-            message,
-        }
+        Self::new(code, message)
     }
 }
 
 /// The message an external client gets for an error whose own message
 /// speaks of the cluster's insides; `None` where the message is the
 /// client's business (its request, its object, its application).
-fn safe_message(code: &str) -> Option<&'static str> {
+fn safe_message(code: &Code) -> Option<&'static str> {
     Some(match code {
-        "STORAGE_ERROR" => "the object's state could not be loaded or stored; try again",
-        "STALE_OWNER" => {
+        Code::StorageError => "the object's state could not be loaded or stored; try again",
+        Code::StaleOwner => {
             "the object moved while the call ran, and the call took no effect; try again"
         }
-        "METHOD_PANICKED" => "the object's method failed unexpectedly",
-        "ACTIVATION_FAILED" => "the object could not be activated",
-        "INTERNAL" => "an internal error occurred",
-        "INVALID_CONFIG" => "the service is not configured to serve this call",
-        "UNAVAILABLE" => "no node can serve the object right now; try again",
-        "SHARD_MOVED" => "the object is moving; try again",
-        "CALL_CYCLE" => "the call would re-enter an object that is waiting on its own call chain",
-        "DEADLINE_EXCEEDED" => "the call did not finish in time",
+        Code::MethodPanicked => "the object's method failed unexpectedly",
+        Code::Other => "the object's method failed",
+        Code::ActivationFailed => "the object could not be activated",
+        Code::Internal => "an internal error occurred",
+        Code::InvalidConfig => "the service is not configured to serve this call",
+        Code::Unavailable => "no node can serve the object right now; try again",
+        Code::ShardMoved => "the object is moving; try again",
+        Code::CallCycle => {
+            "the call would re-enter an object that is waiting on its own call chain"
+        }
+        Code::DeadlineExceeded => "the call did not finish in time",
         _ => return None,
     })
 }
 
-/// The HTTP status of a call's error, by its code.
-///
-/// | status | codes |
-/// | --- | --- |
-/// | 400 | `INVALID_OBJECT_ID`, `INVALID_JSON`, `INVALID_PROTOBUF`, `INVALID_CALL_ID`, `NOT_PERSISTENT` |
-/// | 403 | `ACCESS_DENIED` |
-/// | 404 | `UNKNOWN_OBJECT_TYPE`, `UNKNOWN_METHOD`, `CLIENT_NOT_FOUND` |
-/// | 409 | `CALL_CYCLE`, `CALL_ID_REUSED` |
-/// | 422 | `INVALID_STATE`, an application's own code (`Error::application`) |
-/// | 500 | `METHOD_PANICKED`, `ACTIVATION_FAILED`, `ENCODE_FAILED`, `INVALID_CONFIG`, `INTERNAL` |
-/// | 503 | `UNAVAILABLE`, `NODE_SHUTTING_DOWN`, `SHARD_MOVED`, `STORAGE_ERROR`, `STALE_OWNER`, `CLIENT_OVERFLOW`, `OVERLOADED` |
-/// | 504 | `DEADLINE_EXCEEDED` |
-pub(crate) fn status_of(error: &Error) -> StatusCode {
-    if let Error::Application { .. } = error {
-        return StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    match error.code() {
-        "INVALID_OBJECT_ID" | "INVALID_JSON" | "INVALID_PROTOBUF" | "INVALID_CALL_ID"
-        | "NOT_PERSISTENT" => StatusCode::BAD_REQUEST,
-        "UNKNOWN_OBJECT_TYPE" | "UNKNOWN_METHOD" | "CLIENT_NOT_FOUND" => StatusCode::NOT_FOUND,
-        "ACCESS_DENIED" => StatusCode::FORBIDDEN,
-        "CALL_CYCLE" | "CALL_ID_REUSED" => StatusCode::CONFLICT,
-        "UNAVAILABLE" | "NODE_SHUTTING_DOWN" | "SHARD_MOVED" | "STORAGE_ERROR" | "STALE_OWNER"
-        | "CLIENT_OVERFLOW" | "OVERLOADED" => StatusCode::SERVICE_UNAVAILABLE,
-        "DEADLINE_EXCEEDED" => StatusCode::GATEWAY_TIMEOUT,
-        "INVALID_STATE" => StatusCode::UNPROCESSABLE_ENTITY,
-        "METHOD_PANICKED" | "ACTIVATION_FAILED" | "ENCODE_FAILED" | "INVALID_CONFIG"
-        | "INTERNAL" => StatusCode::INTERNAL_SERVER_ERROR,
-        // An application's own code, carried back from another node.
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    }
+/// The HTTP status of a code ([`Code::http_status`]).
+pub(crate) fn status_of(code: &Code) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl IntoResponse for GateError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message, "code": self.code });
+        let body = serde_json::json!({ "error": self.message, "code": self.code.as_str() });
         super::http::json_response(self.status, &body)
     }
 }
@@ -148,23 +112,18 @@ mod tests {
                 422,
             ),
             (
-                Error::Remote {
-                    code: "INSUFFICIENT_FUNDS".into(),
-                    message: "balance is 3".into(),
-                },
+                Error::from_wire(Code::parse("INSUFFICIENT_FUNDS"), "balance is 3".into()),
                 422,
             ),
-            (
-                Error::Remote {
-                    code: "DEADLINE_EXCEEDED".into(),
-                    message: "late".into(),
-                },
-                504,
-            ),
+            (Error::from_wire(Code::DeadlineExceeded, "late".into()), 504),
             (Error::Internal("x".into()), 500),
         ];
         for (error, status) in cases {
-            assert_eq!(status_of(&error).as_u16(), status, "{error:?}");
+            assert_eq!(
+                GateError::from(error.clone()).status.as_u16(),
+                status,
+                "{error:?}"
+            );
         }
         let gate = GateError::from(Error::application("INSUFFICIENT_FUNDS", "balance is 3"));
         assert_eq!(

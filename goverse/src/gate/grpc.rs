@@ -68,7 +68,7 @@ pub(crate) fn status_of(error: GateError) -> Status {
         _ => Code::Internal,
     };
     let mut status = Status::new(code, error.message);
-    if let Ok(value) = error.code.parse() {
+    if let Ok(value) = error.code.as_str().parse() {
         status.metadata_mut().insert(CODE_METADATA, value);
     }
     status

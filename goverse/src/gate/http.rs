@@ -19,6 +19,7 @@ use super::GateOptions;
 use super::errors::GateError;
 use super::security::{AuthRequest, Guard};
 use super::sessions::{Ended, Outgoing, Sessions, pump};
+use crate::Code;
 use crate::access::Origin;
 use crate::call::EncodedCall;
 use crate::message::Codec;
@@ -131,8 +132,7 @@ async fn read_body(options: &GateOptions, body: Body) -> Result<Bytes, GateError
     .await
     .map_err(|_| {
         GateError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "REQUEST_TIMEOUT",
+            Code::RequestTimeout,
             format!(
                 "the request body did not arrive within {:?}",
                 options.body_timeout
@@ -142,8 +142,7 @@ async fn read_body(options: &GateOptions, body: Body) -> Result<Bytes, GateError
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(GateError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BODY_TOO_LARGE",
+            Code::BodyTooLarge,
             format!("the request body is over {} bytes", options.max_body_bytes),
         )),
         Err(error) => Err(GateError::invalid_body(format!(
@@ -174,8 +173,7 @@ fn parse_call_body(body: &[u8]) -> Result<CallBody, GateError> {
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         GateError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_JSON",
+            Code::InvalidJson,
             format!("the request body is not JSON: {e}"),
         )
     })?;
@@ -188,9 +186,9 @@ fn parse_call_body(body: &[u8]) -> Result<CallBody, GateError> {
                 "`request` must be a string: a base64-encoded protobuf Any",
             ));
         };
-        let any = STANDARD.decode(encoded.trim()).map_err(|e| {
-            GateError::new(StatusCode::BAD_REQUEST, "INVALID_BASE64", e.to_string())
-        })?;
+        let any = STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| GateError::new(Code::InvalidBase64, e.to_string()))?;
         return Ok(CallBody::Any(any));
     }
     Ok(CallBody::Json(body.to_vec()))
@@ -418,7 +416,7 @@ fn sse_of(outgoing: Outgoing) -> Bytes {
             "error",
             None,
             &serde_json::json!({
-                "code": "CLIENT_OVERFLOW",
+                "code": Code::ClientOverflow.as_str(),
                 "error": "the client fell a whole buffer behind; its unread messages were dropped",
                 "dropped": dropped,
             }),
@@ -427,7 +425,7 @@ fn sse_of(outgoing: Outgoing) -> Bytes {
             "error",
             None,
             &serde_json::json!({
-                "code": "SESSION_TAKEN_OVER",
+                "code": Code::SessionTakenOver.as_str(),
                 "error": "another connection resumed this session",
             }),
         ),
@@ -455,16 +453,14 @@ async fn ready(State(state): Shared) -> Response {
 
 async fn method_not_allowed(method: Method) -> GateError {
     GateError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+        Code::MethodNotAllowed,
         format!("{method} is not allowed here"),
     )
 }
 
 async fn not_found() -> GateError {
     GateError::new(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
+        Code::NotFound,
         "no such route; calls go to POST /api/v1/objects/call/{type}/{id}/{method}",
     )
 }
@@ -506,12 +502,8 @@ async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
     let restricted = !state.options.cors_origins.iter().any(|o| o == "*");
     if restricted && request.method() == Method::POST {
         if origin.is_some() && allowed.is_none() {
-            return GateError::new(
-                StatusCode::FORBIDDEN,
-                "ACCESS_DENIED",
-                "this origin may not call the gate",
-            )
-            .into_response();
+            return GateError::new(Code::AccessDenied, "this origin may not call the gate")
+                .into_response();
         }
         let json = request
             .headers()
@@ -524,8 +516,7 @@ async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
             });
         if !json {
             return GateError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
+                Code::UnsupportedMediaType,
                 "this gate takes calls with `Content-Type: application/json` only",
             )
             .into_response();
@@ -582,10 +573,10 @@ mod fuzz {
         fn any_bytes_decode_or_are_refused_in_every_codec(body in proptest::collection::vec(any::<u8>(), 0..256)) {
             for codec in [Codec::Protobuf, Codec::Json, Codec::Any] {
                 if let Err(error) = decode::<types::Int32Value>(codec, &body) {
-                    prop_assert!(matches!(error.code(), "INVALID_PROTOBUF" | "INVALID_JSON"));
+                    prop_assert!(matches!(error.code(), Code::InvalidProtobuf | Code::InvalidJson));
                 }
                 if let Err(error) = decode::<types::Struct>(codec, &body) {
-                    prop_assert!(matches!(error.code(), "INVALID_PROTOBUF" | "INVALID_JSON"));
+                    prop_assert!(matches!(error.code(), Code::InvalidProtobuf | Code::InvalidJson));
                 }
             }
         }

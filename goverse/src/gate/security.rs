@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio::time::Instant;
 
 use super::errors::GateError;
 use super::sessions::Sessions;
+use crate::Code;
 use crate::access::{Identity, Origin};
 use crate::object::BoxFuture;
 
@@ -227,8 +227,7 @@ impl Limiter {
 /// A refusal by a rate limit.
 fn too_many(who: &str, wait: Duration) -> GateError {
     GateError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "RATE_LIMITED",
+        Code::RateLimited,
         format!("{who} is over its rate limit; try again in {wait:?}"),
     )
 }
@@ -251,9 +250,11 @@ impl Guard {
         session_token: Option<&str>,
     ) -> Result<Origin, GateError> {
         let identity = match &self.authenticator {
-            Some(hook) => Some(hook.authenticate(request).await.map_err(|reason| {
-                GateError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", reason)
-            })?),
+            Some(hook) => Some(
+                hook.authenticate(request)
+                    .await
+                    .map_err(|reason| GateError::new(Code::Unauthenticated, reason))?,
+            ),
             None => None,
         };
         let client_id = match claimed_client.filter(|c| !c.is_empty()) {
@@ -263,8 +264,7 @@ impl Guard {
                     .verify(client, session_token.unwrap_or_default())
                 {
                     return Err(GateError::new(
-                        StatusCode::FORBIDDEN,
-                        "ACCESS_DENIED",
+                        Code::AccessDenied,
                         "a client id is used with its session token (X-Session-Token) only",
                     ));
                 }

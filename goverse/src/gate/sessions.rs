@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use axum::http::StatusCode;
-
 use super::errors::GateError;
 use super::security::same_secret;
+use crate::Code;
 use crate::error::{Error, Result};
 use crate::node::{ClientSink, PushMessage};
 
@@ -200,8 +199,7 @@ impl Sessions {
         {
             if !same_secret(&session.token, token) {
                 return Err(GateError::new(
-                    StatusCode::FORBIDDEN,
-                    "ACCESS_DENIED",
+                    Code::AccessDenied,
                     "the session token does not match this client id",
                 ));
             }
@@ -232,8 +230,7 @@ impl Sessions {
                 resumed: true,
             });
         }
-        let full =
-            |message: &str| GateError::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", message);
+        let full = |message: &str| GateError::new(Code::Overloaded, message);
         if live.len() >= self.limits.max_clients {
             return Err(full(
                 "the gate has as many clients as it takes; try again later",
@@ -255,8 +252,7 @@ impl Sessions {
         // rather than hand out guessable ones.
         let no_randomness = || {
             GateError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
+                Code::Unavailable,
                 "no randomness for a session token; try again",
             )
         };

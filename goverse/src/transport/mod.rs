@@ -9,9 +9,9 @@ mod server;
 pub(crate) use client::{Peers, RemoteFailure};
 pub(crate) use server::{FrameHandler, serve};
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::Code;
 use crate::context::CallChain;
 use crate::error::Error;
 
@@ -102,62 +102,14 @@ pub(crate) fn chain_links(chain: Option<&Arc<CallChain>>) -> Vec<proto::ChainLin
 
 /// The error a peer sent back, with its stable code.
 pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
-    if reply.code == "SHARD_MOVED" {
-        return Error::Remote {
-            code: Cow::Borrowed("SHARD_MOVED"),
-            message: reply.message,
-        };
-    }
-    let known: Option<&'static str> = [
-        "UNKNOWN_OBJECT_TYPE",
-        "UNKNOWN_METHOD",
-        "INVALID_OBJECT_ID",
-        "DEADLINE_EXCEEDED",
-        "CALL_CYCLE",
-        "METHOD_PANICKED",
-        "ACTIVATION_FAILED",
-        "INVALID_JSON",
-        "INVALID_PROTOBUF",
-        "ENCODE_FAILED",
-        "STORAGE_ERROR",
-        "STALE_OWNER",
-        "INVALID_STATE",
-        "OVERLOADED",
-        "NODE_SHUTTING_DOWN",
-        "UNAVAILABLE",
-        "INVALID_CONFIG",
-        "INVALID_CALL_ID",
-        "CALL_ID_REUSED",
-        "NOT_PERSISTENT",
-        "ACCESS_DENIED",
-        "UNAUTHENTICATED",
-        "RATE_LIMITED",
-        "CLIENT_NOT_FOUND",
-        "CLIENT_OVERFLOW",
-        "INTERNAL",
-    ]
-    .into_iter()
-    .find(|code| *code == reply.code);
-    match known {
-        Some(code) => Error::Remote {
-            code: Cow::Borrowed(code),
-            message: reply.message,
-        },
-        None => Error::Application {
-            code: Cow::Owned(reply.code),
-            message: reply.message,
-        },
-    }
+    Error::from_wire(Code::parse(&reply.code), reply.message)
 }
 
 /// An error as sent to a peer.
 pub(crate) fn error_to_wire(error: &Error) -> proto::ErrorReply {
-    let message = match error {
-        Error::Application { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
+    let (code, message) = error.to_wire();
     proto::ErrorReply {
-        code: error.code().to_string(),
+        code: code.to_string(),
         message,
     }
 }
