@@ -121,9 +121,13 @@ macro_rules! include_proto {
 /// - `name = "Counter"`: the type name objects are addressed by (default: the Rust type name).
 /// - `idle_timeout = "10m"`: deactivate after this long without calls
 ///   (`ms`, `s`, `m`, `h`, `d`; default: the node's, 15 minutes).
-/// - `persistent`: load the state from storage on activation and save it on
-///   deactivation; the type must then implement `serde::Serialize` and
-///   `serde::Deserialize`.
+/// - `persistent`: load the state from storage on activation; save it after
+///   every `&mut self` turn (and timer firing), before the call is answered,
+///   and again on deactivation. The type must then implement
+///   `serde::Serialize` and `serde::Deserialize`.
+/// - `write_behind = "1s"` (with `persistent`): answer `&mut self` calls,
+///   reliable calls excepted, at once and save within the interval; a crash
+///   loses up to an interval of answered changes.
 ///
 /// # What it generates
 ///
