@@ -111,7 +111,7 @@ async fn run() -> Result<(), String> {
         ));
     }
     let node = Node::builder()
-        .configure(file)
+        .node_file(file)
         .map_err(|e| e.to_string())?
         .start()
         .await

@@ -58,6 +58,13 @@ pub(crate) enum Target {
     Gate(Arc<crate::client::ClientInner>),
 }
 
+/// What [`ObjectRef::create`] and [`ObjectRef::delete`] ask of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    Create,
+    Delete,
+}
+
 /// The shape of a W3C `traceparent`: version, trace id, parent id, flags.
 pub(crate) fn valid_traceparent(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
@@ -303,6 +310,57 @@ impl<O: Object> ObjectRef<O> {
         let mut reliable = self.clone();
         reliable.call_id = Some(Arc::from(call_id.into()));
         reliable
+    }
+
+    /// Activates the object now, without calling a method, on whichever
+    /// node owns it. Creating an object that is already active is not an
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_OBJECT_ID`, `ACTIVATION_FAILED`, `DEADLINE_EXCEEDED`,
+    /// `NODE_SHUTTING_DOWN`, `UNKNOWN_OBJECT_TYPE` (no node of the cluster
+    /// registered the type), `CALL_CYCLE` (from the object itself, or one
+    /// waiting on it), and `ACCESS_DENIED` through a gate.
+    pub async fn create(&self) -> Result<()> {
+        self.lifecycle(Lifecycle::Create).await
+    }
+
+    /// Deactivates the object (running `on_deactivate`) and deletes its
+    /// stored state, on whichever node owns it. Deleting an object that does
+    /// not exist is not an error; a later call activates it afresh.
+    ///
+    /// # Errors
+    ///
+    /// As for [`create`](ObjectRef::create), and storage errors;
+    /// `DEADLINE_EXCEEDED` when a turn held the object past the call
+    /// timeout (the delete still happens once it ends).
+    pub async fn delete(&self) -> Result<()> {
+        self.lifecycle(Lifecycle::Delete).await
+    }
+
+    async fn lifecycle(&self, what: Lifecycle) -> Result<()> {
+        let type_name = O::DESCRIPTOR.type_name;
+        if let Some(chain) = &self.caller.chain
+            && chain.contains(type_name, &self.id)
+        {
+            // A turn waiting on its own delete would wait forever.
+            return Err(Error::CallCycle {
+                chain: chain.render(),
+                target: format!("{type_name}/{}", self.id),
+            });
+        }
+        match &self.caller.target {
+            Target::Node(node) => {
+                let origin = self.caller.origin.clone();
+                match what {
+                    Lifecycle::Create => node.create(type_name, &self.id, origin).await,
+                    Lifecycle::Delete => node.delete(type_name, &self.id, origin).await,
+                }
+            }
+            #[cfg(feature = "client")]
+            Target::Gate(client) => Box::pin(client.lifecycle(what, type_name, &self.id)).await,
+        }
     }
 
     /// Calls a `&mut self` method.

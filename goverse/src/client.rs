@@ -251,40 +251,28 @@ impl Client {
         }
     }
 
-    /// Activates object `type_name/id`, through a gate.
+    /// Activates object `id` of type `O`, through a gate; as
+    /// `OProxy::new(&client, id).create()`.
     ///
     /// # Errors
     ///
     /// As for [`Node::create`](crate::Node::create), and `UNAVAILABLE`.
-    pub async fn create(&self, type_name: &str, id: &str) -> Result<()> {
-        let deadline = Instant::now() + self.inner.options.call_timeout;
-        let mut gate = self.inner.connection(deadline).await?;
-        let request = proto::CreateObjectRequest {
-            r#type: type_name.to_string(),
-            id: id.to_string(),
-        };
-        gate.create_object(self.inner.request(request))
+    pub async fn create<O: crate::Object>(&self, id: &str) -> Result<()> {
+        crate::call::ObjectRef::<O>::new(self, id.to_string())
+            .create()
             .await
-            .map(|_| ())
-            .map_err(|status| self.inner.failed(&status))
     }
 
-    /// Deletes object `type_name/id`, through a gate.
+    /// Deletes object `id` of type `O`, through a gate; as
+    /// `OProxy::new(&client, id).delete()`.
     ///
     /// # Errors
     ///
     /// As for [`Node::delete`](crate::Node::delete), and `UNAVAILABLE`.
-    pub async fn delete(&self, type_name: &str, id: &str) -> Result<()> {
-        let deadline = Instant::now() + self.inner.options.call_timeout;
-        let mut gate = self.inner.connection(deadline).await?;
-        let request = proto::DeleteObjectRequest {
-            r#type: type_name.to_string(),
-            id: id.to_string(),
-        };
-        gate.delete_object(self.inner.request(request))
+    pub async fn delete<O: crate::Object>(&self, id: &str) -> Result<()> {
+        crate::call::ObjectRef::<O>::new(self, id.to_string())
+            .delete()
             .await
-            .map(|_| ())
-            .map_err(|status| self.inner.failed(&status))
     }
 }
 
@@ -301,6 +289,29 @@ impl IntoCaller for &Client {
 }
 
 impl ClientInner {
+    /// Creates or deletes object `type_name/id` through a gate.
+    pub(crate) async fn lifecycle(
+        &self,
+        what: crate::call::Lifecycle,
+        type_name: &str,
+        id: &str,
+    ) -> Result<()> {
+        let deadline = Instant::now() + self.options.call_timeout;
+        let mut gate = self.connection(deadline).await?;
+        let (r#type, id) = (type_name.to_string(), id.to_string());
+        let sent = match what {
+            crate::call::Lifecycle::Create => gate
+                .create_object(self.request(proto::CreateObjectRequest { r#type, id }))
+                .await
+                .map(|_| ()),
+            crate::call::Lifecycle::Delete => gate
+                .delete_object(self.request(proto::DeleteObjectRequest { r#type, id }))
+                .await
+                .map(|_| ()),
+        };
+        sent.map_err(|status| self.failed(&status))
+    }
+
     /// `message` as a request carrying the client's metadata.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

@@ -112,7 +112,7 @@ async fn typed_proxies_work_through_a_client() {
         "INVALID_CONFIG"
     );
 
-    client.delete("Wallet", "w1").await.expect("delete");
+    client.delete::<Wallet>("w1").await.expect("delete");
     assert_eq!(
         wallet
             .deposit(Int64Value { value: 1 })

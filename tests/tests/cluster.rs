@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use goverse::Codec;
 use goverse::placement::shard_of;
 use goverse::prelude::*;
 use goverse::storage::{MemoryStorage, Storage as _};
+use goverse::{Codec, EncodedCall};
 use goverse_tests::{Backend, PATIENCE, unique_prefix, wait_until};
 
 const SHARDS: u32 = 64;
@@ -271,14 +271,13 @@ async fn calls_route_to_the_owner_from_any_node(backend: Backend) {
 
     // Calls by name, in JSON, route the same way.
     let body = b
-        .call_encoded(
+        .call(EncodedCall::new(
             "Ledger",
             "ledger-7",
             "Add",
             Codec::Json,
             b"\"5\"".to_vec(),
-            None,
-        )
+        ))
         .await;
     assert_eq!(body.expect("json call"), b"\"7\"");
     for node in [&a, &b, &c] {

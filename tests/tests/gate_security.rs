@@ -220,7 +220,7 @@ async fn identities_access_rules_sessions_and_rate_limits() {
     );
     let (status, _) = post(&address, "/api/v1/objects/delete/Desk/d9", &alice, "").await;
     assert_eq!(status, 200);
-    a.delete("Vault", "v9").await.expect("code on a node may");
+    a.delete::<Vault>("v9").await.expect("code on a node may");
 
     // A client id is usable only with its session token.
     let (status, json) = post(

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use goverse::prelude::*;
-use goverse::{Codec, Error};
+use goverse::{Codec, EncodedCall, Error};
 use goverse_tests::{PATIENCE, wait_until};
 
 /// Counts finished slow turns, so tests can tell whether a turn ran.
@@ -329,12 +329,24 @@ async fn application_errors_keep_their_code() {
 async fn calls_by_name_decode_protobuf_and_json_and_reject_bad_input_with_codes() {
     let node = node(Duration::from_secs(30)).await;
     let json = node
-        .call_encoded("Fragile", "e", "Bump", Codec::Json, b"{}".to_vec(), None)
+        .call(EncodedCall::new(
+            "Fragile",
+            "e",
+            "Bump",
+            Codec::Json,
+            b"{}".to_vec(),
+        ))
         .await
         .expect("json call");
     assert_eq!(json, b"1");
     let proto = node
-        .call_encoded("Fragile", "e", "bump", Codec::Protobuf, Vec::new(), None)
+        .call(EncodedCall::new(
+            "Fragile",
+            "e",
+            "bump",
+            Codec::Protobuf,
+            Vec::new(),
+        ))
         .await
         .expect("protobuf call");
     assert_eq!(
@@ -390,19 +402,21 @@ async fn calls_by_name_decode_protobuf_and_json_and_reject_bad_input_with_codes(
     ];
     for (type_name, id, method, codec, body, code) in cases {
         let error = node
-            .call_encoded(type_name, id, method, codec, body.to_vec(), None)
+            .call(EncodedCall::new(
+                type_name,
+                id,
+                method,
+                codec,
+                body.to_vec(),
+            ))
             .await
             .unwrap_err();
         assert_eq!(error.code(), code, "{type_name}/{id}.{method}: {error}");
     }
     let error = node
-        .call_encoded(
-            "Sloth",
-            "e",
-            "Nap",
-            Codec::Json,
-            b"0".to_vec(),
-            Some(Duration::from_millis(1)),
+        .call(
+            EncodedCall::new("Sloth", "e", "Nap", Codec::Json, b"0".to_vec())
+                .timeout(Duration::from_millis(1)),
         )
         .await;
     assert!(error.is_ok() || error.as_ref().unwrap_err().code() == "DEADLINE_EXCEEDED");

@@ -61,6 +61,18 @@ impl Sleepy {
         })
     }
 
+    /// Deletes itself from inside its own turn: a call cycle.
+    pub async fn vanish(&mut self, ctx: &Context, _request: Empty) -> goverse::Result<Empty> {
+        SleepyClient::new(ctx, ctx.id()).delete().await?;
+        Ok(Empty {})
+    }
+
+    /// Deletes the object the request names, from inside this turn.
+    pub async fn remove(&mut self, ctx: &Context, request: StringValue) -> goverse::Result<Empty> {
+        SleepyClient::new(ctx, request.value).delete().await?;
+        Ok(Empty {})
+    }
+
     #[on_activate]
     async fn activated(&mut self, ctx: &Context) -> goverse::Result<()> {
         record(ctx.id(), "activate");
@@ -86,6 +98,17 @@ impl Sleepy {
             panic!("timer panicked");
         }
         Ok(())
+    }
+}
+
+/// A type no node of these tests registers.
+#[derive(Debug, Default)]
+pub struct Unregistered;
+
+#[goverse::object]
+impl Unregistered {
+    pub async fn ping(&self, _ctx: &Context, _request: Empty) -> goverse::Result<Empty> {
+        Ok(Empty {})
     }
 }
 
@@ -148,28 +171,44 @@ async fn a_failing_on_activate_fails_the_call_and_is_retried_next_time() {
 #[tokio::test]
 async fn explicit_create_and_delete() {
     let node = node().await;
-    node.create("Sleepy", "explicit").await.expect("create");
-    node.create("Sleepy", "explicit")
+    node.create::<Sleepy>("explicit").await.expect("create");
+    SleepyClient::new(&node, "explicit")
+        .create()
         .await
         .expect("create again is fine");
     assert_eq!(events("explicit"), vec!["activate"]);
     let sleepy = SleepyClient::new(&node, "explicit");
     assert_eq!(sleepy.touch(Empty {}).await.expect("touch").value, 1);
 
-    node.delete("Sleepy", "explicit").await.expect("delete");
+    sleepy.delete().await.expect("delete");
     assert_eq!(events("explicit"), vec!["activate", "deactivate"]);
-    node.delete("Sleepy", "explicit")
+    node.delete::<Sleepy>("explicit")
         .await
         .expect("deleting again is fine");
-    node.delete("Sleepy", "never-existed")
+    SleepyClient::new(&node, "never-existed")
+        .delete()
         .await
         .expect("deleting the unknown is fine");
     // Objects exist virtually: the next call activates a fresh one.
     assert_eq!(sleepy.touch(Empty {}).await.expect("touch").value, 1);
     assert_eq!(
-        node.create("Nope", "x").await.unwrap_err().code(),
-        "UNKNOWN_OBJECT_TYPE"
+        node.create::<Unregistered>("x").await.unwrap_err().code(),
+        Code::UnknownObjectType
     );
+
+    // From inside a turn: another object may be deleted, the object itself
+    // may not (its delete would wait on the turn that waits on it).
+    let other = SleepyClient::new(&node, "other");
+    assert_eq!(other.touch(Empty {}).await.expect("touch").value, 1);
+    sleepy
+        .remove(StringValue {
+            value: "other".into(),
+        })
+        .await
+        .expect("remove another");
+    assert_eq!(events("other"), vec!["activate", "deactivate"]);
+    let cycle = sleepy.vanish(Empty {}).await.unwrap_err();
+    assert_eq!(cycle.code(), Code::CallCycle, "{cycle}");
 }
 
 #[tokio::test]
@@ -342,7 +381,7 @@ async fn persistent_state_survives_deactivation_and_shutdown() {
         42
     );
     // Delete removes stored state too.
-    again.delete("SavedCounter", "s1").await.expect("delete");
+    again.delete::<Saved>("s1").await.expect("delete");
     assert_eq!(
         SavedClient::new(&again, "s1")
             .add(Int64Value { value: 1 })

@@ -175,7 +175,7 @@ async fn turns_queued_behind_a_delete_run_on_the_new_activation() {
     let calls = queue_adds(&node, "deleted", 10).await;
     let deleting = {
         let node = node.clone();
-        tokio::spawn(async move { node.delete("Tally", "deleted").await })
+        tokio::spawn(async move { node.delete::<Tally>("deleted").await })
     };
     tokio::task::yield_now().await;
     open("deleted");

@@ -517,7 +517,7 @@ async fn a_call_racing_a_delete_runs_after_it(setup: Setup) {
     till.set(Int64Value { value: 5 }).await.expect("set");
     let delete = tokio::spawn({
         let (node, id) = (node.clone(), id.clone());
-        async move { node.delete("Till", &id).await }
+        async move { node.delete::<Till>(&id).await }
     });
     wait_until("the delete is being written", PATIENCE, || async {
         gates::entered(&gate) == 1
@@ -562,7 +562,7 @@ async fn a_stale_owner_cannot_bring_a_deleted_object_back(setup: Setup) {
             .is_some_and(|n| &*n.id == "b")
     })
     .await;
-    b.delete("Till", &id).await.expect("delete on b");
+    b.delete::<Till>(&id).await.expect("delete on b");
     let error = on_a
         .set(Int64Value { value: 6 })
         .await

@@ -1165,7 +1165,7 @@ async fn a_node_purges_records_past_their_retention() {
         "past the retention a retry runs the method again"
     );
     // A deleted object's tombstone goes too.
-    node.delete("Account", "retained").await.expect("delete");
+    node.delete::<Account>("retained").await.expect("delete");
     wait_until("the tombstone is purged", PATIENCE, || {
         let storage = storage.clone();
         async move {

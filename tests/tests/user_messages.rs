@@ -3,7 +3,7 @@
 //! calls, and calls by name in protobuf and in proto3 JSON.
 
 use goverse::prelude::*;
-use goverse::{Codec, Message as _};
+use goverse::{Codec, EncodedCall, Message as _};
 use goverse_tests::chat::{History, HistoryRequest, Post, post};
 use prost::Message as _;
 
@@ -93,7 +93,13 @@ async fn calls_by_name_speak_proto3_json() {
     let body = br#"{"author":"ann","text":"hi","kind":"KIND_SYSTEM","attachment":"aGk=",
         "reactions":{"+1":2},"sentAt":"2026-11-26T10:00:00Z","room":"general"}"#;
     let response = node
-        .call_encoded("ChatRoom", "json", "Post", Codec::Json, body.to_vec(), None)
+        .call(EncodedCall::new(
+            "ChatRoom",
+            "json",
+            "Post",
+            Codec::Json,
+            body.to_vec(),
+        ))
         .await
         .expect("call");
     let json: serde_json::Value = serde_json::from_slice(&response).expect("response is JSON");
@@ -110,14 +116,13 @@ async fn calls_by_name_speak_proto3_json() {
     assert_eq!(posted["reactions"]["+1"], 2);
 
     let error = node
-        .call_encoded(
+        .call(EncodedCall::new(
             "ChatRoom",
             "json",
             "Post",
             Codec::Json,
             br#"{"kind":"NO_SUCH_KIND"}"#.to_vec(),
-            None,
-        )
+        ))
         .await
         .expect_err("an unknown enum name is refused");
     assert_eq!(error.code(), "INVALID_JSON");
@@ -133,7 +138,13 @@ async fn calls_by_name_speak_protobuf() {
     let node = node().await;
     let body = sample_post().encode_to_vec();
     let response = node
-        .call_encoded("ChatRoom", "binary", "post", Codec::Protobuf, body, None)
+        .call(EncodedCall::new(
+            "ChatRoom",
+            "binary",
+            "post",
+            Codec::Protobuf,
+            body,
+        ))
         .await
         .expect("call");
     let history = History::decode(response.as_slice()).expect("response is a History");

@@ -67,7 +67,7 @@ pub async fn serve(
         .storage(goverse::storage::SqliteStorage::open(database).await?)
         .start()
         .await?;
-    node.create("Counter", "my-counter").await?;
+    node.create::<Counter>("my-counter").await?;
     let gate = Gate::start(&node, GateOptions::default().http(http)).await?;
     Ok((node, gate))
 }

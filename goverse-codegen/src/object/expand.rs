@@ -272,6 +272,27 @@ fn proxy(ir: &ObjectIr) -> TokenStream {
     } else {
         TokenStream::new()
     };
+    // A type with a method of its own named `create` or `delete` keeps it;
+    // its lifecycle calls are then `node.create::<T>(id)` and `delete`.
+    let own = |name: &str| ir.methods.iter().any(|m| m.ident == name);
+    let create = (!own("create")).then(|| {
+        quote! {
+            /// Activates the object now, without calling a method, on
+            /// whichever node owns it (see `Node::create`).
+            pub async fn create(&self) -> #p::Result<()> {
+                self.inner.create().await
+            }
+        }
+    });
+    let delete = (!own("delete")).then(|| {
+        quote! {
+            /// Deactivates the object and deletes its stored state, on
+            /// whichever node owns it (see `Node::delete`).
+            pub async fn delete(&self) -> #p::Result<()> {
+                self.inner.delete().await
+            }
+        }
+    });
     quote! {
         #[doc = #doc]
         pub struct #client {
@@ -310,6 +331,8 @@ fn proxy(ir: &ObjectIr) -> TokenStream {
             }
 
             #reliable
+            #create
+            #delete
             #(#methods)*
         }
     }

@@ -182,6 +182,16 @@ impl AccountClient {
             inner: self.inner.reliable(call_id),
         }
     }
+    /// Activates the object now, without calling a method, on
+    /// whichever node owns it (see `Node::create`).
+    pub async fn create(&self) -> ::goverse::__private::Result<()> {
+        self.inner.create().await
+    }
+    /// Deactivates the object and deletes its stored state, on
+    /// whichever node owns it (see `Node::delete`).
+    pub async fn delete(&self) -> ::goverse::__private::Result<()> {
+        self.inner.delete().await
+    }
     pub async fn deposit(
         &self,
         request: DepositRequest,

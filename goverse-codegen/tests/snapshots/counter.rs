@@ -167,6 +167,16 @@ impl CounterClient {
             inner: self.inner.with_timeout(timeout),
         }
     }
+    /// Activates the object now, without calling a method, on
+    /// whichever node owns it (see `Node::create`).
+    pub async fn create(&self) -> ::goverse::__private::Result<()> {
+        self.inner.create().await
+    }
+    /// Deactivates the object and deletes its stored state, on
+    /// whichever node owns it (see `Node::delete`).
+    pub async fn delete(&self) -> ::goverse::__private::Result<()> {
+        self.inner.delete().await
+    }
     /// Adds to the counter.
     pub async fn add(
         &self,

@@ -407,6 +407,7 @@ impl Coordinator for ClusterCoordinator {
         })
     }
 
+    #[cfg(feature = "test-util")]
     fn crash(&self) {
         if let Some(session) = self.shared.session.get() {
             session.stop_tasks();

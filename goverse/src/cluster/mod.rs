@@ -229,7 +229,7 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Stops all activity at once without deregistering, as if the process
     /// died: the cluster notices when the node's lease expires. For tests
-    /// of failover.
-    #[doc(hidden)]
+    /// of failover (feature `test-util`).
+    #[cfg(feature = "test-util")]
     fn crash(&self) {}
 }

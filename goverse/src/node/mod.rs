@@ -27,12 +27,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::host::{ErasedHost, TypeHost};
-use crate::call::EncodedCall;
+use crate::call::{EncodedCall, ObjectRef};
 use crate::cluster::{ClusterView, Coordinator, LocalCoordinator};
 use crate::config::{AutoLoad, NodeFile, parse_duration};
 use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
-use crate::message::Codec;
 use crate::object::{BoxFuture, Object};
 use crate::placement;
 use crate::storage::{Committer, Fence, MemoryStorage, Storage};
@@ -295,7 +294,7 @@ impl NodeBuilder {
     /// # Errors
     ///
     /// `INVALID_CONFIG` for a malformed duration.
-    pub fn configure(mut self, file: NodeFile) -> Result<Self> {
+    pub fn node_file(mut self, file: NodeFile) -> Result<Self> {
         let config = &mut self.config;
         if let Some(id) = file.node_id {
             config.node_id = id;
@@ -563,63 +562,72 @@ impl Node {
         crate::IntoCaller::into_caller(self)
     }
 
-    /// Activates object `type_name/id` now, without calling a method, on
-    /// whichever node owns it. Creating an object that is already active is
-    /// not an error.
+    /// Activates object `id` of type `O` now, without calling a method, on
+    /// whichever node owns it; as `OProxy::new(&node, id).create()`.
+    /// Creating an object that is already active is not an error.
     ///
     /// # Errors
     ///
-    /// `UNKNOWN_OBJECT_TYPE`, `INVALID_OBJECT_ID`, `ACTIVATION_FAILED`,
-    /// `DEADLINE_EXCEEDED`, `NODE_SHUTTING_DOWN`.
-    pub async fn create(&self, type_name: &str, id: &str) -> Result<()> {
-        self.inner.create(type_name, id, None).await
+    /// `UNKNOWN_OBJECT_TYPE` (no node registered `O`), `INVALID_OBJECT_ID`,
+    /// `ACTIVATION_FAILED`, `DEADLINE_EXCEEDED`, `NODE_SHUTTING_DOWN`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use goverse::prelude::*;
+    /// # #[derive(Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Counter { value: i32 }
+    /// # #[goverse::object(persistent)]
+    /// # impl Counter {
+    /// #     pub async fn add(&mut self, _ctx: &Context, r: Int32Value) -> goverse::Result<Int32Value> {
+    /// #         self.value += r.value;
+    /// #         Ok(Int32Value { value: self.value })
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> goverse::Result<()> {
+    /// let node = goverse::Node::builder().register::<Counter>().start().await?;
+    /// node.create::<Counter>("c").await?;
+    /// assert_eq!(node.stats().active, 1);
+    /// let counter = CounterClient::new(&node, "c");
+    /// counter.add(Int32Value { value: 5 }).await?;
+    /// counter.delete().await?; // its state is gone
+    /// assert_eq!(counter.add(Int32Value { value: 1 }).await?.value, 1);
+    /// # node.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create<O: Object>(&self, id: &str) -> Result<()> {
+        ObjectRef::<O>::new(self, id.to_string()).create().await
     }
 
-    /// Deactivates object `type_name/id` (running `on_deactivate`) and deletes
-    /// its stored state, on whichever node owns it. Deleting an object that
-    /// does not exist is not an error; a later call activates it afresh.
+    /// Deactivates object `id` of type `O` (running `on_deactivate`) and
+    /// deletes its stored state, on whichever node owns it; as
+    /// `OProxy::new(&node, id).delete()`. Deleting an object that does not
+    /// exist is not an error; a later call activates it afresh.
     ///
     /// # Errors
     ///
     /// `UNKNOWN_OBJECT_TYPE`, `INVALID_OBJECT_ID`, `NODE_SHUTTING_DOWN`,
     /// `DEADLINE_EXCEEDED` (a turn held the object past the node's call
     /// timeout; the delete still happens once it ends), storage errors.
-    pub async fn delete(&self, type_name: &str, id: &str) -> Result<()> {
-        self.inner.delete(type_name, id, None).await
-    }
-
-    /// Calls `method` of `type_name/id` with an encoded request and returns
-    /// the encoded response, on whichever node owns the object: the path
-    /// used by gates and tools.
-    ///
-    /// `method` is the rpc name (`Add`) or the Rust name (`add`).
-    ///
-    /// # Errors
-    ///
-    /// `UNKNOWN_OBJECT_TYPE`, `UNKNOWN_METHOD`, `INVALID_OBJECT_ID`,
-    /// `INVALID_PROTOBUF` / `INVALID_JSON`, and every error of the call itself.
-    pub async fn call_encoded(
-        &self,
-        type_name: &str,
-        id: &str,
-        method: &str,
-        codec: Codec,
-        body: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>> {
-        let mut call = EncodedCall::new(type_name, id, method, codec, body);
-        call.timeout = timeout;
-        self.inner.call_encoded(call).await
+    pub async fn delete<O: Object>(&self, id: &str) -> Result<()> {
+        ObjectRef::<O>::new(self, id.to_string()).delete().await
     }
 
     /// Makes an [`EncodedCall`] (a call by name, possibly reliable) on
     /// whichever node owns the object, and returns the encoded response.
     ///
+    /// `method` is the rpc name (`Add`) or the Rust name (`add`). This is
+    /// the path gates and tools use.
+    ///
     /// # Errors
     ///
-    /// As for [`call_encoded`](Node::call_encoded); a reliable call also
-    /// fails with `INVALID_CALL_ID`, `CALL_ID_REUSED` (the id already ran
-    /// another method of this object) or `NOT_PERSISTENT`.
+    /// `UNKNOWN_OBJECT_TYPE`, `UNKNOWN_METHOD`, `INVALID_OBJECT_ID`,
+    /// `INVALID_PROTOBUF` / `INVALID_JSON`, and every error of the call
+    /// itself; a reliable call also fails with `INVALID_CALL_ID`,
+    /// `CALL_ID_REUSED` (the id already ran another method of this object)
+    /// or `NOT_PERSISTENT`.
     ///
     /// # Examples
     ///
@@ -707,8 +715,9 @@ impl Node {
 
     /// Stops the node at once as if its process died: no handoff, no saves,
     /// no deregistration; its connections drop and the cluster moves its
-    /// shards when its lease expires. For failover tests.
-    #[doc(hidden)]
+    /// shards when its lease expires. For failover tests (feature
+    /// `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn crash(&self) {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::SeqCst);
@@ -742,8 +751,9 @@ impl Node {
 
     /// Cuts the node off from its coordinator as a network partition would,
     /// while it keeps serving what it believed it owned: it becomes a stale
-    /// owner once its lease expires. For fencing tests.
-    #[doc(hidden)]
+    /// owner once its lease expires. For fencing tests (feature
+    /// `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn isolate(&self) {
         self.inner.coordinator.crash();
     }

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let node = Node::builder()
         .register::<Tally>()
         .register::<Vault>()
-        .configure(file)?
+        .node_file(file)?
         .start()
         .await?;
     println!("ready {} {}", node.id(), node.address());
