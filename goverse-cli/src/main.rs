@@ -7,28 +7,53 @@
 //!
 //! `migrate` applies the embedded schema migrations (idempotent, safe to
 //! run while nodes run); `check` exits with status 1 and says why when the
-//! schema is missing or older than this build. Storage flags are those of
-//! a node (`goverse::config::NodeFile::from_args`), so a node's own
-//! `--config` file works as it is.
+//! schema is missing or older than this build. The storage flags are a
+//! node's (`goverse::config::StorageArgs`, each also read from its
+//! `GOVERSE_*` variable), so a node's own `--config` file works as it is.
+//! `goverse <command> --help` lists them.
 
+mod logging;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use goverse::config::NodeFile;
+use clap::{Parser, Subcommand};
+use goverse::config::{NodeFile, StorageArgs};
 
-const USAGE: &str = "usage: goverse <migrate|check> (--postgres <url> | --sqlite <file> | --config <node.yaml>) [--max-connections <n>]";
+/// Operations on a goverse deployment's storage.
+#[derive(Debug, Parser)]
+#[command(name = "goverse", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Applies the schema migrations this build embeds (idempotent, safe
+    /// while nodes run).
+    Migrate(StorageCommand),
+    /// Exits with status 1, saying why, when the schema is missing or older
+    /// than this build.
+    Check(StorageCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct StorageCommand {
+    /// A node file whose `storage:` section names the storage.
+    #[arg(long, env = "GOVERSE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let command = args.next();
-    let outcome = match command.as_deref() {
-        Some("migrate") => run(args, true).await,
-        Some("check") => run(args, false).await,
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => Err(USAGE.to_string()),
+    logging::init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Migrate(args) => run(args, true).await,
+        Command::Check(args) => run(args, false).await,
     };
     match outcome {
         Ok(message) => {
@@ -43,15 +68,21 @@ async fn main() -> ExitCode {
 }
 
 /// Opens the storage the flags name, migrating it first if `migrate`.
-async fn run(args: impl Iterator<Item = String>, migrate: bool) -> Result<String, String> {
-    let file = NodeFile::from_args(args).map_err(|e| e.to_string())?;
-    let Some(mut storage) = file.storage else {
-        return Err(format!("no storage given\n{USAGE}"));
+async fn run(args: StorageCommand, migrate: bool) -> Result<String, String> {
+    let mut storage = match &args.config {
+        Some(path) => NodeFile::load(path).map_err(|e| e.to_string())?.storage,
+        None => None,
+    };
+    args.storage.apply(&mut storage);
+    let no_storage =
+        "no storage given: --postgres <url>, --sqlite <file> or --config <node.yaml> (see --help)";
+    let Some(mut storage) = storage else {
+        return Err(no_storage.to_string());
     };
     let what = match (&storage.postgres, &storage.sqlite) {
         (Some(_), _) => "PostgreSQL",
         (None, Some(_)) => "SQLite",
-        (None, None) => return Err(format!("no storage given\n{USAGE}")),
+        (None, None) => return Err(no_storage.to_string()),
     };
     storage.migrate = migrate;
     goverse::storage::open(storage)

@@ -8,8 +8,15 @@ use goverse_tests::{database_url, unique_prefix};
 use sqlx::Connection as _;
 
 fn goverse(args: &[&str]) -> (bool, String) {
+    goverse_with(args, &[])
+}
+
+/// Runs `goverse` with only the environment variables given.
+fn goverse_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_goverse"))
         .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
         .output()
         .expect("goverse runs");
     let text = format!(
@@ -66,7 +73,7 @@ async fn migrate_then_check_a_fresh_database() {
 #[test]
 fn bad_invocations_say_what_is_wrong() {
     let (ok, text) = goverse(&[]);
-    assert!(!ok && text.contains("usage: goverse"), "{text}");
+    assert!(!ok && text.contains("Usage: goverse <COMMAND>"), "{text}");
     let (ok, text) = goverse(&["migrate"]);
     assert!(!ok && text.contains("no storage given"), "{text}");
     let (ok, text) = goverse(&["migrate", "--postgres"]);
@@ -81,7 +88,56 @@ fn bad_invocations_say_what_is_wrong() {
         "{text}"
     );
     let (ok, text) = goverse(&["frobnicate"]);
-    assert!(!ok && text.contains("usage"), "{text}");
+    assert!(
+        !ok && text.contains("unrecognized subcommand 'frobnicate'"),
+        "{text}"
+    );
+    let (ok, text) = goverse(&["migrate", "--sqlite", "a.db", "--postgres", "postgres://x"]);
+    assert!(!ok && text.contains("cannot be used with"), "{text}");
+}
+
+#[test]
+fn every_command_has_help_naming_its_variables() {
+    let (ok, text) = goverse(&["--help"]);
+    assert!(
+        ok && text.contains("migrate") && text.contains("check"),
+        "{text}"
+    );
+    for command in ["migrate", "check"] {
+        let (ok, text) = goverse(&[command, "--help"]);
+        assert!(ok, "{text}");
+        for expected in [
+            "--postgres <URL>",
+            "[env: GOVERSE_DATABASE_URL=]",
+            "--sqlite <FILE>",
+            "[env: GOVERSE_SQLITE=]",
+            "--config <FILE>",
+            "--max-connections <N>",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn storage_can_be_named_by_environment_variables() {
+    let dir = std::env::temp_dir().join(unique_prefix("cli-env").replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("state.db");
+    let path = path.to_str().expect("utf-8");
+    let (ok, text) = goverse_with(&["migrate"], &[("GOVERSE_SQLITE", path)]);
+    assert!(ok, "{text}");
+    assert!(std::path::Path::new(path).exists());
+    // A flag wins over its variable.
+    let other = dir.join("other.db");
+    let other = other.to_str().expect("utf-8");
+    let (ok, text) = goverse_with(
+        &["migrate", "--sqlite", other],
+        &[("GOVERSE_SQLITE", "/nonexistent/dir/x.db")],
+    );
+    assert!(ok, "{text}");
+    assert!(std::path::Path::new(other).exists());
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -146,6 +146,82 @@ impl Default for GateOptions {
 }
 
 impl GateOptions {
+    /// The options a `gate:` section of a node file (or `GateArgs`) gives:
+    /// every key given replaces the default. `tls_cert`/`tls_key` need the
+    /// `tls` feature; `auth_tokens` is read as a [`TokenFile`].
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for a malformed duration or rate limit, TLS files
+    /// that cannot be read (or a build without `tls`), or a bad token file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use goverse::config::NodeFile;
+    /// use goverse::gate::GateOptions;
+    ///
+    /// let file = NodeFile::parse("gate:\n  http: 127.0.0.1:8080\n  rate_limit_client: 50/100\n")?;
+    /// let options = GateOptions::from_file(&file.gate.unwrap_or_default())?;
+    /// assert_eq!(options.http, Some("127.0.0.1:8080".parse().unwrap()));
+    /// assert_eq!(options.rate_limit_per_client.map(|l| l.burst), Some(100));
+    /// # Ok::<(), goverse::Error>(())
+    /// ```
+    pub fn from_file(file: &crate::config::GateFile) -> Result<Self> {
+        use crate::config::{parse_duration, parse_rate_limit};
+        let duration = |text: &Option<String>, default: Duration| {
+            text.as_deref().map_or(Ok(default), parse_duration)
+        };
+        let limit = |text: &Option<String>| {
+            text.as_deref()
+                .map(|text| parse_rate_limit(text).map(|(rate, burst)| RateLimit::new(rate, burst)))
+                .transpose()
+        };
+        let defaults = Self::default();
+        let mut options = Self {
+            http: file.http,
+            grpc: file.grpc,
+            max_body_bytes: file.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            body_timeout: duration(&file.body_timeout, defaults.body_timeout)?,
+            header_timeout: duration(&file.header_timeout, defaults.header_timeout)?,
+            call_timeout: duration(&file.call_timeout, defaults.call_timeout)?,
+            cors_origins: file.cors.clone().unwrap_or(defaults.cors_origins),
+            push_buffer: file.push_buffer.unwrap_or(defaults.push_buffer),
+            reconnect_grace: duration(&file.reconnect_grace, defaults.reconnect_grace)?,
+            heartbeat: duration(&file.heartbeat, defaults.heartbeat)?,
+            max_clients: file.max_clients.unwrap_or(defaults.max_clients),
+            max_clients_per_user: file
+                .max_clients_per_user
+                .unwrap_or(defaults.max_clients_per_user),
+            shutdown_timeout: duration(&file.shutdown_timeout, defaults.shutdown_timeout)?,
+            authenticator: None,
+            rate_limit_per_client: limit(&file.rate_limit_client)?,
+            rate_limit_per_object: limit(&file.rate_limit_object)?,
+            #[cfg(feature = "tls")]
+            tls: None,
+        };
+        if let Some(path) = &file.auth_tokens {
+            options = options.authenticator(TokenFile::load(path)?);
+        }
+        match (&file.tls_cert, &file.tls_key) {
+            (None, None) => {}
+            #[cfg(feature = "tls")]
+            (Some(cert), Some(key)) => options = options.tls(GateTls::from_pem_files(cert, key)?),
+            #[cfg(not(feature = "tls"))]
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "gate: TLS needs goverse's `tls` feature".into(),
+                ));
+            }
+            _ => {
+                return Err(Error::Config(
+                    "gate: `tls_cert` and `tls_key` go together".into(),
+                ));
+            }
+        }
+        Ok(options)
+    }
+
     /// Serves HTTP on `address` (`127.0.0.1:0` picks a free port).
     pub fn http(mut self, address: SocketAddr) -> Self {
         self.http = Some(address);

@@ -287,7 +287,8 @@ impl NodeBuilder {
         self
     }
 
-    /// Applies a node file (or flags, see [`NodeFile::from_args`]). A
+    /// Applies a node file (or flags: `NodeArgs`, `NodeFile::from_args`,
+    /// with the `cli` feature). A
     /// `cluster.etcd` section makes the node join that cluster on etcd at
     /// start (the `etcd` feature is needed).
     ///
@@ -319,6 +320,15 @@ impl NodeBuilder {
         }
         if let Some(timeout) = &file.idle_timeout {
             config.idle_timeout = parse_duration(timeout)?;
+        }
+        if let Some(timeout) = &file.storage_timeout {
+            config.storage_timeout = parse_duration(timeout)?;
+        }
+        if let Some(calls) = file.max_queued_per_object {
+            config.max_queued_per_object = calls.max(1);
+        }
+        if let Some(calls) = file.max_calls_in_flight {
+            config.max_calls_in_flight = calls.max(1);
         }
         config.auto_load.extend(file.auto_load);
         if file.storage.is_some() {

@@ -83,12 +83,14 @@ pub(crate) fn failed(doing: &str, error: impl std::fmt::Display) -> Error {
 pub(crate) fn schema_error(found: Option<i64>) -> Error {
     match found {
         None | Some(0) => Error::Storage(
-            "the goverse schema is missing: apply the migrations (open the storage with `migrate(true)`)"
+            "the goverse schema is missing: apply the migrations with `goverse migrate` \
+             (or `migrate: true` in the node file, `PostgresOptions::migrate(true)` in code)"
                 .into(),
         ),
         Some(version) => Error::Storage(format!(
             "the goverse schema is at version {version} but this code needs {SCHEMA_VERSION}: \
-             apply the migrations (open the storage with `migrate(true)`)"
+             apply the migrations with `goverse migrate` (or `migrate: true` in the node file, \
+             `PostgresOptions::migrate(true)` in code)"
         )),
     }
 }

@@ -4,26 +4,38 @@
 //! ever active on two nodes at once), prints `ready <id> <address>` once it
 //! serves, and leaves the cluster gracefully on SIGTERM.
 //!
-//! Flags as for `goverse::config::NodeFile::from_args`.
+//! Its flags are a node's (`goverse::config::NodeArgs`): `--help` lists them.
 
 use std::io::Write as _;
 
-use goverse::config::NodeFile;
 use goverse::prelude::*;
 use goverse_tests::processes::{Tally, Vault, log_activation};
 use tokio::signal::unix::{SignalKind, signal};
 
+// ANCHOR: args
+/// A node of the test cluster.
+#[derive(clap::Parser)]
+struct Cli {
+    /// Every node flag: --config, --node-id, --listen, --etcd, --postgres, ...
+    #[command(flatten)]
+    node: goverse::config::NodeArgs,
+}
+// ANCHOR_END: args
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let file = NodeFile::from_args(std::env::args().skip(1))?;
+    // ANCHOR: start
+    let cli = <Cli as clap::Parser>::parse();
     let node = Node::builder()
         .register::<Tally>()
         .register::<Vault>()
-        .node_file(file)?
+        .node_file(cli.node.into_file()?)?
         .start()
         .await?;
+    // ANCHOR_END: start
     println!("ready {} {}", node.id(), node.address());
     std::io::stdout().flush()?;
+    // ANCHOR: signals
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {
@@ -31,6 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ = interrupt.recv() => {}
     }
     node.shutdown().await;
+    // ANCHOR_END: signals
     log_activation("stopped", "-", node.id());
     println!("stopped {}", node.id());
     Ok(())

@@ -18,24 +18,37 @@
 //!   migrate: true                  # or: sqlite: ./state.db
 //!   max_connections: 16
 //!   acquire_timeout: 10s
+//! storage_timeout: 10s             # one storage operation at most
+//! max_queued_per_object: 10000
+//! max_calls_in_flight: 100000
 //! auto_load:
 //!   - { type: Monitor, id: global }            # one object in the cluster
 //!   - { type: ShardWatch, id: watch, per: shard }  # shard#N/watch on every shard
 //!   - { type: NodeAgent, id: agent, per: node }    # <address>/agent on every node
+//! gate:                              # for a process that runs a gate
+//!   http: 0.0.0.0:8080
+//!   grpc: 0.0.0.0:9090
+//!   cors: [https://game.example.com]
+//!   rate_limit_client: 50/100
+//!   auth_tokens: ./tokens.yaml
 //! ```
 //!
-//! Flags override the file: `--config <file>`, `--node-id`, `--listen`,
-//! `--advertise`, `--shard-count`, `--call-timeout`, `--idle-timeout`,
-//! `--reliable-call-retention`, `--access-rules <file>`, `--etcd <url>[,<url>...]`, `--prefix`,
-//! `--lease-ttl`, `--postgres <url>`, `--migrate <true|false>`,
-//! `--max-connections <n>`,
-//! `--sqlite <file>`. See [`NodeFile::from_args`].
+//! With the `cli` feature, [`NodeArgs`] holds the same settings as flags
+//! for a program's own clap command line (`--config <file>`, `--node-id`,
+//! `--listen`, `--etcd`, `--postgres`, ...; `--help` lists them), each also
+//! read from a `GOVERSE_*` environment variable, and each overriding the
+//! file's key; [`NodeFile::from_args`] parses them alone.
+
+#[cfg(feature = "cli")]
+mod args;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+#[cfg(feature = "cli")]
+pub use self::args::{ClusterArgs, GateArgs, NodeArgs, StorageArgs};
 use crate::error::{Error, Result};
 
 /// A node's settings as written in its YAML file or given as flags.
@@ -57,6 +70,12 @@ pub struct NodeFile {
     pub idle_timeout: Option<String>,
     /// How long reliable-call records are kept (`24h`).
     pub reliable_call_retention: Option<String>,
+    /// How long one storage operation may take before it fails (`10s`).
+    pub storage_timeout: Option<String>,
+    /// Calls one object may have waiting (default 10 000).
+    pub max_queued_per_object: Option<usize>,
+    /// Calls the node may have in flight (default 100 000).
+    pub max_calls_in_flight: Option<usize>,
     /// A YAML file of access rules (see [`crate::access`]).
     pub access_rules: Option<String>,
     /// How the node finds its cluster; absent: an embedded, single node.
@@ -65,6 +84,106 @@ pub struct NodeFile {
     pub storage: Option<StorageFile>,
     /// Objects to activate without waiting for a first call.
     pub auto_load: Vec<AutoLoad>,
+    /// The gate's settings, for a process that runs one (`goverse-gate`,
+    /// or `GateOptions::from_file`).
+    pub gate: Option<GateFile>,
+}
+
+/// The `gate:` section: a gate's listeners and bounds. Every key is
+/// optional; an absent one keeps `GateOptions`' default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct GateFile {
+    /// Where to serve HTTP.
+    pub http: Option<SocketAddr>,
+    /// Where to serve the gRPC gate service.
+    pub grpc: Option<SocketAddr>,
+    /// The largest request body taken, in bytes (1 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// How long a request body may take to arrive (`10s`).
+    pub body_timeout: Option<String>,
+    /// How long a connection may take to send its headers (`10s`).
+    pub header_timeout: Option<String>,
+    /// The timeout of calls made through the gate (`30s`).
+    pub call_timeout: Option<String>,
+    /// Origins browsers may call from (`["*"]`).
+    pub cors: Option<Vec<String>>,
+    /// Pushed messages a client may have unread (1024).
+    pub push_buffer: Option<usize>,
+    /// How long a disconnected client's session waits for it (`30s`).
+    pub reconnect_grace: Option<String>,
+    /// How often an idle push stream gets a heartbeat (`30s`).
+    pub heartbeat: Option<String>,
+    /// Client sessions the gate keeps at most (10 000).
+    pub max_clients: Option<usize>,
+    /// Client sessions one user may have at once (16).
+    pub max_clients_per_user: Option<usize>,
+    /// How long shutdown waits for open connections (`10s`).
+    pub shutdown_timeout: Option<String>,
+    /// Requests per client, `<per second>/<burst>` (e.g. `50/100`).
+    pub rate_limit_client: Option<String>,
+    /// Calls per object, `<per second>/<burst>`.
+    pub rate_limit_object: Option<String>,
+    /// A PEM certificate chain: both listeners over TLS (with `tls_key`).
+    pub tls_cert: Option<String>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// A YAML file of bearer tokens and the users they stand for
+    /// (`goverse::gate::TokenFile`); absent: every request is admitted.
+    pub auth_tokens: Option<String>,
+}
+
+impl GateFile {
+    /// Checks what serde cannot: durations, rate limits, TLS pairs.
+    fn check(&self) -> Result<()> {
+        for duration in [
+            &self.body_timeout,
+            &self.header_timeout,
+            &self.call_timeout,
+            &self.reconnect_grace,
+            &self.heartbeat,
+            &self.shutdown_timeout,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            parse_duration(duration)?;
+        }
+        for limit in [&self.rate_limit_client, &self.rate_limit_object]
+            .into_iter()
+            .flatten()
+        {
+            parse_rate_limit(limit)?;
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::Config(
+                "gate: `tls_cert` and `tls_key` go together".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A rate limit written `<per second>/<burst>`, e.g. `50/100`: the
+/// sustained rate and the burst.
+///
+/// # Errors
+///
+/// `INVALID_CONFIG` naming the problem.
+pub fn parse_rate_limit(text: &str) -> Result<(f64, u32)> {
+    let bad = || {
+        Error::Config(format!(
+            "rate limit `{text}`: write <per second>/<burst>, e.g. 50/100"
+        ))
+    };
+    let (rate, burst) = text.split_once('/').ok_or_else(bad)?;
+    let rate: f64 = rate.trim().parse().map_err(|_| bad())?;
+    let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+    if !(rate.is_finite() && rate >= 0.0) || burst == 0 {
+        return Err(bad());
+    }
+    Ok((rate, burst))
 }
 
 /// The `cluster:` section.
@@ -181,103 +300,13 @@ impl NodeFile {
         Ok(file)
     }
 
-    /// Builds the settings from command-line arguments (without the program
-    /// name): `--config <file>` is read first, then every other flag
-    /// overrides it.
-    ///
-    /// # Errors
-    ///
-    /// `INVALID_CONFIG` for an unknown flag, a missing or malformed value,
-    /// or a bad file.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let file = goverse::config::NodeFile::from_args(
-    ///     ["--node-id", "n1", "--listen", "127.0.0.1:7001", "--etcd", "http://127.0.0.1:2379"]
-    ///         .map(String::from),
-    /// )?;
-    /// assert_eq!(file.node_id.as_deref(), Some("n1"));
-    /// assert_eq!(file.cluster.map(|c| c.etcd.len()), Some(1));
-    /// # Ok::<(), goverse::Error>(())
-    /// ```
-    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self> {
-        let args: Vec<String> = args.into_iter().collect();
-        let mut pairs = Vec::new();
-        let mut iter = args.iter();
-        while let Some(flag) = iter.next() {
-            let (name, inline) = match flag.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_string())),
-                None => (flag.as_str(), None),
-            };
-            if !name.starts_with("--") {
-                return Err(Error::Config(format!("unexpected argument `{flag}`")));
-            }
-            let value = match inline {
-                Some(value) => value,
-                None => iter
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| Error::Config(format!("`{name}` needs a value")))?,
-            };
-            pairs.push((name.to_string(), value));
-        }
-        let mut file = match pairs.iter().find(|(name, _)| name == "--config") {
-            Some((_, path)) => Self::load(path)?,
-            None => Self::default(),
-        };
-        for (name, value) in pairs {
-            let bad = |what: &str| Error::Config(format!("`{name} {value}`: {what}"));
-            match name.as_str() {
-                "--config" => {}
-                "--node-id" => file.node_id = Some(value),
-                "--listen" => file.listen = Some(value.parse().map_err(|_| bad("not an address"))?),
-                "--advertise" => file.advertise = Some(value),
-                "--shard-count" => {
-                    file.shard_count = Some(value.parse().map_err(|_| bad("not a number"))?);
-                }
-                "--call-timeout" => file.call_timeout = Some(value),
-                "--idle-timeout" => file.idle_timeout = Some(value),
-                "--reliable-call-retention" => file.reliable_call_retention = Some(value),
-                "--access-rules" => file.access_rules = Some(value),
-                "--etcd" => {
-                    file.cluster.get_or_insert_with(Default::default).etcd =
-                        value.split(',').map(str::to_string).collect();
-                }
-                "--prefix" => {
-                    file.cluster.get_or_insert_with(Default::default).prefix = Some(value)
-                }
-                "--lease-ttl" => {
-                    file.cluster.get_or_insert_with(Default::default).lease_ttl = Some(value);
-                }
-                "--postgres" => {
-                    file.storage.get_or_insert_with(Default::default).postgres = Some(value)
-                }
-                "--migrate" => {
-                    file.storage.get_or_insert_with(Default::default).migrate =
-                        value.parse().map_err(|_| bad("true or false"))?;
-                }
-                "--sqlite" => {
-                    file.storage.get_or_insert_with(Default::default).sqlite = Some(value)
-                }
-                "--max-connections" => {
-                    file.storage
-                        .get_or_insert_with(Default::default)
-                        .max_connections = Some(value.parse().map_err(|_| bad("not a number"))?);
-                }
-                other => return Err(Error::Config(format!("unknown flag `{other}`"))),
-            }
-        }
-        file.check()?;
-        Ok(file)
-    }
-
     /// Checks what serde cannot: durations and ids.
     fn check(&self) -> Result<()> {
         for duration in [
             &self.call_timeout,
             &self.idle_timeout,
             &self.reliable_call_retention,
+            &self.storage_timeout,
         ]
         .into_iter()
         .chain(self.cluster.as_ref().map(|c| &c.lease_ttl))
@@ -285,6 +314,9 @@ impl NodeFile {
         .flatten()
         {
             parse_duration(duration)?;
+        }
+        if let Some(gate) = &self.gate {
+            gate.check()?;
         }
         if self.shard_count == Some(0) {
             return Err(Error::Config("shard_count must be at least 1".into()));
@@ -300,7 +332,8 @@ impl NodeFile {
     }
 }
 
-/// Parses `500ms`, `30s`, `10m`, `1h30m`, `2d`.
+/// Parses `500ms`, `30s`, `10m`, `1h30m`, `2d` (humantime's format: also
+/// `1h 30m`, `2days`), the way every duration of goverse is written.
 ///
 /// # Errors
 ///
@@ -315,42 +348,11 @@ impl NodeFile {
 /// # Ok::<(), goverse::Error>(())
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let bad = |why: &str| {
+    humantime::parse_duration(text).map_err(|e| {
         Error::Config(format!(
-            "duration `{text}`: {why} (write e.g. 500ms, 30s, 10m, 1h)"
+            "duration `{text}`: {e} (write e.g. 500ms, 30s, 10m, 1h)"
         ))
-    };
-    if text.is_empty() {
-        return Err(bad("empty"));
-    }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (number, after) = rest.split_at(split);
-        let unit_end = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_end);
-        let number: u64 = number.parse().map_err(|_| bad("expected a number"))?;
-        let scale = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(bad("missing unit")),
-            _ => return Err(bad("unknown unit")),
-        };
-        total = number
-            .checked_mul(scale)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(|| bad("too large"))?;
-        rest = after;
-    }
-    Ok(Duration::from_millis(total))
+    })
 }
 
 #[cfg(test)]
@@ -375,9 +377,7 @@ mod tests {
         let error = NodeFile::parse("node_idd: n1\n").expect_err("typo");
         assert_eq!(error.code(), "INVALID_CONFIG");
         assert!(error.to_string().contains("node_idd"), "{error}");
-        assert!(NodeFile::parse("call_timeout: 5 seconds\n").is_err());
-        assert!(NodeFile::from_args(["--listen".to_string()]).is_err());
-        assert!(NodeFile::from_args(["--frobnicate=1".to_string()]).is_err());
+        assert!(NodeFile::parse("call_timeout: 5 parsecs\n").is_err());
         assert!(parse_duration("1h30").is_err());
         assert_eq!(
             parse_duration("1h30m").expect("ok"),
@@ -385,6 +385,19 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "cli")]
+    #[test]
+    fn bad_flags_are_named() {
+        let error = NodeFile::from_args(["--listen".to_string()]).expect_err("no value");
+        assert_eq!(error.code(), "INVALID_CONFIG");
+        let error = NodeFile::from_args(["--frobnicate=1".to_string()]).expect_err("unknown");
+        assert!(error.to_string().contains("--frobnicate"), "{error}");
+        let error = NodeFile::from_args(["--call-timeout", "5 parsecs"].map(String::from))
+            .expect_err("bad duration");
+        assert!(error.to_string().contains("5 parsecs"), "{error}");
+    }
+
+    #[cfg(feature = "cli")]
     #[test]
     fn flags_override_the_file() {
         let dir = std::env::temp_dir().join(format!("goverse-config-{}", std::process::id()));
