@@ -206,16 +206,14 @@ async fn a_client_fails_over_to_another_gate() {
 struct OneToken;
 
 impl goverse::gate::Authenticator for OneToken {
-    fn authenticate<'a>(
-        &'a self,
-        request: &'a goverse::gate::AuthRequest,
-    ) -> goverse::BoxFuture<'a, Result<goverse::access::Identity, String>> {
-        Box::pin(async move {
-            match request.bearer_token() {
-                Some("s3cret") => Ok(goverse::access::Identity::new("carol", ["member"])),
-                _ => Err("who are you?".to_string()),
-            }
-        })
+    async fn authenticate(
+        &self,
+        request: &goverse::gate::AuthRequest,
+    ) -> Result<goverse::access::Identity, String> {
+        match request.bearer_token() {
+            Some("s3cret") => Ok(goverse::access::Identity::new("carol", ["member"])),
+            _ => Err("who are you?".to_string()),
+        }
     }
 }
 

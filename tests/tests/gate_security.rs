@@ -16,18 +16,15 @@ use tokio::net::TcpStream;
 /// Accepts `Bearer <user>:<role>,<role>`; refuses anything else.
 struct Tokens;
 
+// ANCHOR: authenticator
 impl Authenticator for Tokens {
-    fn authenticate<'a>(
-        &'a self,
-        request: &'a AuthRequest,
-    ) -> goverse::BoxFuture<'a, Result<Identity, String>> {
-        Box::pin(async move {
-            let token = request.bearer_token().ok_or("a bearer token is required")?;
-            let (user, roles) = token.split_once(':').ok_or("malformed token")?;
-            Ok(Identity::new(user, roles.split(',')))
-        })
+    async fn authenticate(&self, request: &AuthRequest) -> Result<Identity, String> {
+        let token = request.bearer_token().ok_or("a bearer token is required")?;
+        let (user, roles) = token.split_once(':').ok_or("malformed token")?;
+        Ok(Identity::new(user, roles.split(',')))
     }
 }
+// ANCHOR_END: authenticator
 
 /// Reports who called, and calls a `Vault` on the caller's behalf.
 #[derive(Debug, Default)]

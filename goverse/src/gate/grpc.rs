@@ -26,11 +26,30 @@ use proto::gate_server::Gate as GateService;
 
 pub use crate::gate_proto::CODE_METADATA;
 
-pub(crate) struct GrpcGate {
+/// The gate's gRPC service, to add to a tonic server of your own
+/// ([`Gate::grpc_service`](super::Gate::grpc_service)).
+#[derive(Clone)]
+pub struct GrpcGate {
     pub(crate) node: Node,
     pub(crate) options: GateOptions,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) guard: Arc<Guard>,
+}
+
+impl std::fmt::Debug for GrpcGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcGate")
+            .field("node", &self.node.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The service with its message size limits: requests up to `max` bytes,
+/// responses up to 64 MiB.
+pub(crate) fn server(service: GrpcGate, max: usize) -> proto::gate_server::GateServer<GrpcGate> {
+    proto::gate_server::GateServer::new(service)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(64 << 20)
 }
 
 /// What the authentication hook sees of a gRPC request.

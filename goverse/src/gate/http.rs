@@ -89,7 +89,26 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn(peer_from_connect_info))
         .with_state(state)
+}
+
+/// In a server of the user's (a mounted [`Gate::router`](super::Gate::router)),
+/// the peer's address comes from axum's `ConnectInfo`, when the server
+/// records it.
+async fn peer_from_connect_info(
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if request.extensions().get::<Peer>().is_none()
+        && let Some(axum::extract::ConnectInfo(address)) = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .copied()
+    {
+        request.extensions_mut().insert(Peer(address));
+    }
+    next.run(request).await
 }
 
 /// A JSON response.

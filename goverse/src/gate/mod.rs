@@ -47,7 +47,7 @@ pub use tokens::TokenFile;
 
 /// A shared authentication hook.
 #[derive(Clone)]
-pub(crate) struct AuthHook(Arc<dyn Authenticator>);
+pub(crate) struct AuthHook(Arc<dyn security::ErasedAuthenticator>);
 
 impl std::fmt::Debug for AuthHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -338,6 +338,10 @@ pub struct Gate {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     shutdown_timeout: Duration,
+    /// What the HTTP handlers share, for [`Gate::router`].
+    http_state: Arc<http::HttpState>,
+    /// The gRPC service, for [`Gate::grpc_service`].
+    grpc_service: grpc::GrpcGate,
 }
 
 impl std::fmt::Debug for Gate {
@@ -392,6 +396,18 @@ impl Gate {
             per_object: options.rate_limit_per_object.map(security::Limiter::new),
             sessions: sessions.clone(),
         });
+        let http_state = Arc::new(http::HttpState {
+            node: node.clone(),
+            options: options.clone(),
+            sessions: sessions.clone(),
+            guard: guard.clone(),
+        });
+        let grpc_service = grpc::GrpcGate {
+            node: node.clone(),
+            options: options.clone(),
+            sessions: sessions.clone(),
+            guard: guard.clone(),
+        };
         if let Some(address) = options.http {
             let listener = TcpListener::bind(address)
                 .await
@@ -401,12 +417,6 @@ impl Gate {
                     .local_addr()
                     .map_err(|e| Error::Config(format!("gate: {e}")))?,
             );
-            let state = Arc::new(http::HttpState {
-                node: node.clone(),
-                options: options.clone(),
-                sessions: sessions.clone(),
-                guard: guard.clone(),
-            });
             #[cfg(feature = "tls")]
             let tls = options
                 .tls
@@ -417,7 +427,7 @@ impl Gate {
             let tls = None;
             tasks.spawn(serve_http(
                 listener,
-                http::router(state),
+                http::router(http_state.clone()),
                 (options.header_timeout, tls),
                 stopped,
             ));
@@ -432,21 +442,14 @@ impl Gate {
                     .local_addr()
                     .map_err(|e| Error::Config(format!("gate: {e}")))?,
             );
-            let service = grpc::GrpcGate {
-                node: node.clone(),
-                options: options.clone(),
-                sessions: sessions.clone(),
-                guard: guard.clone(),
-            };
+            let service = grpc_service.clone();
             let incoming = first_bytes_within(listener, options.header_timeout, stop.subscribe());
             let mut stop = stop.subscribe();
             let max = options.max_body_bytes;
             #[cfg(feature = "tls")]
             let (tls, handshake) = (options.tls.clone(), options.header_timeout);
             tasks.spawn(async move {
-                let service = grpc::proto::gate_server::GateServer::new(service)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(64 << 20);
+                let service = grpc::server(service, max);
                 let builder = tonic::transport::Server::builder();
                 #[cfg(feature = "tls")]
                 let builder = match &tls {
@@ -482,7 +485,35 @@ impl Gate {
             stop,
             tasks,
             shutdown_timeout: options.shutdown_timeout,
+            http_state,
+            grpc_service,
         })
+    }
+
+    /// The HTTP gate as an axum `Router`, to mount in a server you already
+    /// run (`app.merge(gate.router())`, or `.nest("/game", gate.router())`),
+    /// with or without [`GateOptions::http`].
+    ///
+    /// Everything the gate does per request comes with it: authentication,
+    /// rate limits (by the peer's address when your server is served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`), CORS, body
+    /// limits, sessions and pushes. What belongs to the server stays
+    /// yours: TLS, the header timeout, and graceful shutdown of its
+    /// connections. [`Gate::shutdown`] still ends the gate's push streams.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.http_state.clone())
+    }
+
+    /// The gRPC gate service, to add to a tonic server you already run
+    /// (`Server::builder().add_service(gate.grpc_service())`), with or
+    /// without [`GateOptions::grpc`]. As with [`Gate::router`], the
+    /// server's transport settings (TLS, keep-alive, header timeout) are
+    /// yours; message size limits come from [`GateOptions::max_body_bytes`].
+    pub fn grpc_service(&self) -> grpc::proto::gate_server::GateServer<grpc::GrpcGate> {
+        grpc::server(
+            self.grpc_service.clone(),
+            self.http_state.options.max_body_bytes,
+        )
     }
 
     /// What the gate counts about its clients and their pushes.

@@ -53,24 +53,41 @@ impl AuthRequest {
 /// struct Tokens;
 ///
 /// impl Authenticator for Tokens {
-///     fn authenticate<'a>(&'a self, request: &'a AuthRequest) -> goverse::BoxFuture<'a, Result<Identity, String>> {
-///         Box::pin(async move {
-///             match request.bearer_token() {
-///                 Some("alice-secret") => Ok(Identity::new("alice", ["player"])),
-///                 Some(_) => Err("unknown token".to_string()),
-///                 None => Err("a bearer token is required".to_string()),
-///             }
-///         })
+///     async fn authenticate(&self, request: &AuthRequest) -> Result<Identity, String> {
+///         match request.bearer_token() {
+///             Some("alice-secret") => Ok(Identity::new("alice", ["player"])),
+///             Some(_) => Err("unknown token".to_string()),
+///             None => Err("a bearer token is required".to_string()),
+///         }
 ///     }
 /// }
 /// ```
 pub trait Authenticator: Send + Sync + 'static {
     /// The identity of the request, or why it is refused (`401
-    /// UNAUTHENTICATED`).
+    /// UNAUTHENTICATED`). Implement it as an `async fn`; the future must
+    /// be `Send`.
+    fn authenticate(
+        &self,
+        request: &AuthRequest,
+    ) -> impl Future<Output = Result<Identity, String>> + Send;
+}
+
+/// [`Authenticator`] behind a pointer: the gate keeps any one as
+/// `Arc<dyn ErasedAuthenticator>`, boxing the future of each call.
+pub(crate) trait ErasedAuthenticator: Send + Sync + 'static {
     fn authenticate<'a>(
         &'a self,
         request: &'a AuthRequest,
     ) -> BoxFuture<'a, Result<Identity, String>>;
+}
+
+impl<T: Authenticator> ErasedAuthenticator for T {
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a AuthRequest,
+    ) -> BoxFuture<'a, Result<Identity, String>> {
+        Box::pin(Authenticator::authenticate(self, request))
+    }
 }
 
 /// A secret kept with a keyed digest of itself, so that checking a
@@ -234,7 +251,7 @@ fn too_many(who: &str, wait: Duration) -> GateError {
 
 /// What a gate checks before it forwards a request.
 pub(crate) struct Guard {
-    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) authenticator: Option<Arc<dyn ErasedAuthenticator>>,
     pub(crate) per_client: Option<Limiter>,
     pub(crate) per_object: Option<Limiter>,
     pub(crate) sessions: Arc<Sessions>,

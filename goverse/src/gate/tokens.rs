@@ -8,7 +8,6 @@ use std::path::Path;
 use super::security::{AuthRequest, Authenticator, Secret};
 use crate::access::Identity;
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
 
 /// Bearer tokens and the identities they stand for.
 ///
@@ -148,18 +147,14 @@ impl TokenFile {
 }
 
 impl Authenticator for TokenFile {
-    fn authenticate<'a>(
-        &'a self,
-        request: &'a AuthRequest,
-    ) -> BoxFuture<'a, std::result::Result<Identity, String>> {
-        let outcome = match request.bearer_token() {
+    async fn authenticate(&self, request: &AuthRequest) -> std::result::Result<Identity, String> {
+        match request.bearer_token() {
             Some(token) => self
                 .identity_of(token)
                 .cloned()
                 .ok_or_else(|| "unknown bearer token".to_string()),
             None => Err("a bearer token is required (Authorization: Bearer <token>)".to_string()),
-        };
-        Box::pin(std::future::ready(outcome))
+        }
     }
 }
 
