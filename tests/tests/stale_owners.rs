@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use goverse::BoxFuture;
 use goverse::placement::shard_of;
 use goverse::prelude::*;
 use goverse::storage::{
     CallRecord, Claim, Fence, MemoryStorage, NO_STATE, PostgresOptions, PostgresStorage,
-    StateWrite, Storage, StoredState,
+    SharedStorage, StateWrite, Storage, StoredState,
 };
 use goverse_tests::{Backend, PATIENCE, database_url, unique_prefix, wait_until};
 use tokio::sync::watch;
@@ -126,21 +125,21 @@ enum Setup {
 struct TestCluster {
     backend: Backend,
     prefix: String,
-    storage: Arc<dyn Storage>,
+    storage: SharedStorage,
     lease_ttl: Duration,
 }
 
 impl TestCluster {
     async fn new(setup: Setup, test: &str) -> Self {
-        let (backend, storage, lease_ttl): (_, Arc<dyn Storage>, _) = match setup {
+        let (backend, storage, lease_ttl): (_, SharedStorage, _) = match setup {
             Setup::Memory => (
                 Backend::memory(),
-                Arc::new(MemoryStorage::new()),
+                SharedStorage::new(MemoryStorage::new()),
                 Duration::from_secs(1),
             ),
             Setup::EtcdPostgres => (
                 Backend::etcd(),
-                Arc::new(
+                SharedStorage::new(
                     PostgresStorage::connect(
                         &database_url(),
                         PostgresOptions::default().migrate(true).max_connections(4),
@@ -409,7 +408,7 @@ async fn a_second_process_with_a_live_nodes_id_is_refused(setup: Setup) {
 /// A store that holds deletes (and writes of a row holding no state) at
 /// a gate until the test opens it.
 struct HeldDeletes {
-    inner: Arc<dyn Storage>,
+    inner: SharedStorage,
     gate: String,
 }
 
@@ -420,80 +419,59 @@ impl HeldDeletes {
 }
 
 impl Storage for HeldDeletes {
-    fn load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, goverse::Result<Option<StoredState>>> {
-        self.inner.load(type_name, id)
+    async fn load(&self, type_name: &str, id: &str) -> goverse::Result<Option<StoredState>> {
+        self.inner.load(type_name, id).await
     }
 
-    fn save<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        data: &'a [u8],
+    async fn save(
+        &self,
+        type_name: &str,
+        id: &str,
+        data: &[u8],
         fence: Fence,
-    ) -> BoxFuture<'a, goverse::Result<()>> {
-        Box::pin(async move {
-            if self.holds(data) {
-                gates::pass(&self.gate).await;
-            }
-            self.inner.save(type_name, id, data, fence).await
-        })
+    ) -> goverse::Result<()> {
+        if self.holds(data) {
+            gates::pass(&self.gate).await;
+        }
+        self.inner.save(type_name, id, data, fence).await
     }
 
-    fn save_batch<'a>(
-        &'a self,
-        writes: &'a [StateWrite],
-    ) -> BoxFuture<'a, Vec<goverse::Result<()>>> {
-        Box::pin(async move {
-            if writes.iter().any(|w| self.holds(&w.data)) {
-                gates::pass(&self.gate).await;
-            }
-            self.inner.save_batch(writes).await
-        })
+    async fn save_batch(&self, writes: &[StateWrite]) -> Vec<goverse::Result<()>> {
+        if writes.iter().any(|w| self.holds(&w.data)) {
+            gates::pass(&self.gate).await;
+        }
+        self.inner.save_batch(writes).await
     }
 
     fn concurrent_batches(&self) -> usize {
         self.inner.concurrent_batches()
     }
 
-    fn claim_and_load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
+    async fn claim_and_load(
+        &self,
+        type_name: &str,
+        id: &str,
         fence: Fence,
-    ) -> BoxFuture<'a, goverse::Result<Option<StoredState>>> {
-        self.inner.claim_and_load(type_name, id, fence)
+    ) -> goverse::Result<Option<StoredState>> {
+        self.inner.claim_and_load(type_name, id, fence).await
     }
 
-    fn claim_batch<'a>(
-        &'a self,
-        claims: &'a [Claim],
-    ) -> BoxFuture<'a, Vec<goverse::Result<Option<StoredState>>>> {
-        self.inner.claim_batch(claims)
+    async fn claim_batch(&self, claims: &[Claim]) -> Vec<goverse::Result<Option<StoredState>>> {
+        self.inner.claim_batch(claims).await
     }
 
-    fn load_call<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        call_id: &'a str,
-    ) -> BoxFuture<'a, goverse::Result<Option<CallRecord>>> {
-        self.inner.load_call(type_name, id, call_id)
+    async fn load_call(
+        &self,
+        type_name: &str,
+        id: &str,
+        call_id: &str,
+    ) -> goverse::Result<Option<CallRecord>> {
+        self.inner.load_call(type_name, id, call_id).await
     }
 
-    fn delete<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> BoxFuture<'a, goverse::Result<()>> {
-        Box::pin(async move {
-            gates::pass(&self.gate).await;
-            self.inner.delete(type_name, id, fence).await
-        })
+    async fn delete(&self, type_name: &str, id: &str, fence: Fence) -> goverse::Result<()> {
+        gates::pass(&self.gate).await;
+        self.inner.delete(type_name, id, fence).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use goverse::prelude::*;
 use goverse::storage::{
     CallOutcome, CallRecord, Claim, Fence, MemoryStorage, NO_STATE, PostgresOptions,
-    PostgresStorage, SqliteStorage, StateWrite, Storage,
+    PostgresStorage, SharedStorage, SqliteStorage, StateWrite, Storage,
 };
 use goverse::{Codec, EncodedCall};
 use goverse_tests::{PATIENCE, database_url, unique_prefix, wait_until};
@@ -28,7 +28,7 @@ fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).expect("stored state is JSON")
 }
 
-async fn round_trips(storage: Arc<dyn Storage>) {
+async fn round_trips(storage: SharedStorage) {
     let kind = unique_type("round");
     assert_eq!(storage.load(&kind, "a").await.expect("load"), None);
     let state = br#"{"total": 7, "names": ["x", "y"], "nested": {"k": true}}"#;
@@ -60,7 +60,7 @@ async fn round_trips(storage: Arc<dyn Storage>) {
     );
 }
 
-async fn saves_are_fenced(storage: Arc<dyn Storage>) {
+async fn saves_are_fenced(storage: SharedStorage) {
     let kind = unique_type("fence");
     storage
         .save(&kind, "a", br#"{"v": 2}"#, Fence { epoch: 2 })
@@ -100,7 +100,7 @@ async fn saves_are_fenced(storage: Arc<dyn Storage>) {
     );
 }
 
-async fn deletes_are_idempotent_and_fenced(storage: Arc<dyn Storage>) {
+async fn deletes_are_idempotent_and_fenced(storage: SharedStorage) {
     let kind = unique_type("delete");
     storage
         .delete(&kind, "never", Fence { epoch: 1 })
@@ -218,12 +218,12 @@ fn write_v(kind: &str, id: &str, epoch: u64, v: i64) -> StateWrite {
     }
 }
 
-async fn stored_v(storage: &Arc<dyn Storage>, kind: &str, id: &str) -> (serde_json::Value, u64) {
+async fn stored_v(storage: &SharedStorage, kind: &str, id: &str) -> (serde_json::Value, u64) {
     let stored = storage.load(kind, id).await.expect("load").expect("stored");
     (json(&stored.data)["v"].clone(), stored.epoch)
 }
 
-async fn batches_write_stored_and_new_rows_and_refuse_stale_ones(storage: Arc<dyn Storage>) {
+async fn batches_write_stored_and_new_rows_and_refuse_stale_ones(storage: SharedStorage) {
     let kind = unique_type("batch");
     storage
         .save(&kind, "stored", br#"{"v": 0}"#, Fence { epoch: 1 })
@@ -271,7 +271,7 @@ async fn batches_write_stored_and_new_rows_and_refuse_stale_ones(storage: Arc<dy
     assert_eq!(stored_v(&storage, &kind, "newer").await, (1.into(), 3));
 }
 
-async fn call_records_land_with_their_state(storage: Arc<dyn Storage>) {
+async fn call_records_land_with_their_state(storage: SharedStorage) {
     let kind = unique_type("calls");
     storage
         .save(&kind, "stale", b"{}", Fence { epoch: 5 })
@@ -369,7 +369,7 @@ async fn call_records_land_with_their_state(storage: Arc<dyn Storage>) {
     .await;
 }
 
-async fn reliable_calls_run_once(storage: Arc<dyn Storage>) {
+async fn reliable_calls_run_once(storage: SharedStorage) {
     let node = Node::builder()
         .register::<Account>()
         .storage(storage.clone())
@@ -472,7 +472,7 @@ async fn reliable_calls_run_once(storage: Arc<dyn Storage>) {
     again.shutdown().await;
 }
 
-async fn objects_keep_state_and_old_rows_load(storage: Arc<dyn Storage>) {
+async fn objects_keep_state_and_old_rows_load(storage: SharedStorage) {
     // A row written before `label` existed.
     let id = unique_type("account");
     storage
@@ -530,7 +530,7 @@ async fn objects_keep_state_and_old_rows_load(storage: Arc<dyn Storage>) {
     again.shutdown().await;
 }
 
-async fn calls_are_durable_when_they_return(storage: Arc<dyn Storage>) {
+async fn calls_are_durable_when_they_return(storage: SharedStorage) {
     let node = Node::builder()
         .register::<Account>()
         .storage(storage.clone())
@@ -577,7 +577,7 @@ async fn calls_are_durable_when_they_return(storage: Arc<dyn Storage>) {
     node.shutdown().await;
 }
 
-async fn claims_in_one_batch_answer_each_object(storage: Arc<dyn Storage>) {
+async fn claims_in_one_batch_answer_each_object(storage: SharedStorage) {
     let kind: &'static str = Box::leak(unique_type("claims").into_boxed_str());
     storage
         .save(kind, "older", br#"{"v": 1}"#, Fence { epoch: 1 })
@@ -618,7 +618,7 @@ async fn claims_in_one_batch_answer_each_object(storage: Arc<dyn Storage>) {
     assert_eq!(error.code(), "STALE_OWNER");
 }
 
-async fn a_claim_fences_out_older_writers(storage: Arc<dyn Storage>) {
+async fn a_claim_fences_out_older_writers(storage: SharedStorage) {
     let kind = unique_type("claim");
     // A claim on an object never saved leaves a row holding no state at
     // the claim's epoch: an older owner's first write of it is refused, a
@@ -712,23 +712,23 @@ async fn a_claim_fences_out_older_writers(storage: Arc<dyn Storage>) {
     );
 }
 
-async fn memory() -> Arc<dyn Storage> {
-    Arc::new(MemoryStorage::new())
+async fn memory() -> SharedStorage {
+    SharedStorage::new(MemoryStorage::new())
 }
 
-async fn sqlite() -> Arc<dyn Storage> {
+async fn sqlite() -> SharedStorage {
     let dir = std::env::temp_dir().join(unique_prefix("sqlite").replace('/', "_"));
     std::fs::create_dir_all(&dir).expect("dir");
-    Arc::new(
+    SharedStorage::new(
         SqliteStorage::open(dir.join("state.db"))
             .await
             .expect("sqlite opens"),
     )
 }
 
-async fn postgres() -> Arc<dyn Storage> {
+async fn postgres() -> SharedStorage {
     let options = PostgresOptions::default().migrate(true).max_connections(4);
-    Arc::new(
+    SharedStorage::new(
         PostgresStorage::connect(&database_url(), options)
             .await
             .expect("PostgreSQL is reachable"),
@@ -758,7 +758,7 @@ macro_rules! on_every_backend {
 
 /// Rows holding no state (tombstones, claims) go once older than the age
 /// given; rows with state stay, however old.
-async fn tombstones_go_after_their_retention(storage: Arc<dyn Storage>) {
+async fn tombstones_go_after_their_retention(storage: SharedStorage) {
     let kind = unique_type("tombstones");
     let fence = Fence { epoch: 3 };
     storage
@@ -801,7 +801,7 @@ async fn tombstones_go_after_their_retention(storage: Arc<dyn Storage>) {
 /// Reads of ids nobody stored, and calls whose request does not decode,
 /// write nothing: no row, not even at shutdown, and the bad call leaves no
 /// activation behind.
-async fn reads_and_bad_calls_on_random_ids_store_nothing(storage: Arc<dyn Storage>) {
+async fn reads_and_bad_calls_on_random_ids_store_nothing(storage: SharedStorage) {
     let node = Node::builder()
         .register::<Account>()
         .storage(storage.clone())
@@ -892,7 +892,7 @@ impl Note {
 /// fails its own call with `INVALID_STATE` and leaves the object as it was,
 /// while the writes of other objects committed beside it all land; a
 /// reliable call's error text with a NUL is recorded and replayed.
-async fn an_unstorable_state_fails_only_its_own_call(storage: Arc<dyn Storage>) {
+async fn an_unstorable_state_fails_only_its_own_call(storage: SharedStorage) {
     let node = Node::builder()
         .register::<Note>()
         .storage(storage)
@@ -992,12 +992,12 @@ impl Tab {
     }
 }
 
-async fn stored_total(storage: &Arc<dyn Storage>, id: &str) -> Option<i64> {
+async fn stored_total(storage: &SharedStorage, id: &str) -> Option<i64> {
     let stored = storage.load("Tab", id).await.expect("load")?;
     json(&stored.data)["total"].as_i64()
 }
 
-async fn write_behind_saves_within_its_interval(storage: Arc<dyn Storage>) {
+async fn write_behind_saves_within_its_interval(storage: SharedStorage) {
     let node = Node::builder()
         .register::<Tab>()
         .storage(storage.clone())
@@ -1188,36 +1188,29 @@ struct Flaky {
 }
 
 impl Storage for Flaky {
-    fn load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-    ) -> goverse::BoxFuture<'a, goverse::Result<Option<goverse::storage::StoredState>>> {
-        self.inner.load(type_name, id)
+    async fn load(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> goverse::Result<Option<goverse::storage::StoredState>> {
+        self.inner.load(type_name, id).await
     }
 
-    fn save<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        data: &'a [u8],
+    async fn save(
+        &self,
+        type_name: &str,
+        id: &str,
+        data: &[u8],
         fence: Fence,
-    ) -> goverse::BoxFuture<'a, goverse::Result<()>> {
+    ) -> goverse::Result<()> {
         if self.failing.load(Ordering::SeqCst) {
-            return Box::pin(std::future::ready(Err(goverse::Error::Storage(
-                "disk on fire".into(),
-            ))));
+            return Err(goverse::Error::Storage("disk on fire".into()));
         }
-        self.inner.save(type_name, id, data, fence)
+        self.inner.save(type_name, id, data, fence).await
     }
 
-    fn delete<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> goverse::BoxFuture<'a, goverse::Result<()>> {
-        self.inner.delete(type_name, id, fence)
+    async fn delete(&self, type_name: &str, id: &str, fence: Fence) -> goverse::Result<()> {
+        self.inner.delete(type_name, id, fence).await
     }
 }
 

@@ -11,12 +11,11 @@
 //!
 //! Run with: cargo run --release -p goverse-benches --bin activation_with_load
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use goverse::prelude::*;
 use goverse::storage::{
-    Fence, PostgresOptions, PostgresStorage, SqliteStorage, StateWrite, Storage,
+    Fence, PostgresOptions, PostgresStorage, SharedStorage, SqliteStorage, StateWrite, Storage,
 };
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -42,7 +41,7 @@ impl Profile {
 /// Stores `ids` as saved profiles at `epoch`: at 1 (the embedded node's
 /// epoch) they are what a node finds when it reactivates its objects, at 0
 /// what a new owner finds after a shard moved to it.
-async fn seed(storage: &dyn Storage, ids: &[String], epoch: u64) -> Result<(), Failure> {
+async fn seed(storage: &SharedStorage, ids: &[String], epoch: u64) -> Result<(), Failure> {
     for chunk in ids.chunks(500) {
         let writes: Vec<StateWrite> = chunk
             .iter()
@@ -91,16 +90,16 @@ where
     ids.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn compare(label: &str, storage: Arc<dyn Storage>, objects: usize) -> Result<f64, Failure> {
+async fn compare(label: &str, storage: SharedStorage, objects: usize) -> Result<f64, Failure> {
     let run = std::process::id();
     let reads: Vec<String> = (0..objects).map(|i| format!("read-{run}-{i}")).collect();
     let activations: Vec<String> = (0..objects).map(|i| format!("profile-{run}-{i}")).collect();
     let moved: Vec<String> = (0..objects / 4)
         .map(|i| format!("moved-{run}-{i}"))
         .collect();
-    seed(&*storage, &reads, 1).await?;
-    seed(&*storage, &activations, 1).await?;
-    seed(&*storage, &moved, 0).await?;
+    seed(&storage, &reads, 1).await?;
+    seed(&storage, &activations, 1).await?;
+    seed(&storage, &moved, 0).await?;
 
     let plain = storage.clone();
     let baseline = rate(&reads, move |id| {
@@ -161,7 +160,7 @@ async fn main() -> Result<(), Failure> {
 
     let dir = std::env::temp_dir().join(format!("goverse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let sqlite: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.join("state.db")).await?);
+    let sqlite = SharedStorage::new(SqliteStorage::open(dir.join("state.db")).await?);
     compare("SQLite", sqlite, objects).await?;
     std::fs::remove_dir_all(&dir).ok();
 
@@ -170,8 +169,7 @@ async fn main() -> Result<(), Failure> {
     {
         Ok(url) => {
             let options = PostgresOptions::default().migrate(true);
-            let postgres: Arc<dyn Storage> =
-                Arc::new(PostgresStorage::connect(&url, options).await?);
+            let postgres = SharedStorage::new(PostgresStorage::connect(&url, options).await?);
             compare("PostgreSQL", postgres, objects).await?;
         }
         Err(_) => println!("  PostgreSQL: skipped (set GOVERSE_BENCH_DATABASE_URL)"),

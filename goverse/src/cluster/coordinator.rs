@@ -35,7 +35,6 @@ use super::store::{
 };
 use super::{ClusterView, Coordinator, Member, Membership, MemoryStore, NodeInfo, ShardState};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
 use crate::placement::{self, ShardPlacement};
 
 /// Writes per transaction (etcd allows 128 operations by default).
@@ -176,235 +175,221 @@ fn valid_node_id(id: &str) -> bool {
 }
 
 impl Coordinator for ClusterCoordinator {
-    fn join<'a>(
-        &'a self,
-        member: &'a Member,
-        shard_count: u32,
-    ) -> BoxFuture<'a, Result<Membership>> {
-        Box::pin(async move {
-            let (id, address) = (member.id.as_str(), member.address.as_str());
-            if !valid_node_id(id) {
-                return Err(Error::Config(format!(
-                    "node id `{id}` must be 1-128 characters of letters, digits, `-`, `_`, `.` or `:`"
-                )));
-            }
-            let ttl = self.shared.options.lease_ttl;
-            if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 60 * 60) {
-                return Err(Error::Config(format!(
-                    "the lease TTL must be between 1 s and a day, not {ttl:?}"
-                )));
-            }
-            if self.shared.session.get().is_some() {
-                return Err(Error::Config("this coordinator has already joined".into()));
-            }
-            let shared = &self.shared;
-            check_shard_count(shared, shard_count).await?;
-            let (initial, revision) = shared.store.get_prefix(&shared.keys.root()).await?;
-            let mut state = State {
-                nodes: Arc::default(),
-                shards: Arc::new(vec![ShardState::default(); shard_count as usize]),
-                leader: None,
-                revision,
-            };
-            state.reset(&shared.keys, initial);
-            let (view, receiver) = watch::channel(Arc::new(ClusterView {
-                nodes: state.nodes.clone(),
-                shards: state.shards.clone(),
-                leader: state.leader.clone(),
-                online: false,
-            }));
-            let session = Arc::new(Session {
-                id: id.into(),
-                address: address.into(),
-                hosts_objects: member.hosts_objects,
-                lease: Mutex::new(0),
-                lease_valid: AtomicBool::new(false),
-                leaving: AtomicBool::new(false),
-                state: Mutex::new(state),
-                view,
-                tasks: Mutex::new(Vec::new()),
-            });
-            if shared.session.set(session.clone()).is_err() {
-                return Err(Error::Config("this coordinator has already joined".into()));
-            }
-            register_at_join(shared, &session).await?;
-            let tasks = vec![
-                tokio::spawn(watch_cluster(shared.clone(), session.clone(), revision + 1)),
-                tokio::spawn(keep_alive(shared.clone(), session.clone())),
-                tokio::spawn(lead(shared.clone(), session.clone())),
-            ];
-            session
-                .tasks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(tasks);
-            Ok(Membership {
-                shard_count,
-                view: receiver,
-            })
+    async fn join(&self, member: &Member, shard_count: u32) -> Result<Membership> {
+        let (id, address) = (member.id.as_str(), member.address.as_str());
+        if !valid_node_id(id) {
+            return Err(Error::Config(format!(
+                "node id `{id}` must be 1-128 characters of letters, digits, `-`, `_`, `.` or `:`"
+            )));
+        }
+        let ttl = self.shared.options.lease_ttl;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 60 * 60) {
+            return Err(Error::Config(format!(
+                "the lease TTL must be between 1 s and a day, not {ttl:?}"
+            )));
+        }
+        if self.shared.session.get().is_some() {
+            return Err(Error::Config("this coordinator has already joined".into()));
+        }
+        let shared = &self.shared;
+        check_shard_count(shared, shard_count).await?;
+        let (initial, revision) = shared.store.get_prefix(&shared.keys.root()).await?;
+        let mut state = State {
+            nodes: Arc::default(),
+            shards: Arc::new(vec![ShardState::default(); shard_count as usize]),
+            leader: None,
+            revision,
+        };
+        state.reset(&shared.keys, initial);
+        let (view, receiver) = watch::channel(Arc::new(ClusterView {
+            nodes: state.nodes.clone(),
+            shards: state.shards.clone(),
+            leader: state.leader.clone(),
+            online: false,
+        }));
+        let session = Arc::new(Session {
+            id: id.into(),
+            address: address.into(),
+            hosts_objects: member.hosts_objects,
+            lease: Mutex::new(0),
+            lease_valid: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+            state: Mutex::new(state),
+            view,
+            tasks: Mutex::new(Vec::new()),
+        });
+        if shared.session.set(session.clone()).is_err() {
+            return Err(Error::Config("this coordinator has already joined".into()));
+        }
+        register_at_join(shared, &session).await?;
+        let tasks = vec![
+            tokio::spawn(watch_cluster(shared.clone(), session.clone(), revision + 1)),
+            tokio::spawn(keep_alive(shared.clone(), session.clone())),
+            tokio::spawn(lead(shared.clone(), session.clone())),
+        ];
+        session
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(tasks);
+        Ok(Membership {
+            shard_count,
+            view: receiver,
         })
     }
 
-    fn hand_over<'a>(&'a self, shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let session = self.session()?;
-            let view = session.view.borrow().clone();
-            let mut writes = Vec::new();
-            for &(shard, epoch) in shards {
-                let Some(state) = view.shard(shard) else {
-                    continue;
-                };
-                let Some(target) = &state.target else {
-                    continue;
-                };
-                if state.owner.as_deref() != Some(&*session.id)
-                    || state.epoch != epoch
-                    || **target == *session.id
-                {
-                    continue;
-                }
-                writes.push((
-                    shard,
-                    state.revision,
-                    ShardRecord {
-                        owner: Some(target.clone()),
-                        target: Some(target.clone()),
-                        epoch: epoch + 1,
-                        pinned: state.pinned,
-                    },
-                ));
-            }
-            write_shards(&self.shared, writes).await.map(|_| ())
-        })
-    }
-
-    fn begin_leave(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            let session = self.session()?;
-            session.leaving.store(true, Ordering::SeqCst);
-            let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
-            let record = NodeRecord {
-                address: session.address.clone(),
-                hosts_objects: session.hosts_objects,
-                leaving: true,
-            };
-            self.shared
-                .store
-                .txn(
-                    vec![],
-                    vec![Op::Put {
-                        key: self.shared.keys.node(&session.id),
-                        value: record.encode(),
-                        lease: Some(lease),
-                    }],
-                )
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn pin<'a>(&'a self, shard: u32, node: Option<&'a str>) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let session = self.session()?;
-            let view = session.view.borrow().clone();
+    async fn hand_over(&self, shards: &[(u32, u64)]) -> Result<()> {
+        let session = self.session()?;
+        let view = session.view.borrow().clone();
+        let mut writes = Vec::new();
+        for &(shard, epoch) in shards {
             let Some(state) = view.shard(shard) else {
-                return Err(Error::Config(format!(
-                    "no shard {shard}: the cluster has {}",
-                    view.shard_count()
-                )));
+                continue;
             };
-            let record = match node {
-                Some(node) => {
-                    if !view
-                        .nodes
-                        .get(node)
-                        .is_some_and(|n| n.hosts_objects && !n.leaving)
-                    {
-                        return Err(Error::Config(format!(
-                            "node `{node}` is not a live node hosting objects"
-                        )));
-                    }
-                    ShardRecord {
-                        owner: state.owner.clone(),
-                        target: Some(node.into()),
-                        epoch: state.epoch,
-                        pinned: true,
-                    }
-                }
-                None => ShardRecord {
-                    owner: state.owner.clone(),
-                    target: state.target.clone(),
-                    epoch: state.epoch,
-                    pinned: false,
-                },
+            let Some(target) = &state.target else {
+                continue;
             };
-            match write_shards(&self.shared, vec![(shard, state.revision, record)]).await? {
-                Some(_) => Ok(()),
-                None => Err(Error::Unavailable(format!(
-                    "shard {shard} changed while pinning it; try again"
-                ))),
+            if state.owner.as_deref() != Some(&*session.id)
+                || state.epoch != epoch
+                || **target == *session.id
+            {
+                continue;
             }
-        })
+            writes.push((
+                shard,
+                state.revision,
+                ShardRecord {
+                    owner: Some(target.clone()),
+                    target: Some(target.clone()),
+                    epoch: epoch + 1,
+                    pinned: state.pinned,
+                },
+            ));
+        }
+        write_shards(&self.shared, writes).await.map(|_| ())
     }
 
-    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            let session = self.session()?;
-            let moved = || Error::ShardMoved {
-                shard,
-                node: session.id.to_string(),
-            };
-            if !session.lease_valid.load(Ordering::SeqCst) {
-                return Err(moved());
+    async fn begin_leave(&self) -> Result<()> {
+        let session = self.session()?;
+        session.leaving.store(true, Ordering::SeqCst);
+        let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        let record = NodeRecord {
+            address: session.address.clone(),
+            hosts_objects: session.hosts_objects,
+            leaving: true,
+        };
+        self.shared
+            .store
+            .txn(
+                vec![],
+                vec![Op::Put {
+                    key: self.shared.keys.node(&session.id),
+                    value: record.encode(),
+                    lease: Some(lease),
+                }],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn pin(&self, shard: u32, node: Option<&str>) -> Result<()> {
+        let session = self.session()?;
+        let view = session.view.borrow().clone();
+        let Some(state) = view.shard(shard) else {
+            return Err(Error::Config(format!(
+                "no shard {shard}: the cluster has {}",
+                view.shard_count()
+            )));
+        };
+        let record = match node {
+            Some(node) => {
+                if !view
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| n.hosts_objects && !n.leaving)
+                {
+                    return Err(Error::Config(format!(
+                        "node `{node}` is not a live node hosting objects"
+                    )));
+                }
+                ShardRecord {
+                    owner: state.owner.clone(),
+                    target: Some(node.into()),
+                    epoch: state.epoch,
+                    pinned: true,
+                }
             }
-            // Read from the store, not the view: a node whose view is stale
-            // (it was paused or cut off) must learn it is not the owner.
-            let keys = &self.shared.keys;
-            let (shard_key, node_key) = (keys.shard(shard), keys.node(&session.id));
-            let exact = |key: &str| {
-                let key = key.to_string();
-                move |kvs: (Vec<KeyValue>, i64)| kvs.0.into_iter().find(|kv| kv.key == key)
-            };
-            let Some(stored) = self
-                .shared
-                .store
-                .get_prefix(&shard_key)
-                .await
-                .map(exact(&shard_key))?
-            else {
-                return Err(moved());
-            };
-            let Some(registration) = self
-                .shared
-                .store
-                .get_prefix(&node_key)
-                .await
-                .map(exact(&node_key))?
-            else {
-                return Err(moved());
-            };
-            let record = ShardRecord::decode(&stored.value)?;
-            let me = Some(&*session.id);
-            let owned = record.owner.as_deref() == me
-                && record.target.as_deref().is_none_or(|t| Some(t) == me)
-                && stored.mod_revision >= registration.create_revision;
-            if !owned {
-                return Err(moved());
-            }
-            if record.epoch >= at_least {
-                return Ok(());
-            }
-            let raised = ShardRecord {
-                epoch: at_least,
-                ..record
-            };
-            match write_shards(&self.shared, vec![(shard, stored.mod_revision, raised)]).await? {
-                Some(_) => Ok(()),
-                None => Err(Error::Unavailable(format!(
-                    "shard {shard} changed while raising its epoch; try again"
-                ))),
-            }
-        })
+            None => ShardRecord {
+                owner: state.owner.clone(),
+                target: state.target.clone(),
+                epoch: state.epoch,
+                pinned: false,
+            },
+        };
+        match write_shards(&self.shared, vec![(shard, state.revision, record)]).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Unavailable(format!(
+                "shard {shard} changed while pinning it; try again"
+            ))),
+        }
+    }
+
+    async fn raise_epoch(&self, shard: u32, at_least: u64) -> Result<()> {
+        let session = self.session()?;
+        let moved = || Error::ShardMoved {
+            shard,
+            node: session.id.to_string(),
+        };
+        if !session.lease_valid.load(Ordering::SeqCst) {
+            return Err(moved());
+        }
+        // Read from the store, not the view: a node whose view is stale
+        // (it was paused or cut off) must learn it is not the owner.
+        let keys = &self.shared.keys;
+        let (shard_key, node_key) = (keys.shard(shard), keys.node(&session.id));
+        let exact = |key: &str| {
+            let key = key.to_string();
+            move |kvs: (Vec<KeyValue>, i64)| kvs.0.into_iter().find(|kv| kv.key == key)
+        };
+        let Some(stored) = self
+            .shared
+            .store
+            .get_prefix(&shard_key)
+            .await
+            .map(exact(&shard_key))?
+        else {
+            return Err(moved());
+        };
+        let Some(registration) = self
+            .shared
+            .store
+            .get_prefix(&node_key)
+            .await
+            .map(exact(&node_key))?
+        else {
+            return Err(moved());
+        };
+        let record = ShardRecord::decode(&stored.value)?;
+        let me = Some(&*session.id);
+        let owned = record.owner.as_deref() == me
+            && record.target.as_deref().is_none_or(|t| Some(t) == me)
+            && stored.mod_revision >= registration.create_revision;
+        if !owned {
+            return Err(moved());
+        }
+        if record.epoch >= at_least {
+            return Ok(());
+        }
+        let raised = ShardRecord {
+            epoch: at_least,
+            ..record
+        };
+        match write_shards(&self.shared, vec![(shard, stored.mod_revision, raised)]).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Unavailable(format!(
+                "shard {shard} changed while raising its epoch; try again"
+            ))),
+        }
     }
 
     #[cfg(feature = "test-util")]
@@ -414,15 +399,13 @@ impl Coordinator for ClusterCoordinator {
         }
     }
 
-    fn leave(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            let session = self.session()?;
-            session.stop_tasks();
-            session.lease_valid.store(false, Ordering::SeqCst);
-            session.publish();
-            let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
-            self.shared.store.revoke(lease).await
-        })
+    async fn leave(&self) -> Result<()> {
+        let session = self.session()?;
+        session.stop_tasks();
+        session.lease_valid.store(false, Ordering::SeqCst);
+        session.publish();
+        let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        self.shared.store.revoke(lease).await
     }
 }
 

@@ -4,7 +4,6 @@ use tokio::sync::watch;
 
 use super::{ClusterView, Coordinator, Member, Membership, NodeInfo};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
 
 /// The embedded coordinator: one node, owning every shard.
 ///
@@ -33,55 +32,48 @@ impl LocalCoordinator {
 }
 
 impl Coordinator for LocalCoordinator {
-    fn join<'a>(
-        &'a self,
-        member: &'a Member,
-        shard_count: u32,
-    ) -> BoxFuture<'a, Result<Membership>> {
+    async fn join(&self, member: &Member, shard_count: u32) -> Result<Membership> {
         let (id, address) = (member.id.as_str(), member.address.as_str());
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = (|| {
-            if let Some(existing) = state.shard_count
-                && existing != shard_count
-            {
-                return Err(Error::Config(format!(
-                    "this cluster has {existing} shards but node `{id}` is configured with {shard_count}; \
+        if let Some(existing) = state.shard_count
+            && existing != shard_count
+        {
+            return Err(Error::Config(format!(
+                "this cluster has {existing} shards but node `{id}` is configured with {shard_count}; \
                      use the same shard count on every node"
-                )));
-            }
-            if let Some(member) = &state.member {
-                return Err(Error::Config(format!(
-                    "the local coordinator serves one node and `{member}` has joined; run a cluster for several nodes"
-                )));
-            }
-            state.shard_count = Some(shard_count);
-            state.member = Some(id.to_string());
-            state.incarnation += 1;
-            let node = NodeInfo {
-                id: id.into(),
-                address: address.into(),
-                hosts_objects: true,
-                leaving: false,
-                since: state.incarnation,
-            };
-            let (sender, view) = watch::channel(Arc::new(ClusterView::single(node, shard_count)));
-            state.view = Some(sender);
-            Ok(Membership { shard_count, view })
-        })();
-        Box::pin(std::future::ready(result))
+            )));
+        }
+        if let Some(member) = &state.member {
+            return Err(Error::Config(format!(
+                "the local coordinator serves one node and `{member}` has joined; run a cluster for several nodes"
+            )));
+        }
+        state.shard_count = Some(shard_count);
+        state.member = Some(id.to_string());
+        state.incarnation += 1;
+        let node = NodeInfo {
+            id: id.into(),
+            address: address.into(),
+            hosts_objects: true,
+            leaving: false,
+            since: state.incarnation,
+        };
+        let (sender, view) = watch::channel(Arc::new(ClusterView::single(node, shard_count)));
+        state.view = Some(sender);
+        Ok(Membership { shard_count, view })
     }
 
-    fn hand_over<'a>(&'a self, _shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>> {
-        Box::pin(std::future::ready(Ok(())))
+    async fn hand_over(&self, _shards: &[(u32, u64)]) -> Result<()> {
+        Ok(())
     }
 
-    fn begin_leave(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(std::future::ready(Ok(())))
+    async fn begin_leave(&self) -> Result<()> {
+        Ok(())
     }
 
-    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
+    async fn raise_epoch(&self, shard: u32, at_least: u64) -> Result<()> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = match &state.view {
+        match &state.view {
             Some(view) if (shard as usize) < view.borrow().shards.len() => {
                 view.send_if_modified(|view| {
                     if view.shards[shard as usize].epoch >= at_least {
@@ -98,16 +90,15 @@ impl Coordinator for LocalCoordinator {
             }
             Some(_) => Err(Error::Config(format!("no shard {shard}"))),
             None => Err(Error::Unavailable("no node has joined".into())),
-        };
-        Box::pin(std::future::ready(result))
+        }
     }
 
-    fn leave(&self) -> BoxFuture<'_, Result<()>> {
+    async fn leave(&self) -> Result<()> {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .member = None;
-        Box::pin(std::future::ready(Ok(())))
+        Ok(())
     }
 }
 

@@ -151,7 +151,8 @@ pub struct Membership {
 
 /// Membership and shard ownership for one node.
 ///
-/// A node owns its coordinator: one coordinator per node.
+/// A node owns its coordinator: one coordinator per node. Implement the
+/// methods as `async fn`s; their futures must be `Send`.
 pub trait Coordinator: Send + Sync + 'static {
     /// Registers the node `member`, which expects `shard_count` shards.
     ///
@@ -159,11 +160,11 @@ pub trait Coordinator: Send + Sync + 'static {
     ///
     /// `INVALID_CONFIG` when the cluster has a different shard count;
     /// `UNAVAILABLE` when the coordinator cannot be reached.
-    fn join<'a>(
-        &'a self,
-        member: &'a Member,
+    fn join(
+        &self,
+        member: &Member,
         shard_count: u32,
-    ) -> BoxFuture<'a, Result<Membership>>;
+    ) -> impl Future<Output = Result<Membership>> + Send;
 
     /// The node has drained these shards (`(shard, epoch)`): ownership goes
     /// to their targets, with the epoch increased.
@@ -171,7 +172,7 @@ pub trait Coordinator: Send + Sync + 'static {
     /// # Errors
     ///
     /// When the coordinator cannot be reached.
-    fn hand_over<'a>(&'a self, shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>>;
+    fn hand_over(&self, shards: &[(u32, u64)]) -> impl Future<Output = Result<()>> + Send;
 
     /// The node is shutting down: it should get no new shards and its own
     /// should be moved away.
@@ -179,14 +180,14 @@ pub trait Coordinator: Send + Sync + 'static {
     /// # Errors
     ///
     /// When the coordinator cannot be reached.
-    fn begin_leave(&self) -> BoxFuture<'_, Result<()>>;
+    fn begin_leave(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Deregisters the node.
     ///
     /// # Errors
     ///
     /// When the coordinator cannot be reached.
-    fn leave(&self) -> BoxFuture<'_, Result<()>>;
+    fn leave(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Pins `shard` to node `node` (it moves there and stays while that
     /// node lives), or unpins it with `None` (it is balanced again).
@@ -196,11 +197,11 @@ pub trait Coordinator: Send + Sync + 'static {
     /// `INVALID_CONFIG` for an unknown shard or node, or a coordinator
     /// without placement (the embedded one); `UNAVAILABLE` when the
     /// coordinator cannot be reached or the shard changed meanwhile.
-    fn pin<'a>(&'a self, shard: u32, node: Option<&'a str>) -> BoxFuture<'a, Result<()>> {
+    fn pin(&self, shard: u32, node: Option<&str>) -> impl Future<Output = Result<()>> + Send {
         let _ = (shard, node);
-        Box::pin(std::future::ready(Err(crate::error::Error::Config(
+        std::future::ready(Err(crate::error::Error::Config(
             "this coordinator does not place shards".into(),
-        ))))
+        )))
     }
 
     /// Raises the epoch of `shard`, which this node owns, to at least
@@ -220,11 +221,11 @@ pub trait Coordinator: Send + Sync + 'static {
     /// moving); `UNAVAILABLE` when the coordinator cannot be reached or the
     /// shard changed meanwhile (wait for the view and try again);
     /// `INVALID_CONFIG` for a coordinator that cannot raise epochs.
-    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
+    fn raise_epoch(&self, shard: u32, at_least: u64) -> impl Future<Output = Result<()>> + Send {
         let _ = (shard, at_least);
-        Box::pin(std::future::ready(Err(crate::error::Error::Config(
+        std::future::ready(Err(crate::error::Error::Config(
             "this coordinator cannot raise a shard's epoch".into(),
-        ))))
+        )))
     }
 
     /// Stops all activity at once without deregistering, as if the process
@@ -232,4 +233,56 @@ pub trait Coordinator: Send + Sync + 'static {
     /// of failover (feature `test-util`).
     #[cfg(feature = "test-util")]
     fn crash(&self) {}
+}
+
+/// [`Coordinator`] behind a pointer: the node keeps its coordinator as
+/// `Arc<dyn ErasedCoordinator>`, boxing each call's future.
+pub(crate) trait ErasedCoordinator: Send + Sync + 'static {
+    fn join<'a>(
+        &'a self,
+        member: &'a Member,
+        shard_count: u32,
+    ) -> BoxFuture<'a, Result<Membership>>;
+    fn hand_over<'a>(&'a self, shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>>;
+    fn begin_leave(&self) -> BoxFuture<'_, Result<()>>;
+    fn leave(&self) -> BoxFuture<'_, Result<()>>;
+    fn pin<'a>(&'a self, shard: u32, node: Option<&'a str>) -> BoxFuture<'a, Result<()>>;
+    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>>;
+    #[cfg(feature = "test-util")]
+    fn crash(&self);
+}
+
+impl<C: Coordinator> ErasedCoordinator for C {
+    fn join<'a>(
+        &'a self,
+        member: &'a Member,
+        shard_count: u32,
+    ) -> BoxFuture<'a, Result<Membership>> {
+        Box::pin(Coordinator::join(self, member, shard_count))
+    }
+
+    fn hand_over<'a>(&'a self, shards: &'a [(u32, u64)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Coordinator::hand_over(self, shards))
+    }
+
+    fn begin_leave(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Coordinator::begin_leave(self))
+    }
+
+    fn leave(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Coordinator::leave(self))
+    }
+
+    fn pin<'a>(&'a self, shard: u32, node: Option<&'a str>) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Coordinator::pin(self, shard, node))
+    }
+
+    fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Coordinator::raise_epoch(self, shard, at_least))
+    }
+
+    #[cfg(feature = "test-util")]
+    fn crash(&self) {
+        Coordinator::crash(self);
+    }
 }

@@ -28,13 +28,13 @@ use tokio::time::Instant;
 
 use self::host::{ErasedHost, TypeHost};
 use crate::call::{EncodedCall, ObjectRef};
-use crate::cluster::{ClusterView, Coordinator, LocalCoordinator};
+use crate::cluster::{ClusterView, Coordinator, ErasedCoordinator, LocalCoordinator};
 use crate::config::{AutoLoad, NodeFile, parse_duration};
 use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
 use crate::object::{BoxFuture, Object};
 use crate::placement;
-use crate::storage::{Committer, Fence, MemoryStorage, Storage};
+use crate::storage::{Committer, ErasedStorage, Fence, MemoryStorage, Storage};
 use crate::transport::{self, Peers};
 
 /// Settings of a node. Every field has a sensible default.
@@ -176,8 +176,8 @@ pub struct NodeBuilder {
     /// Storage named by a node file, opened at start.
     storage_file: Option<crate::config::StorageFile>,
     registrations: Vec<(&'static str, Registration)>,
-    storage: Option<Arc<dyn Storage>>,
-    coordinator: Option<Arc<dyn Coordinator>>,
+    storage: Option<Arc<dyn ErasedStorage>>,
+    coordinator: Option<Arc<dyn ErasedCoordinator>>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -387,7 +387,7 @@ impl NodeBuilder {
         let storage = match (storage, storage_file) {
             (Some(storage), _) => Some(storage),
             (None, None) => None,
-            (None, Some(file)) => Some(crate::storage::open(file).await?),
+            (None, Some(file)) => Some(crate::storage::open(file).await?.erased()),
         };
         let coordinator = match (coordinator, etcd) {
             (Some(coordinator), _) => Some(coordinator),
@@ -410,7 +410,7 @@ impl NodeBuilder {
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
         crate::call::check_duration("call timeout", config.call_timeout)?;
         crate::call::check_duration("storage timeout", config.storage_timeout)?;
-        let storage: Arc<dyn Storage> = Arc::new(crate::storage::Bounded::new(
+        let storage: Arc<dyn ErasedStorage> = Arc::new(crate::storage::Bounded::new(
             storage.unwrap_or_else(|| Arc::new(MemoryStorage::new())),
             config.storage_timeout,
         ));
@@ -493,7 +493,7 @@ impl NodeBuilder {
 async fn etcd_coordinator(
     endpoints: &[String],
     options: crate::cluster::ClusterOptions,
-) -> Result<Arc<dyn Coordinator>> {
+) -> Result<Arc<dyn ErasedCoordinator>> {
     let coordinator = crate::cluster::ClusterCoordinator::etcd(endpoints, options).await?;
     Ok(Arc::new(coordinator))
 }
@@ -502,7 +502,7 @@ async fn etcd_coordinator(
 async fn etcd_coordinator(
     _endpoints: &[String],
     _options: crate::cluster::ClusterOptions,
-) -> Result<Arc<dyn Coordinator>> {
+) -> Result<Arc<dyn ErasedCoordinator>> {
     Err(Error::Config(
         "the configuration names etcd endpoints, but goverse was built without its `etcd` feature"
             .into(),
@@ -796,10 +796,10 @@ pub(crate) struct NodeInner {
     pub(crate) runtime: Handle,
     by_name: HashMap<&'static str, Arc<dyn ErasedHost>>,
     by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) storage: Arc<dyn ErasedStorage>,
     /// Batches the writes of persistent objects' turns (group commit).
     pub(crate) committer: Committer,
-    coordinator: Arc<dyn Coordinator>,
+    coordinator: Arc<dyn ErasedCoordinator>,
     /// The cluster view, set once the node has joined.
     view: RwLock<watch::Receiver<Arc<ClusterView>>>,
     /// Per shard: the epoch of this node's ownership (0 if it has none),

@@ -10,18 +10,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CallRecord, Claim, Fence, StateWrite, Storage, StoredState};
+use super::{CallRecord, Claim, ErasedStorage, Fence, StateWrite, Storage, StoredState};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
 
 /// `inner`, with each operation failing after `limit`.
 pub(crate) struct Bounded {
-    inner: Arc<dyn Storage>,
+    inner: Arc<dyn ErasedStorage>,
     limit: Duration,
 }
 
 impl Bounded {
-    pub(crate) fn new(inner: Arc<dyn Storage>, limit: Duration) -> Self {
+    pub(crate) fn new(inner: Arc<dyn ErasedStorage>, limit: Duration) -> Self {
         Self { inner, limit }
     }
 
@@ -52,91 +51,78 @@ impl Bounded {
 }
 
 impl Storage for Bounded {
-    fn load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
-        Box::pin(self.bound("loading state", self.inner.load(type_name, id)))
+    async fn load(&self, type_name: &str, id: &str) -> Result<Option<StoredState>> {
+        self.bound("loading state", self.inner.load(type_name, id))
+            .await
     }
 
-    fn save<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        data: &'a [u8],
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.bound("saving state", self.inner.save(type_name, id, data, fence)))
+    async fn save(&self, type_name: &str, id: &str, data: &[u8], fence: Fence) -> Result<()> {
+        self.bound("saving state", self.inner.save(type_name, id, data, fence))
+            .await
     }
 
-    fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
-        Box::pin(self.bound_each(
+    async fn save_batch(&self, writes: &[StateWrite]) -> Vec<Result<()>> {
+        self.bound_each(
             "saving a batch of states",
             writes.len(),
             self.inner.save_batch(writes),
-        ))
+        )
+        .await
     }
 
     fn concurrent_batches(&self) -> usize {
         self.inner.concurrent_batches()
     }
 
-    fn load_call<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        call_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CallRecord>>> {
-        Box::pin(self.bound(
+    async fn load_call(
+        &self,
+        type_name: &str,
+        id: &str,
+        call_id: &str,
+    ) -> Result<Option<CallRecord>> {
+        self.bound(
             "reading a reliable call",
             self.inner.load_call(type_name, id, call_id),
-        ))
+        )
+        .await
     }
 
-    fn purge_calls(&self, age: Duration) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(self.bound("purging reliable calls", self.inner.purge_calls(age)))
+    async fn purge_calls(&self, age: Duration) -> Result<u64> {
+        self.bound("purging reliable calls", self.inner.purge_calls(age))
+            .await
     }
 
-    fn purge_tombstones(&self, age: Duration) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(self.bound("purging tombstones", self.inner.purge_tombstones(age)))
+    async fn purge_tombstones(&self, age: Duration) -> Result<u64> {
+        self.bound("purging tombstones", self.inner.purge_tombstones(age))
+            .await
     }
 
-    fn claim<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
+    async fn claim(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+        self.bound("claiming", self.inner.claim(type_name, id, fence))
+            .await
+    }
+
+    async fn claim_and_load(
+        &self,
+        type_name: &str,
+        id: &str,
         fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.bound("claiming", self.inner.claim(type_name, id, fence)))
+    ) -> Result<Option<StoredState>> {
+        self.bound("claiming", self.inner.claim_and_load(type_name, id, fence))
+            .await
     }
 
-    fn claim_and_load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
-        Box::pin(self.bound("claiming", self.inner.claim_and_load(type_name, id, fence)))
-    }
-
-    fn claim_batch<'a>(
-        &'a self,
-        claims: &'a [Claim],
-    ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>> {
-        Box::pin(self.bound_each(
+    async fn claim_batch(&self, claims: &[Claim]) -> Vec<Result<Option<StoredState>>> {
+        self.bound_each(
             "claiming a batch",
             claims.len(),
             self.inner.claim_batch(claims),
-        ))
+        )
+        .await
     }
 
-    fn delete<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.bound("deleting", self.inner.delete(type_name, id, fence)))
+    async fn delete(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+        self.bound("deleting", self.inner.delete(type_name, id, fence))
+            .await
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 
-use super::{Claim, StateWrite, Storage, StoredState};
+use super::{Claim, ErasedStorage, StateWrite, StoredState};
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
 
@@ -44,7 +44,10 @@ pub(crate) trait Job: Send + Sized + 'static {
     /// The object the job writes.
     fn key(&self) -> Key;
     /// Writes a batch; one answer per job, in order.
-    fn write(storage: Arc<dyn Storage>, jobs: Vec<Self>) -> BoxFuture<'static, Vec<Self::Answer>>;
+    fn write(
+        storage: Arc<dyn ErasedStorage>,
+        jobs: Vec<Self>,
+    ) -> BoxFuture<'static, Vec<Self::Answer>>;
     /// The answer when the storage gave none.
     fn unanswered() -> Self::Answer;
 }
@@ -56,7 +59,10 @@ impl Job for StateWrite {
         (self.type_name, self.id.clone())
     }
 
-    fn write(storage: Arc<dyn Storage>, jobs: Vec<Self>) -> BoxFuture<'static, Vec<Result<()>>> {
+    fn write(
+        storage: Arc<dyn ErasedStorage>,
+        jobs: Vec<Self>,
+    ) -> BoxFuture<'static, Vec<Result<()>>> {
         Box::pin(async move { storage.save_batch(&jobs).await })
     }
 
@@ -75,7 +81,7 @@ impl Job for Claim {
     }
 
     fn write(
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn ErasedStorage>,
         jobs: Vec<Self>,
     ) -> BoxFuture<'static, Vec<Result<Option<StoredState>>>> {
         Box::pin(async move { storage.claim_batch(&jobs).await })
@@ -100,7 +106,7 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Starts the committer tasks for `storage` on the current runtime.
-    pub(crate) fn start(storage: Arc<dyn Storage>) -> Self {
+    pub(crate) fn start(storage: Arc<dyn ErasedStorage>) -> Self {
         let depth = storage.concurrent_batches().clamp(1, 8);
         let (writes, queue) = mpsc::unbounded_channel();
         tokio::spawn(Pipeline::new(storage.clone(), depth).run(queue));
@@ -148,7 +154,7 @@ where
 /// The committer's state for one kind of job: batches in flight and the
 /// jobs waiting.
 struct Pipeline<J: Job> {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn ErasedStorage>,
     /// Batches in flight at most.
     depth: usize,
     /// The batches being written, each a task.
@@ -162,7 +168,7 @@ struct Pipeline<J: Job> {
 }
 
 impl<J: Job> Pipeline<J> {
-    fn new(storage: Arc<dyn Storage>, depth: usize) -> Self {
+    fn new(storage: Arc<dyn ErasedStorage>, depth: usize) -> Self {
         Self {
             storage,
             depth,
@@ -304,7 +310,6 @@ mod tests {
 
     use super::Committer;
     use crate::error::Result;
-    use crate::object::BoxFuture;
     use crate::storage::{Fence, MemoryStorage, StateWrite, Storage, StoredState};
 
     /// A store that takes two batches at once, holds each a while, and
@@ -320,65 +325,48 @@ mod tests {
     }
 
     impl Storage for Watched {
-        fn load<'a>(
-            &'a self,
-            type_name: &'a str,
-            id: &'a str,
-        ) -> BoxFuture<'a, Result<Option<StoredState>>> {
-            self.inner.load(type_name, id)
+        async fn load(&self, type_name: &str, id: &str) -> Result<Option<StoredState>> {
+            self.inner.load(type_name, id).await
         }
 
-        fn save<'a>(
-            &'a self,
-            type_name: &'a str,
-            id: &'a str,
-            data: &'a [u8],
-            fence: Fence,
-        ) -> BoxFuture<'a, Result<()>> {
-            self.inner.save(type_name, id, data, fence)
+        async fn save(&self, type_name: &str, id: &str, data: &[u8], fence: Fence) -> Result<()> {
+            self.inner.save(type_name, id, data, fence).await
         }
 
-        fn delete<'a>(
-            &'a self,
-            type_name: &'a str,
-            id: &'a str,
-            fence: Fence,
-        ) -> BoxFuture<'a, Result<()>> {
-            self.inner.delete(type_name, id, fence)
+        async fn delete(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+            self.inner.delete(type_name, id, fence).await
         }
 
         fn concurrent_batches(&self) -> usize {
             2
         }
 
-        fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
-            Box::pin(async move {
-                let ids: HashSet<Arc<str>> = writes.iter().map(|w| w.id.clone()).collect();
-                {
-                    let mut writing = self.writing.lock().expect("writing");
-                    if writing.iter().any(|id| ids.contains(id)) {
-                        self.overlapped.store(true, Ordering::SeqCst);
-                    }
-                    writing.extend(ids.iter().cloned());
+        async fn save_batch(&self, writes: &[StateWrite]) -> Vec<Result<()>> {
+            let ids: HashSet<Arc<str>> = writes.iter().map(|w| w.id.clone()).collect();
+            {
+                let mut writing = self.writing.lock().expect("writing");
+                if writing.iter().any(|id| ids.contains(id)) {
+                    self.overlapped.store(true, Ordering::SeqCst);
                 }
-                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-                // Batches of different sizes take different times, so they
-                // overtake one another.
-                let pause = 1 + (writes.len() as u64 * 7) % 5;
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                self.landed
-                    .lock()
-                    .expect("landed")
-                    .extend(writes.iter().map(|w| (w.id.clone(), w.data.clone())));
-                let results = self.inner.save_batch(writes).await;
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                self.writing
-                    .lock()
-                    .expect("writing")
-                    .retain(|id| !ids.contains(id));
-                results
-            })
+                writing.extend(ids.iter().cloned());
+            }
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            // Batches of different sizes take different times, so they
+            // overtake one another.
+            let pause = 1 + (writes.len() as u64 * 7) % 5;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            self.landed
+                .lock()
+                .expect("landed")
+                .extend(writes.iter().map(|w| (w.id.clone(), w.data.clone())));
+            let results = self.inner.save_batch(writes).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.writing
+                .lock()
+                .expect("writing")
+                .retain(|id| !ids.contains(id));
+            results
         }
     }
 

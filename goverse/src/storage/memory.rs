@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use super::{CallRecord, Fence, StateWrite, Storage, StoredState};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
 
 /// Keeps state in memory: for tests and for objects that need no durability.
 ///
@@ -84,12 +83,7 @@ impl MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn claim<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
+    async fn claim(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
         let mut tables = self.tables();
         let key = (type_name.to_string(), id.to_string());
         let Tables {
@@ -105,41 +99,26 @@ impl Storage for MemoryStorage {
             no_state_since.insert(key, Instant::now());
         }
         stored.epoch = stored.epoch.max(fence.epoch);
-        Box::pin(std::future::ready(Ok(())))
+        Ok(())
     }
 
-    fn load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
+    async fn load(&self, type_name: &str, id: &str) -> Result<Option<StoredState>> {
         let found = self
             .tables()
             .objects
             .get(&(type_name.to_string(), id.to_string()))
             .cloned();
-        Box::pin(std::future::ready(Ok(found)))
+        Ok(found)
     }
 
-    fn save<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        data: &'a [u8],
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(std::future::ready(self.write(
-            type_name,
-            id,
-            fence,
-            Some(data),
-        )))
+    async fn save(&self, type_name: &str, id: &str, data: &[u8], fence: Fence) -> Result<()> {
+        self.write(type_name, id, fence, Some(data))
     }
 
-    fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
+    async fn save_batch(&self, writes: &[StateWrite]) -> Vec<Result<()>> {
         let mut tables = self.tables();
         let tables = &mut *tables;
-        let results = writes
+        writes
             .iter()
             .map(|write| {
                 Self::write_in(
@@ -162,34 +141,33 @@ impl Storage for MemoryStorage {
                 }
                 Ok(())
             })
-            .collect();
-        Box::pin(std::future::ready(results))
+            .collect()
     }
 
-    fn load_call<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        call_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CallRecord>>> {
+    async fn load_call(
+        &self,
+        type_name: &str,
+        id: &str,
+        call_id: &str,
+    ) -> Result<Option<CallRecord>> {
         let key = (type_name.to_string(), id.to_string(), call_id.to_string());
         let found = self
             .tables()
             .calls
             .get(&key)
             .map(|(record, _)| record.clone());
-        Box::pin(std::future::ready(Ok(found)))
+        Ok(found)
     }
 
-    fn purge_calls(&self, age: Duration) -> BoxFuture<'_, Result<u64>> {
+    async fn purge_calls(&self, age: Duration) -> Result<u64> {
         let mut tables = self.tables();
         let before = tables.calls.len();
         tables.calls.retain(|_, (_, at)| at.elapsed() < age);
         let purged = (before - tables.calls.len()) as u64;
-        Box::pin(std::future::ready(Ok(purged)))
+        Ok(purged)
     }
 
-    fn purge_tombstones(&self, age: Duration) -> BoxFuture<'_, Result<u64>> {
+    async fn purge_tombstones(&self, age: Duration) -> Result<u64> {
         let mut tables = self.tables();
         let Tables {
             objects,
@@ -207,16 +185,11 @@ impl Storage for MemoryStorage {
             }
             false
         });
-        Box::pin(std::future::ready(Ok(purged)))
+        Ok(purged)
     }
 
-    fn delete<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(std::future::ready(self.write(type_name, id, fence, None)))
+    async fn delete(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+        self.write(type_name, id, fence, None)
     }
 }
 

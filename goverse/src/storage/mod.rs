@@ -113,13 +113,19 @@ fn no_call_records() -> crate::error::Error {
 }
 
 /// A place to load, save and delete object state.
+///
+/// Implement its methods as `async fn`s; their futures must be `Send`.
+/// Only `load`, `save` and `delete` are required; the others have
+/// defaults, which a backend overrides where it can do better (one
+/// transaction for a batch, one conditional statement for a claim,
+/// reliable-call records).
 pub trait Storage: Send + Sync + 'static {
     /// Loads the state of `type_name/id`, or `None` if it was never saved.
-    fn load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<StoredState>>>;
+    fn load(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<StoredState>>> + Send;
 
     /// Saves the state of `type_name/id`.
     ///
@@ -127,13 +133,13 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// `STALE_OWNER` when `fence` is older than the stored epoch; `STORAGE_ERROR`
     /// when the backend fails.
-    fn save<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        data: &'a [u8],
+    fn save(
+        &self,
+        type_name: &str,
+        id: &str,
+        data: &[u8],
         fence: Fence,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Saves several objects' states at once, as one transaction where the
     /// backend has them (group commit): one durable write for the batch.
@@ -149,8 +155,8 @@ pub trait Storage: Send + Sync + 'static {
     /// The node's committer never puts two writes to one object in
     /// batches that are in flight together, so calls may run concurrently
     /// up to [`Storage::concurrent_batches`].
-    fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
-        Box::pin(async move {
+    fn save_batch(&self, writes: &[StateWrite]) -> impl Future<Output = Vec<Result<()>>> + Send {
+        async move {
             let mut results = Vec::with_capacity(writes.len());
             for write in writes {
                 if write.call.is_some() {
@@ -163,7 +169,7 @@ pub trait Storage: Send + Sync + 'static {
                 );
             }
             results
-        })
+        }
     }
 
     /// How many [`Storage::save_batch`] calls the node's committer may have
@@ -183,14 +189,14 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// `STORAGE_ERROR` when the backend fails.
-    fn load_call<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        call_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<CallRecord>>> {
+    fn load_call(
+        &self,
+        type_name: &str,
+        id: &str,
+        call_id: &str,
+    ) -> impl Future<Output = Result<Option<CallRecord>>> + Send {
         let _ = (type_name, id, call_id);
-        Box::pin(std::future::ready(Err(no_call_records())))
+        std::future::ready(Err(no_call_records()))
     }
 
     /// Deletes the reliable-call records older than `age`; returns how many
@@ -199,9 +205,9 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// `STORAGE_ERROR` when the backend fails.
-    fn purge_calls(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
+    fn purge_calls(&self, age: std::time::Duration) -> impl Future<Output = Result<u64>> + Send {
         let _ = age;
-        Box::pin(std::future::ready(Ok(0)))
+        std::future::ready(Ok(0))
     }
 
     /// Deletes the rows holding no state ([`NO_STATE`]: the tombstones of
@@ -214,9 +220,12 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// `STORAGE_ERROR` when the backend fails.
-    fn purge_tombstones(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
+    fn purge_tombstones(
+        &self,
+        age: std::time::Duration,
+    ) -> impl Future<Output = Result<u64>> + Send {
         let _ = age;
-        Box::pin(std::future::ready(Ok(0)))
+        std::future::ready(Ok(0))
     }
 
     /// Raises the stored epoch of `type_name/id` to `fence` if it is older,
@@ -232,13 +241,13 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// `STORAGE_ERROR` when the backend fails.
-    fn claim<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
+    fn claim(
+        &self,
+        type_name: &str,
+        id: &str,
         fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
             match self.load(type_name, id).await? {
                 Some(stored) if stored.epoch >= fence.epoch => Ok(()),
                 stored => {
@@ -250,7 +259,7 @@ pub trait Storage: Send + Sync + 'static {
                     }
                 }
             }
-        })
+        }
     }
 
     /// Claims `type_name/id` for `fence` (see [`Storage::claim`]) and
@@ -261,16 +270,16 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// `STORAGE_ERROR` when the backend fails.
-    fn claim_and_load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
+    fn claim_and_load(
+        &self,
+        type_name: &str,
+        id: &str,
         fence: Fence,
-    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
-        Box::pin(async move {
+    ) -> impl Future<Output = Result<Option<StoredState>>> + Send {
+        async move {
             self.claim(type_name, id, fence).await?;
             self.load(type_name, id).await
-        })
+        }
     }
 
     /// Claims several objects at once, as one transaction where the backend
@@ -280,11 +289,20 @@ pub trait Storage: Send + Sync + 'static {
     /// puts one object in two batches in flight.
     ///
     /// The default claims them one by one.
-    fn claim_batch<'a>(
-        &'a self,
-        claims: &'a [Claim],
-    ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>> {
-        Box::pin(claim_each(self, claims))
+    fn claim_batch(
+        &self,
+        claims: &[Claim],
+    ) -> impl Future<Output = Vec<Result<Option<StoredState>>>> + Send {
+        async move {
+            let mut answers = Vec::with_capacity(claims.len());
+            for claim in claims {
+                answers.push(
+                    self.claim_and_load(claim.type_name, &claim.id, claim.fence)
+                        .await,
+                );
+            }
+            answers
+        }
     }
 
     /// Deletes the state of `type_name/id`. Deleting what was never saved is not an error.
@@ -292,6 +310,112 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// As for [`save`](Storage::save).
+    fn delete(
+        &self,
+        type_name: &str,
+        id: &str,
+        fence: Fence,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A shared store: several nodes in one process (tests, tools) can use one.
+impl<S: Storage> Storage for std::sync::Arc<S> {
+    async fn load(&self, type_name: &str, id: &str) -> Result<Option<StoredState>> {
+        (**self).load(type_name, id).await
+    }
+
+    async fn save(&self, type_name: &str, id: &str, data: &[u8], fence: Fence) -> Result<()> {
+        (**self).save(type_name, id, data, fence).await
+    }
+
+    async fn save_batch(&self, writes: &[StateWrite]) -> Vec<Result<()>> {
+        (**self).save_batch(writes).await
+    }
+
+    fn concurrent_batches(&self) -> usize {
+        (**self).concurrent_batches()
+    }
+
+    async fn claim_and_load(
+        &self,
+        type_name: &str,
+        id: &str,
+        fence: Fence,
+    ) -> Result<Option<StoredState>> {
+        (**self).claim_and_load(type_name, id, fence).await
+    }
+
+    async fn claim_batch(&self, claims: &[Claim]) -> Vec<Result<Option<StoredState>>> {
+        (**self).claim_batch(claims).await
+    }
+
+    async fn claim(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+        (**self).claim(type_name, id, fence).await
+    }
+
+    async fn load_call(
+        &self,
+        type_name: &str,
+        id: &str,
+        call_id: &str,
+    ) -> Result<Option<CallRecord>> {
+        (**self).load_call(type_name, id, call_id).await
+    }
+
+    async fn purge_calls(&self, age: std::time::Duration) -> Result<u64> {
+        (**self).purge_calls(age).await
+    }
+
+    async fn purge_tombstones(&self, age: std::time::Duration) -> Result<u64> {
+        (**self).purge_tombstones(age).await
+    }
+
+    async fn delete(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+        (**self).delete(type_name, id, fence).await
+    }
+}
+
+/// [`Storage`] behind a pointer: the node keeps any one as
+/// `Arc<dyn ErasedStorage>`, boxing each call's future.
+pub(crate) trait ErasedStorage: Send + Sync + 'static {
+    fn load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>>>;
+    fn save<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        data: &'a [u8],
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>>;
+    fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>>;
+    fn concurrent_batches(&self) -> usize;
+    fn load_call<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CallRecord>>>;
+    fn purge_calls(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>>;
+    fn purge_tombstones(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>>;
+    fn claim<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>>;
+    fn claim_and_load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<Option<StoredState>>>;
+    fn claim_batch<'a>(
+        &'a self,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>>;
     fn delete<'a>(
         &'a self,
         type_name: &'a str,
@@ -300,14 +424,13 @@ pub trait Storage: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<()>>;
 }
 
-/// A shared store: several nodes in one process (tests, tools) can use one.
-impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
+impl<S: Storage> ErasedStorage for S {
     fn load<'a>(
         &'a self,
         type_name: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>>> {
-        (**self).load(type_name, id)
+        Box::pin(Storage::load(self, type_name, id))
     }
 
     fn save<'a>(
@@ -317,40 +440,15 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
         data: &'a [u8],
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>> {
-        (**self).save(type_name, id, data, fence)
+        Box::pin(Storage::save(self, type_name, id, data, fence))
     }
 
     fn save_batch<'a>(&'a self, writes: &'a [StateWrite]) -> BoxFuture<'a, Vec<Result<()>>> {
-        (**self).save_batch(writes)
+        Box::pin(Storage::save_batch(self, writes))
     }
 
     fn concurrent_batches(&self) -> usize {
-        (**self).concurrent_batches()
-    }
-
-    fn claim_and_load<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
-        (**self).claim_and_load(type_name, id, fence)
-    }
-
-    fn claim_batch<'a>(
-        &'a self,
-        claims: &'a [Claim],
-    ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>> {
-        (**self).claim_batch(claims)
-    }
-
-    fn claim<'a>(
-        &'a self,
-        type_name: &'a str,
-        id: &'a str,
-        fence: Fence,
-    ) -> BoxFuture<'a, Result<()>> {
-        (**self).claim(type_name, id, fence)
+        Storage::concurrent_batches(self)
     }
 
     fn load_call<'a>(
@@ -359,14 +457,40 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
         id: &'a str,
         call_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<CallRecord>>> {
-        (**self).load_call(type_name, id, call_id)
+        Box::pin(Storage::load_call(self, type_name, id, call_id))
     }
 
     fn purge_calls(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
-        (**self).purge_calls(age)
+        Box::pin(Storage::purge_calls(self, age))
     }
+
     fn purge_tombstones(&self, age: std::time::Duration) -> BoxFuture<'_, Result<u64>> {
-        (**self).purge_tombstones(age)
+        Box::pin(Storage::purge_tombstones(self, age))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Storage::claim(self, type_name, id, fence))
+    }
+
+    fn claim_and_load<'a>(
+        &'a self,
+        type_name: &'a str,
+        id: &'a str,
+        fence: Fence,
+    ) -> BoxFuture<'a, Result<Option<StoredState>>> {
+        Box::pin(Storage::claim_and_load(self, type_name, id, fence))
+    }
+
+    fn claim_batch<'a>(
+        &'a self,
+        claims: &'a [Claim],
+    ) -> BoxFuture<'a, Vec<Result<Option<StoredState>>>> {
+        Box::pin(Storage::claim_batch(self, claims))
     }
 
     fn delete<'a>(
@@ -375,7 +499,86 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
         id: &'a str,
         fence: Fence,
     ) -> BoxFuture<'a, Result<()>> {
-        (**self).delete(type_name, id, fence)
+        Box::pin(Storage::delete(self, type_name, id, fence))
+    }
+}
+
+/// Any [`Storage`], its type erased, shared by clones: what [`open`]
+/// returns, for storage chosen at run time.
+#[derive(Clone)]
+pub struct SharedStorage(std::sync::Arc<dyn ErasedStorage>);
+
+impl SharedStorage {
+    /// Erases `storage`'s type.
+    pub fn new(storage: impl Storage) -> Self {
+        Self(std::sync::Arc::new(storage))
+    }
+
+    /// The erased store, as the node keeps it.
+    pub(crate) fn erased(&self) -> std::sync::Arc<dyn ErasedStorage> {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for SharedStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStorage")
+    }
+}
+
+impl Storage for SharedStorage {
+    async fn load(&self, type_name: &str, id: &str) -> Result<Option<StoredState>> {
+        self.0.load(type_name, id).await
+    }
+
+    async fn save(&self, type_name: &str, id: &str, data: &[u8], fence: Fence) -> Result<()> {
+        self.0.save(type_name, id, data, fence).await
+    }
+
+    async fn save_batch(&self, writes: &[StateWrite]) -> Vec<Result<()>> {
+        self.0.save_batch(writes).await
+    }
+
+    fn concurrent_batches(&self) -> usize {
+        self.0.concurrent_batches()
+    }
+
+    async fn load_call(
+        &self,
+        type_name: &str,
+        id: &str,
+        call_id: &str,
+    ) -> Result<Option<CallRecord>> {
+        self.0.load_call(type_name, id, call_id).await
+    }
+
+    async fn purge_calls(&self, age: std::time::Duration) -> Result<u64> {
+        self.0.purge_calls(age).await
+    }
+
+    async fn purge_tombstones(&self, age: std::time::Duration) -> Result<u64> {
+        self.0.purge_tombstones(age).await
+    }
+
+    async fn claim(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+        self.0.claim(type_name, id, fence).await
+    }
+
+    async fn claim_and_load(
+        &self,
+        type_name: &str,
+        id: &str,
+        fence: Fence,
+    ) -> Result<Option<StoredState>> {
+        self.0.claim_and_load(type_name, id, fence).await
+    }
+
+    async fn claim_batch(&self, claims: &[Claim]) -> Vec<Result<Option<StoredState>>> {
+        self.0.claim_batch(claims).await
+    }
+
+    async fn delete(&self, type_name: &str, id: &str, fence: Fence) -> Result<()> {
+        self.0.delete(type_name, id, fence).await
     }
 }
 
@@ -390,7 +593,7 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
 ///
 /// `INVALID_CONFIG` for a section naming neither or both, a backend this
 /// build lacks, or an unset variable; otherwise as the backend's open.
-pub async fn open(file: StorageFile) -> Result<std::sync::Arc<dyn Storage>> {
+pub async fn open(file: StorageFile) -> Result<SharedStorage> {
     if let Some(url) = &file.postgres {
         let url = expand_env(url)?;
         #[cfg(feature = "postgres")]
@@ -402,7 +605,7 @@ pub async fn open(file: StorageFile) -> Result<std::sync::Arc<dyn Storage>> {
             if let Some(timeout) = &file.acquire_timeout {
                 options.acquire_timeout = crate::config::parse_duration(timeout)?;
             }
-            return Ok(std::sync::Arc::new(
+            return Ok(SharedStorage::new(
                 PostgresStorage::connect(&url, options).await?,
             ));
         }
@@ -417,7 +620,7 @@ pub async fn open(file: StorageFile) -> Result<std::sync::Arc<dyn Storage>> {
     if let Some(path) = file.sqlite {
         #[cfg(feature = "sqlite")]
         {
-            return Ok(std::sync::Arc::new(SqliteStorage::open(path).await?));
+            return Ok(SharedStorage::new(SqliteStorage::open(path).await?));
         }
         #[cfg(not(feature = "sqlite"))]
         {
@@ -433,6 +636,7 @@ pub async fn open(file: StorageFile) -> Result<std::sync::Arc<dyn Storage>> {
 }
 
 /// Claims `claims` one by one, each with [`Storage::claim_and_load`].
+#[cfg(feature = "postgres")]
 pub(crate) async fn claim_each<S: Storage + ?Sized>(
     storage: &S,
     claims: &[Claim],

@@ -177,177 +177,149 @@ macro_rules! sql_storage {
         }
 
         impl $crate::storage::Storage for $backend {
-            fn load<'a>(
-                &'a self,
-                type_name: &'a str,
-                id: &'a str,
-            ) -> $crate::object::BoxFuture<
-                'a,
-                crate::error::Result<Option<$crate::storage::StoredState>>,
-            > {
-                Box::pin(async move {
-                    let row: Option<(String, i64)> = sqlx::query_as($statements.load)
-                        .bind(type_name)
-                        .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(|e| $crate::storage::sql::failed("loading state", e))?;
-                    Ok(row.map($crate::storage::sql::stored))
-                })
+            async fn load(
+                &self,
+                type_name: &str,
+                id: &str,
+            ) -> crate::error::Result<Option<$crate::storage::StoredState>> {
+                let row: Option<(String, i64)> = sqlx::query_as($statements.load)
+                    .bind(type_name)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| $crate::storage::sql::failed("loading state", e))?;
+                Ok(row.map($crate::storage::sql::stored))
             }
 
-            fn save<'a>(
-                &'a self,
-                type_name: &'a str,
-                id: &'a str,
-                data: &'a [u8],
+            async fn save(
+                &self,
+                type_name: &str,
+                id: &str,
+                data: &[u8],
                 fence: $crate::storage::Fence,
-            ) -> $crate::object::BoxFuture<'a, crate::error::Result<()>> {
-                Box::pin(async move {
-                    let text = std::str::from_utf8(data).map_err(|_| {
-                        crate::error::Error::Storage(format!(
-                            "the state of {type_name}/{id} is not UTF-8 JSON"
-                        ))
-                    })?;
-                    let written = sqlx::query($statements.save)
-                        .bind(type_name)
-                        .bind(id)
-                        .bind(text)
-                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(|e| $crate::storage::sql::failed("saving state", e))?
-                        .rows_affected();
-                    if written == 0 {
-                        return Err(self.refused(type_name, id, fence).await);
-                    }
-                    Ok(())
-                })
+            ) -> crate::error::Result<()> {
+                let text = std::str::from_utf8(data).map_err(|_| {
+                    crate::error::Error::Storage(format!(
+                        "the state of {type_name}/{id} is not UTF-8 JSON"
+                    ))
+                })?;
+                let written = sqlx::query($statements.save)
+                    .bind(type_name)
+                    .bind(id)
+                    .bind(text)
+                    .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::storage::sql::failed("saving state", e))?
+                    .rows_affected();
+                if written == 0 {
+                    return Err(self.refused(type_name, id, fence).await);
+                }
+                Ok(())
             }
 
-            fn save_batch<'a>(
-                &'a self,
-                writes: &'a [$crate::storage::StateWrite],
-            ) -> $crate::object::BoxFuture<'a, Vec<crate::error::Result<()>>> {
-                Box::pin(self.save_all(writes))
+            async fn save_batch(
+                &self,
+                writes: &[$crate::storage::StateWrite],
+            ) -> Vec<crate::error::Result<()>> {
+                self.save_all(writes).await
             }
 
             fn concurrent_batches(&self) -> usize {
                 self.batches_in_flight()
             }
 
-            fn claim_batch<'a>(
-                &'a self,
-                claims: &'a [$crate::storage::Claim],
-            ) -> $crate::object::BoxFuture<
-                'a,
-                Vec<crate::error::Result<Option<$crate::storage::StoredState>>>,
-            > {
-                Box::pin(self.claim_all(claims))
-            }
-
-            fn load_call<'a>(
-                &'a self,
-                type_name: &'a str,
-                id: &'a str,
-                call_id: &'a str,
-            ) -> $crate::object::BoxFuture<
-                'a,
-                crate::error::Result<Option<$crate::storage::CallRecord>>,
-            > {
-                Box::pin(async move {
-                    let row: Option<$crate::storage::sql::CallRow> =
-                        sqlx::query_as($statements.load_call)
-                            .bind(type_name)
-                            .bind(id)
-                            .bind(call_id)
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(|e| {
-                                $crate::storage::sql::failed("reading a reliable call", e)
-                            })?;
-                    Ok(row.map(|row| $crate::storage::sql::call_from_row(call_id, row)))
-                })
-            }
-
-            fn purge_calls(
+            async fn claim_batch(
                 &self,
-                age: std::time::Duration,
-            ) -> $crate::object::BoxFuture<'_, crate::error::Result<u64>> {
-                Box::pin(self.purge_older_than($statements.purge_calls, age))
+                claims: &[$crate::storage::Claim],
+            ) -> Vec<crate::error::Result<Option<$crate::storage::StoredState>>> {
+                self.claim_all(claims).await
             }
 
-            fn purge_tombstones(
+            async fn load_call(
                 &self,
-                age: std::time::Duration,
-            ) -> $crate::object::BoxFuture<'_, crate::error::Result<u64>> {
-                Box::pin(self.purge_older_than($statements.purge_tombstones, age))
-            }
-
-            fn claim<'a>(
-                &'a self,
-                type_name: &'a str,
-                id: &'a str,
-                fence: $crate::storage::Fence,
-            ) -> $crate::object::BoxFuture<'a, crate::error::Result<()>> {
-                Box::pin(async move {
-                    sqlx::query($statements.claim)
+                type_name: &str,
+                id: &str,
+                call_id: &str,
+            ) -> crate::error::Result<Option<$crate::storage::CallRecord>> {
+                let row: Option<$crate::storage::sql::CallRow> =
+                    sqlx::query_as($statements.load_call)
                         .bind(type_name)
                         .bind(id)
-                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
-                    Ok(())
-                })
-            }
-
-            fn claim_and_load<'a>(
-                &'a self,
-                type_name: &'a str,
-                id: &'a str,
-                fence: $crate::storage::Fence,
-            ) -> $crate::object::BoxFuture<
-                'a,
-                crate::error::Result<Option<$crate::storage::StoredState>>,
-            > {
-                Box::pin(async move {
-                    let claimed: Option<(String, i64)> = sqlx::query_as($statements.claim)
-                        .bind(type_name)
-                        .bind(id)
-                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                        .bind(call_id)
                         .fetch_optional(&self.pool)
                         .await
-                        .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
-                    match claimed {
-                        Some(row) => Ok(Some($crate::storage::sql::stored(row))),
-                        // Stored at our epoch or a newer one already.
-                        None => $crate::storage::Storage::load(self, type_name, id).await,
-                    }
-                })
+                        .map_err(|e| $crate::storage::sql::failed("reading a reliable call", e))?;
+                Ok(row.map(|row| $crate::storage::sql::call_from_row(call_id, row)))
             }
 
-            fn delete<'a>(
-                &'a self,
-                type_name: &'a str,
-                id: &'a str,
+            async fn purge_calls(&self, age: std::time::Duration) -> crate::error::Result<u64> {
+                self.purge_older_than($statements.purge_calls, age).await
+            }
+
+            async fn purge_tombstones(
+                &self,
+                age: std::time::Duration,
+            ) -> crate::error::Result<u64> {
+                self.purge_older_than($statements.purge_tombstones, age)
+                    .await
+            }
+
+            async fn claim(
+                &self,
+                type_name: &str,
+                id: &str,
                 fence: $crate::storage::Fence,
-            ) -> $crate::object::BoxFuture<'a, crate::error::Result<()>> {
-                Box::pin(async move {
-                    let deleted = sqlx::query($statements.delete)
-                        .bind(type_name)
-                        .bind(id)
-                        .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(|e| $crate::storage::sql::failed("deleting state", e))?
-                        .rows_affected();
-                    if deleted == 0 && self.stored_epoch(type_name, id).await?.is_some() {
-                        // A row is there, written at a newer epoch.
-                        return Err(self.refused(type_name, id, fence).await);
-                    }
-                    Ok(())
-                })
+            ) -> crate::error::Result<()> {
+                sqlx::query($statements.claim)
+                    .bind(type_name)
+                    .bind(id)
+                    .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
+                Ok(())
+            }
+
+            async fn claim_and_load(
+                &self,
+                type_name: &str,
+                id: &str,
+                fence: $crate::storage::Fence,
+            ) -> crate::error::Result<Option<$crate::storage::StoredState>> {
+                let claimed: Option<(String, i64)> = sqlx::query_as($statements.claim)
+                    .bind(type_name)
+                    .bind(id)
+                    .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| $crate::storage::sql::failed("claiming an object", e))?;
+                match claimed {
+                    Some(row) => Ok(Some($crate::storage::sql::stored(row))),
+                    // Stored at our epoch or a newer one already.
+                    None => $crate::storage::Storage::load(self, type_name, id).await,
+                }
+            }
+
+            async fn delete(
+                &self,
+                type_name: &str,
+                id: &str,
+                fence: $crate::storage::Fence,
+            ) -> crate::error::Result<()> {
+                let deleted = sqlx::query($statements.delete)
+                    .bind(type_name)
+                    .bind(id)
+                    .bind($crate::storage::sql::epoch_to_sql(fence.epoch))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::storage::sql::failed("deleting state", e))?
+                    .rows_affected();
+                if deleted == 0 && self.stored_epoch(type_name, id).await?.is_some() {
+                    // A row is there, written at a newer epoch.
+                    return Err(self.refused(type_name, id, fence).await);
+                }
+                Ok(())
             }
         }
     };
