@@ -10,7 +10,7 @@
 //! fails with `UNAVAILABLE`, since it may have run; a reliable call is
 //! sent again, since its call id makes a repeat safe.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -23,6 +23,7 @@ use crate::gate_proto::gate_client::GateClient;
 use crate::gate_proto::{self as proto, client_event::Event};
 use crate::message::{Message, held_type, type_url};
 use crate::object::Object;
+use crate::sync::MutexExt;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -206,8 +207,7 @@ impl Client {
     pub fn client_id(&self) -> Option<String> {
         self.inner
             .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .locked()
             .as_ref()
             .map(|s| s.client_id.clone())
     }
@@ -344,7 +344,7 @@ impl ClientInner {
         let mut attempt = 0u32;
         loop {
             let index = {
-                let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+                let current = self.current.locked();
                 if let Some(connected) = &current.1 {
                     return Ok(connected.clone());
                 }
@@ -369,7 +369,7 @@ impl ClientInner {
             match tokio::time::timeout(left, endpoint.connect()).await {
                 Ok(Ok(channel)) => {
                     let client = GateClient::new(channel);
-                    let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut current = self.current.locked();
                     current.1 = Some(client.clone());
                     return Ok(client);
                 }
@@ -393,7 +393,7 @@ impl ClientInner {
 
     /// Drops the connection to gate `index` and moves on to the next gate.
     fn fail_over(&self, index: usize) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.current.locked();
         if current.0 == index {
             current.0 = (index + 1) % self.gates.len();
             current.1 = None;
@@ -401,10 +401,7 @@ impl ClientInner {
     }
 
     fn current_index(&self) -> usize {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
+        self.current.locked().0
     }
 
     /// The error a failed gRPC call stands for.
@@ -521,12 +518,7 @@ impl ClientInner {
                 continue;
             };
             let index = inner.current_index();
-            let resume = inner
-                .session
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
+            let resume = inner.session.locked().clone().unwrap_or_default();
             let request = proto::RegisterRequest {
                 client_id: resume.client_id.clone(),
                 session: resume.token.clone(),
@@ -542,7 +534,7 @@ impl ClientInner {
                     if status.code() == tonic::Code::PermissionDenied {
                         // Not ours to resume: start afresh.
                         if let Some(inner) = client.upgrade() {
-                            *inner.session.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                            *inner.session.locked() = None;
                         }
                     } else if let Some(inner) = client.upgrade() {
                         inner.fail_over(index);
@@ -566,8 +558,7 @@ impl ClientInner {
                 match event.event {
                     Some(Event::Registered(registered_as)) => {
                         attempt = 0;
-                        let mut session =
-                            inner.session.lock().unwrap_or_else(PoisonError::into_inner);
+                        let mut session = inner.session.locked();
                         let same = session
                             .as_ref()
                             .is_some_and(|s| s.client_id == registered_as.client_id);
@@ -587,12 +578,7 @@ impl ClientInner {
                         }
                     }
                     Some(Event::Message(pushed)) => {
-                        if let Some(session) = inner
-                            .session
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .as_mut()
-                        {
+                        if let Some(session) = inner.session.locked().as_mut() {
                             session.last_sequence = pushed.sequence;
                         }
                         let message = pushed.message.unwrap_or_default();

@@ -28,6 +28,7 @@ mod node;
 mod object;
 pub mod placement;
 pub mod storage;
+mod sync;
 mod transport;
 
 #[doc(hidden)]

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -36,6 +36,7 @@ use super::store::{
 use super::{ClusterView, Coordinator, Member, Membership, MemoryStore, NodeInfo, ShardState};
 use crate::error::{Error, Result};
 use crate::placement::{self, ShardPlacement};
+use crate::sync::MutexExt;
 
 /// Writes per transaction (etcd allows 128 operations by default).
 const TXN_BATCH: usize = 64;
@@ -227,11 +228,7 @@ impl Coordinator for ClusterCoordinator {
             tokio::spawn(keep_alive(shared.clone(), session.clone())),
             tokio::spawn(lead(shared.clone(), session.clone())),
         ];
-        session
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(tasks);
+        session.tasks.locked().extend(tasks);
         Ok(Membership {
             shard_count,
             view: receiver,
@@ -272,7 +269,7 @@ impl Coordinator for ClusterCoordinator {
     async fn begin_leave(&self) -> Result<()> {
         let session = self.session()?;
         session.leaving.store(true, Ordering::SeqCst);
-        let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = *session.lease.locked();
         let record = NodeRecord {
             address: session.address.clone(),
             hosts_objects: session.hosts_objects,
@@ -404,7 +401,7 @@ impl Coordinator for ClusterCoordinator {
         session.stop_tasks();
         session.lease_valid.store(false, Ordering::SeqCst);
         session.publish();
-        let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = *session.lease.locked();
         self.shared.store.revoke(lease).await
     }
 }
@@ -484,7 +481,7 @@ async fn register(shared: &Shared, session: &Session) -> Result<()> {
         let _ = shared.store.revoke(lease).await;
         return Err(id_taken(&session.id));
     }
-    *session.lease.lock().unwrap_or_else(PoisonError::into_inner) = lease;
+    *session.lease.locked() = lease;
     session
         .lease_valid
         .store(granted_at.elapsed() < ttl, Ordering::SeqCst);
@@ -531,7 +528,7 @@ async fn keep_alive(shared: Arc<Shared>, session: Arc<Session>) {
     let mut valid_until = Instant::now() + ttl;
     loop {
         tokio::time::sleep(ttl / 3).await;
-        let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = *session.lease.locked();
         let sent = Instant::now();
         match shared.store.keep_alive(lease).await {
             Ok(Some(granted)) => {
@@ -580,7 +577,7 @@ async fn watch_cluster(shared: Arc<Shared>, session: Arc<Session>, mut from: i64
                         break;
                     };
                     backoff = Duration::from_millis(50);
-                    let mut state = session.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut state = session.state.locked();
                     state.apply(&shared.keys, events);
                     from = state.revision + 1;
                     drop(state);
@@ -593,7 +590,7 @@ async fn watch_cluster(shared: Arc<Shared>, session: Arc<Session>, mut from: i64
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
         if let Ok((found, revision)) = shared.store.get_prefix(&root).await {
-            let mut state = session.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = session.state.locked();
             state.reset(&shared.keys, found);
             state.revision = revision;
             from = revision + 1;
@@ -609,7 +606,7 @@ async fn lead(shared: Arc<Shared>, session: Arc<Session>) {
     loop {
         let current = view.borrow_and_update().clone();
         if current.online && current.leader.is_none() {
-            let lease = *session.lease.lock().unwrap_or_else(PoisonError::into_inner);
+            let lease = *session.lease.locked();
             let key = shared.keys.leader();
             let won = shared
                 .store
@@ -764,26 +761,18 @@ async fn write_shards(
 
 impl Session {
     fn stop_tasks(&self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
+        for task in self.tasks.locked().drain(..) {
             task.abort();
         }
     }
 
     fn state_revision(&self) -> i64 {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .revision
+        self.state.locked().revision
     }
 
     /// Publishes the current state as a new view.
     fn publish(&self) {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.state.locked();
         let registered = state.nodes.contains_key(&self.id);
         let view = ClusterView {
             nodes: state.nodes.clone(),

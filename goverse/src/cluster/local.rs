@@ -1,9 +1,10 @@
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use super::{ClusterView, Coordinator, Member, Membership, NodeInfo};
 use crate::error::{Error, Result};
+use crate::sync::MutexExt;
 
 /// The embedded coordinator: one node, owning every shard.
 ///
@@ -34,7 +35,7 @@ impl LocalCoordinator {
 impl Coordinator for LocalCoordinator {
     async fn join(&self, member: &Member, shard_count: u32) -> Result<Membership> {
         let (id, address) = (member.id.as_str(), member.address.as_str());
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.locked();
         if let Some(existing) = state.shard_count
             && existing != shard_count
         {
@@ -72,7 +73,7 @@ impl Coordinator for LocalCoordinator {
     }
 
     async fn raise_epoch(&self, shard: u32, at_least: u64) -> Result<()> {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.state.locked();
         match &state.view {
             Some(view) if (shard as usize) < view.borrow().shards.len() => {
                 view.send_if_modified(|view| {
@@ -94,10 +95,7 @@ impl Coordinator for LocalCoordinator {
     }
 
     async fn leave(&self) -> Result<()> {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .member = None;
+        self.state.locked().member = None;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //! tests, simulations and demos; production clusters use etcd.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::store::{Compare, KeyValue, LeaseId, Op, Store, WatchEvent, WatchStream};
 use crate::error::{Error, Result};
 use crate::object::BoxFuture;
+use crate::sync::MutexExt;
 
 /// Events kept for watches that start at an older revision.
 const HISTORY: usize = 200_000;
@@ -72,7 +73,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.locked()
     }
 
     /// Expires leases whose time is up, every 50 ms, while the store lives.
@@ -89,7 +90,7 @@ impl MemoryStore {
                 let Some(inner) = weak.upgrade() else {
                     break;
                 };
-                let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut inner = inner.locked();
                 let now = Instant::now();
                 let expired: Vec<LeaseId> = inner
                     .leases

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,6 +13,7 @@ use super::sessions::Sessions;
 use crate::Code;
 use crate::access::{Identity, Origin};
 use crate::object::BoxFuture;
+use crate::sync::MutexExt;
 
 /// What an [`Authenticator`] sees of a request: its headers (HTTP) or
 /// metadata (gRPC), with lower-case names, and where it came from.
@@ -187,15 +188,7 @@ impl Limiter {
     /// How many buckets are kept.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .by_key
-                    .len()
-            })
-            .sum()
+        self.shards.iter().map(|s| s.locked().by_key.len()).sum()
     }
 
     /// Takes a token for `key`, or says how long until one is there.
@@ -204,7 +197,7 @@ impl Limiter {
         let now = Instant::now();
         let (rate, burst) = (self.limit.per_second, f64::from(self.limit.burst));
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % BUCKET_SHARDS];
-        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shard = shard.locked();
         let Buckets { by_key, swept } = &mut *shard;
         if !by_key.contains_key(key) && by_key.len() >= MAX_BUCKETS / BUCKET_SHARDS {
             if swept.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {

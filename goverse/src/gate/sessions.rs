@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -18,6 +18,7 @@ use super::security::same_secret;
 use crate::Code;
 use crate::error::{Error, Result};
 use crate::node::{ClientSink, PushMessage};
+use crate::sync::MutexExt;
 
 /// What a gate counts about its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,7 +81,7 @@ pub(crate) struct Session {
 
 impl Session {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     /// Waits for messages (or the end) for the connection of `generation`,
@@ -161,7 +162,7 @@ impl Sessions {
     }
 
     fn live(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+        self.live.locked()
     }
 
     pub(crate) fn stats(&self) -> GateStats {

@@ -7,11 +7,12 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 
 use super::host::{QueuedTurn, TimerControl, TypeHost};
 use crate::object::Object;
+use crate::sync::MutexExt;
 use tokio::sync::RwLock;
 
 /// The lifecycle of the instance behind an activation's turn lock.
@@ -83,7 +84,7 @@ impl<O: Object> Activation<O> {
     }
 
     pub(crate) fn mailbox(&self) -> std::sync::MutexGuard<'_, Mailbox<O>> {
-        self.mailbox.lock().unwrap_or_else(PoisonError::into_inner)
+        self.mailbox.locked()
     }
 
     /// The epoch the instance was loaded under.
@@ -110,7 +111,7 @@ impl<O: Object> Activation<O> {
 
     /// Adds a timer, replacing (and stopping) one of the same name.
     pub(crate) fn add_timer(&self, timer: Arc<TimerControl>) {
-        let mut timers = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut timers = self.timers.locked();
         if let Some(index) = timers.iter().position(|t| t.name() == timer.name()) {
             timers.swap_remove(index).stop();
         }
@@ -118,7 +119,7 @@ impl<O: Object> Activation<O> {
     }
 
     pub(crate) fn remove_timer(&self, name: &str) -> bool {
-        let mut timers = self.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut timers = self.timers.locked();
         match timers.iter().position(|t| t.name() == name) {
             Some(index) => {
                 timers.swap_remove(index).stop();
@@ -129,8 +130,7 @@ impl<O: Object> Activation<O> {
     }
 
     pub(crate) fn stop_timers(&self) {
-        let timers =
-            std::mem::take(&mut *self.timers.lock().unwrap_or_else(PoisonError::into_inner));
+        let timers = std::mem::take(&mut *self.timers.locked());
         for timer in timers {
             timer.stop();
         }

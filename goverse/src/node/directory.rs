@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::sync::MutexExt;
 use foldhash::fast::RandomState;
 
 /// Independent locks, so callers of different objects rarely contend.
@@ -30,9 +31,7 @@ impl<V> Directory<V> {
     fn shard(&self, id: &str) -> MutexGuard<'_, Shard<V>> {
         // The low bits pick the shard; the map inside rehashes with its own seed.
         let index = (self.hasher.hash_one(id) as usize) % SHARDS;
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shards[index].locked()
     }
 
     #[cfg(test)]
@@ -65,10 +64,7 @@ impl<V> Directory<V> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        self.shards.iter().map(|shard| shard.locked().len()).sum()
     }
 
     /// The entries matching `keep`, collected shard by shard so no lock is
@@ -76,7 +72,7 @@ impl<V> Directory<V> {
     pub(crate) fn collect(&self, mut keep: impl FnMut(&V) -> bool) -> Vec<Arc<V>> {
         let mut found = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let shard = shard.locked();
             found.extend(shard.values().filter(|v| keep(v)).cloned());
         }
         found

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::object::{BoxFuture, Object};
 use crate::placement;
 use crate::storage::{Committer, ErasedStorage, Fence, MemoryStorage, Storage};
+use crate::sync::{MutexExt, RwLockExt};
 use crate::transport::{self, Peers};
 
 /// Settings of a node. Every field has a sensible default.
@@ -831,33 +832,23 @@ impl NodeInner {
     }
 
     pub(crate) fn address(&self) -> Arc<str> {
-        self.address
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.address.read_locked().clone()
     }
 
     fn set_address(&self, address: &str) {
-        *self.address.write().unwrap_or_else(PoisonError::into_inner) = address.into();
+        *self.address.write_locked() = address.into();
     }
 
     pub(crate) fn view(&self) -> Arc<ClusterView> {
-        self.view
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .borrow()
-            .clone()
+        self.view.read_locked().borrow().clone()
     }
 
     fn view_receiver(&self) -> watch::Receiver<Arc<ClusterView>> {
-        self.view
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.view.read_locked().clone()
     }
 
     fn set_view(&self, view: watch::Receiver<Arc<ClusterView>>) {
-        *self.view.write().unwrap_or_else(PoisonError::into_inner) = view;
+        *self.view.write_locked() = view;
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -1024,19 +1015,11 @@ impl NodeInner {
     }
 
     fn add_background(&self, task: JoinHandle<()>) {
-        self.background
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(task);
+        self.background.locked().push(task);
     }
 
     fn stop_background(&self) {
-        for task in std::mem::take(
-            &mut *self
-                .background
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) {
+        for task in std::mem::take(&mut *self.background.locked()) {
             task.abort();
         }
     }

@@ -3,13 +3,14 @@
 //! so a push goes to that node, as a frame on the stream to it, and its
 //! gate puts the message in the client's buffer.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use super::NodeInner;
 use crate::error::{Error, Result};
 use crate::message::{Codec, Message, encode, held_type, type_url};
+use crate::sync::RwLockExt;
 use crate::transport::RemoteFailure;
 use crate::transport::proto::{self, CallFrame, call_frame::Kind};
 
@@ -74,14 +75,11 @@ impl NodeInner {
     /// starting), or none.
     #[cfg_attr(not(feature = "gate"), allow(dead_code))]
     pub(crate) fn set_clients(&self, sink: Option<Arc<dyn ClientSink>>) {
-        *self.clients.write().unwrap_or_else(PoisonError::into_inner) = sink;
+        *self.clients.write_locked() = sink;
     }
 
     fn clients(&self) -> Option<Arc<dyn ClientSink>> {
-        self.clients
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.clients.read_locked().clone()
     }
 
     /// Delivers to a client of this node's gate.

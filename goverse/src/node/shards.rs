@@ -12,12 +12,13 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Notify, watch};
 
 use super::{ADMITTING, NodeInner};
 use crate::cluster::ClusterView;
+use crate::sync::MutexExt;
 
 /// Shards on their way out of this node.
 #[derive(Default)]
@@ -68,7 +69,7 @@ fn apply(
     let mut to_hand_over = Vec::new();
     let mut lost = Vec::new();
     let mut started = Vec::new();
-    let mut out = leaving.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = leaving.locked();
     for shard in 0..view.shard_count() {
         let Some(state) = view.shard(shard) else {
             continue;
@@ -156,7 +157,7 @@ fn apply(
                 tracing::warn!(%error, "handing shards over failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            let mut out = leaving.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut out = leaving.locked();
             for (shard, _) in &batch {
                 out.busy.remove(shard);
                 out.drained.insert(*shard);

@@ -1,9 +1,10 @@
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{CallRecord, Fence, StateWrite, Storage, StoredState};
 use crate::error::{Error, Result};
+use crate::sync::MutexExt;
 
 /// Keeps state in memory: for tests and for objects that need no durability.
 ///
@@ -30,7 +31,7 @@ impl MemoryStorage {
     }
 
     fn tables(&self) -> MutexGuard<'_, Tables> {
-        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+        self.tables.locked()
     }
 
     fn write(&self, type_name: &str, id: &str, fence: Fence, data: Option<&[u8]>) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use super::pending::{Outcome, Pending};
 use super::proto::{self, node_client::NodeClient};
 use super::{Batches, error_from_wire};
 use crate::error::Error;
+use crate::sync::{MutexExt, RwLockExt};
 
 /// Frames waiting to be written to one peer's stream.
 const OUTBOUND_QUEUE: usize = 4096;
@@ -52,11 +53,7 @@ type PeerSlot = tokio::sync::Mutex<Option<Arc<Peer>>>;
 
 impl std::fmt::Debug for Peers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let count = self
-            .peers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let count = self.peers.locked().len();
         f.debug_struct("Peers").field("peers", &count).finish()
     }
 }
@@ -97,8 +94,7 @@ impl Peers {
     /// The live stream to `address`, if there is one.
     fn live(&self, address: &str) -> Option<Arc<Peer>> {
         self.live
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .read_locked()
             .get(address)
             .filter(|peer| !peer.pending.is_closed())
             .cloned()
@@ -108,8 +104,7 @@ impl Peers {
     async fn connect(&self, address: &str, deadline: Instant) -> Result<Arc<Peer>, RemoteFailure> {
         let slot = self
             .peers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .locked()
             .entry(address.into())
             .or_default()
             .clone();
@@ -131,8 +126,7 @@ impl Peers {
             })??;
         *slot = Some(peer.clone());
         self.live
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .write_locked()
             .insert(address.into(), peer.clone());
         Ok(peer)
     }

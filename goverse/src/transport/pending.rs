@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::proto::ReplyFrame;
+use crate::sync::MutexExt;
 
 /// How a waiting call ended, if the stream did not drop it.
 #[derive(Debug)]
@@ -55,7 +56,7 @@ impl Pending {
     }
 
     fn waiters(&self) -> MutexGuard<'_, HashMap<u64, Waiter>> {
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+        self.waiters.locked()
     }
 
     fn micros(&self, at: Instant) -> u64 {

@@ -11,6 +11,8 @@ use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::sync::MutexExt;
+
 /// A connection idle longer than this is checked before use
 /// (one round trip); one in steady use is not, since checking every use
 /// would add a round trip to every batch. A connection that broke
@@ -48,11 +50,7 @@ impl HeldConnections {
             .acquire()
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let idle = self.idle.locked().pop();
         let connection = match idle {
             Some((connection, since)) if since.elapsed() < CHECK_IDLE_AFTER => connection,
             Some((mut connection, _)) => match connection.ping().await {
@@ -104,11 +102,7 @@ impl Held<'_> {
         if outcome.is_ok()
             && let Some(connection) = self.connection.take()
         {
-            self.owner
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((connection, Instant::now()));
+            self.owner.idle.locked().push((connection, Instant::now()));
         }
     }
 }
