@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(&files, [&proto_dir])?;
     tonic_prost_build::configure()
+        // The well-known types (the gate's `Any`) are pbjson-types', the
+        // ones goverse uses everywhere else: one `Any`, with proto3 JSON.
+        .extern_path(".google.protobuf.Any", "::pbjson_types::Any")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -439,9 +439,9 @@ impl ClientInner {
             timeout.unwrap_or(self.options.call_timeout),
         );
         let method = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
-        let any = prost_types::Any {
+        let any = crate::types::Any {
             type_url: type_url(Req::FULL_NAME),
-            value: request.encode_to_vec(),
+            value: request.encode_to_vec().into(),
         };
         let mut attempt = 0u32;
         loop {
@@ -585,7 +585,7 @@ impl ClientInner {
                         let pushed = PushedMessage {
                             sequence: pushed.sequence,
                             type_name: held_type(&message.type_url).to_string(),
-                            body: message.value,
+                            body: Vec::from(message.value),
                         };
                         drop(inner);
                         if pushes.send(pushed).await.is_err() {

@@ -30,10 +30,10 @@ mod tokio_stream_ext {
     }
 }
 
-fn any(value: i32) -> Option<prost_types::Any> {
-    Some(prost_types::Any {
+fn any(value: i32) -> Option<goverse::types::Any> {
+    Some(goverse::types::Any {
         type_url: "type.googleapis.com/google.protobuf.Int32Value".into(),
-        value: Int32Value { value }.encode_to_vec(),
+        value: Int32Value { value }.encode_to_vec().into(),
     })
 }
 
@@ -43,7 +43,7 @@ fn value(response: proto::CallObjectResponse) -> i32 {
         any.type_url,
         "type.googleapis.com/google.protobuf.Int32Value"
     );
-    Int32Value::decode(any.value.as_slice())
+    Int32Value::decode(&any.value[..])
         .expect("Int32Value")
         .value
 }
@@ -96,9 +96,9 @@ async fn calls_errors_and_pushes_over_grpc() {
     // Trace context: `traceparent` metadata reaches the object.
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let mut traced = tonic::Request::new(CallObjectRequest {
-        request: Some(prost_types::Any {
+        request: Some(goverse::types::Any {
             type_url: "type.googleapis.com/google.protobuf.Empty".into(),
-            value: Vec::new(),
+            value: Default::default(),
         }),
         ..call("p1", "Trace", 0)
     });
@@ -113,7 +113,7 @@ async fn calls_errors_and_pushes_over_grpc() {
         .response
         .expect("a response");
     assert_eq!(
-        StringValue::decode(seen.value.as_slice())
+        StringValue::decode(&seen.value[..])
             .expect("StringValue")
             .value,
         traceparent
@@ -139,9 +139,9 @@ async fn calls_errors_and_pushes_over_grpc() {
         "UNKNOWN_METHOD"
     );
     let mut wrong = call("p1", "Add", 1);
-    wrong.request = Some(prost_types::Any {
+    wrong.request = Some(goverse::types::Any {
         type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
-        value: StringValue { value: "x".into() }.encode_to_vec(),
+        value: StringValue { value: "x".into() }.encode_to_vec().into(),
     });
     let status = client.call_object(wrong).await.expect_err("wrong type");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -220,12 +220,13 @@ async fn calls_errors_and_pushes_over_grpc() {
         r#type: "Purse".into(),
         id: "p2".into(),
         method: "Show".into(),
-        request: Some(prost_types::Any {
+        request: Some(goverse::types::Any {
             type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
             value: StringValue {
                 value: client_id.into(),
             }
-            .encode_to_vec(),
+            .encode_to_vec()
+            .into(),
         }),
         client_id: client_id.into(),
     };
@@ -247,7 +248,7 @@ async fn calls_errors_and_pushes_over_grpc() {
     assert_eq!(pushed.sequence, 1);
     let message = pushed.message.expect("a message");
     assert_eq!(
-        Int32Value::decode(message.value.as_slice())
+        Int32Value::decode(&message.value[..])
             .expect("Int32Value")
             .value,
         0

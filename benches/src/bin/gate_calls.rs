@@ -159,9 +159,9 @@ async fn goverse_grpc(address: &str, calls: usize) -> Result<Measurement, Failur
         .tcp_nodelay(true)
         .connect()
         .await?;
-    let request = prost_types::Any {
+    let request = goverse::types::Any {
         type_url: "type.googleapis.com/google.protobuf.Int32Value".into(),
-        value: Int32Value { value: 1 }.encode_to_vec(),
+        value: Int32Value { value: 1 }.encode_to_vec().into(),
     };
     Ok(measure(CALLERS, calls, |caller| {
         let client = GateClient::new(channel.clone());

@@ -145,7 +145,7 @@ impl GrpcGate {
         &self,
         auth: AuthRequest,
         (type_name, id, method, client_id): (String, String, String, String),
-        request: Option<prost_types::Any>,
+        request: Option<crate::types::Any>,
         call_id: Option<String>,
     ) -> Result<Response<proto::CallObjectResponse>, Status> {
         name("type", &type_name)?;
@@ -164,7 +164,7 @@ impl GrpcGate {
             call = call.reliable(call_id);
         }
         let response = self.node.call(call).await.map_err(fail)?;
-        let response = prost_types::Any::decode(response.as_slice()).map_err(|e| {
+        let response = crate::types::Any::decode(response.as_slice()).map_err(|e| {
             fail(crate::Error::Internal(format!(
                 "an object's response is not an Any: {e}"
             )))
@@ -216,9 +216,9 @@ impl GateService for GrpcGate {
             Outgoing::Message(sequence, message) => Ok(proto::ClientEvent {
                 event: Some(Event::Message(proto::Pushed {
                     sequence,
-                    message: Some(prost_types::Any {
+                    message: Some(crate::types::Any {
                         type_url: message.type_url.to_string(),
-                        value: message.body.to_vec(),
+                        value: message.body.to_vec().into(),
                     }),
                 })),
             }),
