@@ -44,6 +44,8 @@ cargo clippy --workspace --all-features --all-targets -- -D warnings
 # quick start (SQLite only).
 cargo clippy -p goverse -- -D warnings
 cargo clippy -p example-counter --all-targets -- -D warnings
+# The API docs as docs.rs builds them: every feature, no broken links.
+RUSTDOCFLAGS="-D warnings" cargo doc -p goverse --all-features --no-deps
 
 step "book"
 if ! command -v mdbook >/dev/null 2>&1; then

@@ -228,7 +228,7 @@ impl Code {
     /// Whether the same call may succeed if sent again later, unchanged:
     /// the cluster was busy, moving or failing over, not the call wrong.
     ///
-    /// A call that was not [reliable](crate::call::CallOptions::call_id)
+    /// A call that was not [reliable](crate::EncodedCall::reliable)
     /// may have taken effect before a `STORAGE_ERROR`, `UNAVAILABLE` or
     /// `DEADLINE_EXCEEDED`; send it again only if that is harmless.
     pub fn is_transient(&self) -> bool {

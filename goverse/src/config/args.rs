@@ -54,7 +54,7 @@ pub struct NodeArgs {
     /// A YAML node file; every flag given overrides its key.
     #[arg(long, env = "GOVERSE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The node's id, unique in the cluster [default: node-<pid>-<n>].
+    /// The node's id, unique in the cluster (default: `node-<pid>-<n>`).
     #[arg(long, env = "GOVERSE_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
     /// Where to serve other nodes (and pushes to this node's gate).

@@ -1,0 +1,404 @@
+//! Hosting one object type on a node: turns, activation, deactivation,
+//! timers and idle collection for every object of that type.
+//!
+//! This module runs a turn ([`TypeHost::run_turn`]); its rooms hold the
+//! rest: [`work`] (what a turn runs, and the access check), [`mailbox`]
+//! (exclusive turns waiting their go), [`persist`] (fenced loads and
+//! saves), [`lifecycle`] (activation and deactivation), [`timers`], and
+//! [`erased`] (the host behind a type-erased trait).
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::NodeInner;
+use super::activation::{Activation, CatchUnwind, Slot};
+use super::directory::Directory;
+use crate::context::{ActivationScope, CallChain, Context};
+use crate::descriptor::ObjectDescriptor;
+use crate::error::{Error, Result};
+use crate::message::Codec;
+use crate::object::{BoxFuture, Invoke, Object, Receiver};
+use crate::placement;
+use crate::storage::{CallOutcome, CallRecord, StateWrite};
+use crate::transport::{error_from_wire, error_to_wire};
+
+mod erased;
+mod lifecycle;
+mod mailbox;
+mod persist;
+mod timers;
+mod work;
+
+pub(crate) use self::erased::ErasedHost;
+use self::mailbox::Entry;
+pub(crate) use self::mailbox::QueuedTurn;
+pub(crate) use self::timers::TimerControl;
+pub(crate) use self::work::{ActivateWork, EncodedWork, STALE_RERUNS, TypedWork, Work};
+use self::work::{check_access, method_ran};
+
+pub(crate) struct TypeHost<O: Object> {
+    node: Weak<NodeInner>,
+    this: Weak<TypeHost<O>>,
+    directory: Directory<Activation<O>>,
+    idle_timeout: Duration,
+}
+
+impl<O: Object> TypeHost<O> {
+    pub(crate) fn new(node: Weak<NodeInner>, default_idle_timeout: Duration) -> Arc<Self> {
+        Arc::new_cyclic(|this| TypeHost {
+            node,
+            this: this.clone(),
+            directory: Directory::new(),
+            idle_timeout: O::DESCRIPTOR.idle_timeout.unwrap_or(default_idle_timeout),
+        })
+    }
+
+    fn activation(&self, id: &Arc<str>, shard: u32, now_ms: u64) -> Arc<Activation<O>> {
+        self.directory.get_or_insert_with(id, || {
+            Activation::new(id.clone(), shard, self.this.clone(), now_ms)
+        })
+    }
+
+    /// Whether the activation's instance may no longer serve or write: the
+    /// node does not serve its shard under the epoch it was loaded under
+    /// (the shard left, and perhaps came back under a newer epoch).
+    fn is_stale(node: &NodeInner, activation: &Activation<O>) -> bool {
+        node.fence_for(activation.shard).epoch != activation.epoch()
+    }
+
+    fn target(id: &str, method: &str) -> String {
+        format!("{}/{}.{}", O::DESCRIPTOR.type_name, id, method)
+    }
+
+    fn context(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Arc<Activation<O>>,
+        call: Option<&TurnCall>,
+        deadline: Instant,
+    ) -> Context {
+        Context {
+            node: node.clone(),
+            type_name: O::DESCRIPTOR.type_name,
+            id: activation.id.clone(),
+            parent: call.and_then(|c| c.parent.clone()),
+            deadline,
+            scope: activation.clone(),
+            trace: call.and_then(|c| c.trace.clone()),
+            call_id: None,
+            origin: call.and_then(|c| c.origin.clone()),
+            effects: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Runs one turn of object `call.id`, activating it first if needed.
+    ///
+    /// Exclusive work goes through the activation's mailbox and the write
+    /// side of the turn lock, shared work takes the read side. If this node
+    /// does not serve the object's shard (any more), the work is handed back
+    /// untouched as [`Turn::Moved`] for the router to send elsewhere.
+    pub(crate) async fn run_turn<W: Work<O>>(
+        self: Arc<Self>,
+        node: Arc<NodeInner>,
+        call: TurnCall,
+        mut work: W,
+    ) -> Turn<W, W::Output> {
+        if let Err(denied) = check_access::<O>(&node, &call, work.lifecycle(), work.method_name()) {
+            return Turn::Done(Err(denied));
+        }
+        let arrived_ms = node.ms_at(call.arrived);
+        loop {
+            if !node.serves(call.shard) {
+                return Turn::Moved(work);
+            }
+            let activation = self.activation(&call.id, call.shard, arrived_ms);
+            activation.touch(arrived_ms);
+            if work.mutates() {
+                let permit =
+                    match self.enter(&activation, &call, work, node.config.max_queued_per_object) {
+                        Entry::Run(returned, permit) => {
+                            work = returned;
+                            permit
+                        }
+                        Entry::Wait(response) => {
+                            return response.await.unwrap_or_else(|_| {
+                                Turn::Done(Err(Error::Unavailable(
+                                    "the node dropped a queued turn".into(),
+                                )))
+                            });
+                        }
+                        Entry::Full => {
+                            return Turn::Done(Err(Error::Overloaded(format!(
+                                "{} has {} calls waiting",
+                                Self::target(&call.id, "*"),
+                                node.config.max_queued_per_object
+                            ))));
+                        }
+                    };
+                // An uncontended turn skips the clock: its deadline was
+                // checked by the caller a moment ago.
+                let (mut guard, waited) = match activation.state.try_write() {
+                    Ok(guard) => (guard, false),
+                    Err(_) => (activation.state.write().await, true),
+                };
+                let outcome = self
+                    .exclusive(&node, &activation, &mut guard, &mut work, &call, waited)
+                    .await;
+                let gone = matches!(&*guard, Slot::Gone);
+                drop(guard);
+                self.finish_exclusive(&node, permit, gone);
+                match outcome {
+                    Some(result) => return Turn::Done(result),
+                    None => continue,
+                }
+            }
+
+            let mut guard = activation.state.read().await;
+            if let Err(expired) = self.check_deadline(&call.id, &work, call.deadline) {
+                return Turn::Done(Err(expired));
+            }
+            let mut activated_here = false;
+            if matches!(&*guard, Slot::Fresh) {
+                drop(guard);
+                let mut write = activation.state.write().await;
+                if matches!(&*write, Slot::Fresh) {
+                    if !node.serves(call.shard) {
+                        self.forget(&activation, &mut write);
+                        continue;
+                    }
+                    let activated =
+                        Box::pin(self.activate(&node, &activation, &mut write, call.deadline));
+                    if let Err(error) = activated.await {
+                        return Turn::Done(Err(error));
+                    }
+                    activated_here = true;
+                }
+                guard = write.downgrade();
+            }
+            let Slot::Active(object) = &*guard else {
+                continue;
+            };
+            if Self::is_stale(&node, &activation) {
+                drop(guard);
+                let mut write = activation.state.write().await;
+                if matches!(&*write, Slot::Active(_)) && Self::is_stale(&node, &activation) {
+                    self.drop_instance(&activation, &mut write);
+                }
+                continue;
+            }
+            let ctx = self.context(&node, &activation, Some(&call), call.deadline);
+            let outcome = CatchUnwind(work.run(Receiver::Ref(object), &ctx)).await;
+            drop(ctx);
+            return Turn::Done(match outcome {
+                Ok(result)
+                    if activated_here && !method_ran::<O, _>(work.method_name(), &result) =>
+                {
+                    // A bad call alone brought the instance in: it goes.
+                    drop(guard);
+                    let mut write = activation.state.write().await;
+                    if matches!(&*write, Slot::Active(_)) {
+                        let _ = self.deactivate(&node, &activation, &mut write, false).await;
+                    }
+                    result
+                }
+                Ok(result) => result,
+                Err(message) => {
+                    drop(guard);
+                    let mut write = activation.state.write().await;
+                    self.discard(&node, &activation, &mut write);
+                    Err(Error::MethodPanicked {
+                        target: Self::target(&call.id, work.method_name()),
+                        message,
+                    })
+                }
+            });
+        }
+    }
+
+    /// A turn whose deadline passed while it queued is not run at all.
+    fn check_deadline<W: Work<O>>(&self, id: &str, work: &W, deadline: Instant) -> Result<()> {
+        if Instant::now() >= deadline {
+            return Err(Error::DeadlineExceeded {
+                target: Self::target(id, work.method_name()),
+                timeout: Duration::ZERO,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one exclusive turn on a slot whose write lock the caller holds.
+    /// `None` means the activation is gone and the turn must be routed again.
+    async fn exclusive<W: Work<O>>(
+        &self,
+        node: &Arc<NodeInner>,
+        activation: &Arc<Activation<O>>,
+        slot: &mut Slot<O>,
+        work: &mut W,
+        call: &TurnCall,
+        waited: bool,
+    ) -> Option<Result<W::Output>> {
+        if waited && let Err(expired) = self.check_deadline(&activation.id, work, call.deadline) {
+            // Leave no never-activated entry behind.
+            if matches!(slot, Slot::Fresh) {
+                self.forget(activation, slot);
+            }
+            return Some(Err(expired));
+        }
+        if work.reliable().is_some() && !O::DESCRIPTOR.persistent {
+            return Some(Err(Error::NotPersistent {
+                type_name: O::DESCRIPTOR.type_name.to_string(),
+            }));
+        }
+        let fresh = matches!(slot, Slot::Fresh);
+        match slot {
+            Slot::Gone => return None,
+            Slot::Fresh => {
+                if !node.serves(call.shard) {
+                    // The shard left this node while the turn waited.
+                    self.forget(activation, slot);
+                    return None;
+                }
+                // Boxed: activation is rare, and keeps every turn's future small.
+                let activated = Box::pin(self.activate(node, activation, slot, call.deadline));
+                if let Err(error) = activated.await {
+                    return Some(Err(error));
+                }
+            }
+            Slot::Active(_) => {}
+        }
+        if Self::is_stale(node, activation) {
+            // Loaded before the shard left this node: whatever it holds may
+            // be older than what a later owner stored.
+            self.drop_instance(activation, slot);
+            return None;
+        }
+        if let Some(call_id) = work.reliable() {
+            // The turn holds the object, so no other run of this call id
+            // can be between this look-up and the record.
+            match node
+                .storage
+                .load_call(O::DESCRIPTOR.type_name, &activation.id, call_id)
+                .await
+            {
+                Ok(Some(record))
+                    if record.caller != crate::access::Origin::caller(call.origin.as_ref()) =>
+                {
+                    return Some(Err(Error::AccessDenied {
+                        message: format!(
+                            "reliable call `{call_id}` on {}/{} was made by another caller; its outcome is returned only to the caller that made it",
+                            O::DESCRIPTOR.type_name,
+                            activation.id
+                        ),
+                    }));
+                }
+                Ok(Some(record)) => return Some(work.replay(record)),
+                Ok(None) => {}
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        let Slot::Active(object) = slot else {
+            return None;
+        };
+        let mut ctx = self.context(node, activation, Some(call), call.deadline);
+        ctx.call_id = work.reliable().cloned();
+        let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
+        let had_effects = ctx.had_effects();
+        drop(ctx);
+        let result = match outcome {
+            Ok(result) => result,
+            Err(message) => {
+                self.discard(node, activation, slot);
+                return Some(Err(Error::MethodPanicked {
+                    target: Self::target(&activation.id, work.method_name()),
+                    message,
+                }));
+            }
+        };
+        if !method_ran::<O, _>(work.method_name(), &result) {
+            // Nothing changed, so nothing is written; an instance that this
+            // bad call alone brought in does not stay for the idle timeout.
+            if fresh {
+                let _ = self.deactivate(node, activation, slot, false).await;
+            }
+            return Some(result);
+        }
+        if O::DESCRIPTOR.persistent {
+            let record = work.record(&result).map(|mut record| {
+                record.caller = crate::access::Origin::caller(call.origin.as_ref());
+                record
+            });
+            if let Err(error) = self.persist(node, activation, slot, record).await {
+                // A refused write means the turn took no effect; if it did
+                // nothing outside the object either, it runs again where
+                // the object is now (the instance is gone), within the
+                // call's deadline, instead of failing the call.
+                if matches!(error, Error::StaleOwner { .. }) && !had_effects && work.rerun() {
+                    return None;
+                }
+                return Some(Err(error));
+            }
+        }
+        Some(result)
+    }
+}
+
+/// Who a turn is for and when it must be done by: everything about a call
+/// except its work.
+#[derive(Clone)]
+pub(crate) struct TurnCall {
+    pub(crate) id: Arc<str>,
+    pub(crate) shard: u32,
+    pub(crate) deadline: Instant,
+    /// When the call arrived; stamps the object's idle clock.
+    pub(crate) arrived: Instant,
+    /// The chain of turns waiting on this call (for cycle detection).
+    pub(crate) parent: Option<Arc<CallChain>>,
+    /// The W3C trace context the call carries.
+    pub(crate) trace: Option<Arc<str>>,
+    /// Where the call came from (`None`: code on a node).
+    pub(crate) origin: Option<Arc<crate::access::Origin>>,
+}
+
+impl TurnCall {
+    /// A turn of object `id` (in `shard`) for a call with `meta`, due by
+    /// `deadline`, that arrived at `arrived`.
+    pub(crate) fn new(
+        id: Arc<str>,
+        shard: u32,
+        (deadline, arrived): (Instant, Instant),
+        (parent, trace, origin): super::routing::CallMeta,
+    ) -> Self {
+        Self {
+            id,
+            shard,
+            deadline,
+            arrived,
+            parent,
+            trace,
+            origin,
+        }
+    }
+
+    /// What travels with the call to another node.
+    pub(crate) fn meta(&self) -> super::routing::CallMetaRef<'_> {
+        (
+            self.parent.as_ref(),
+            self.trace.as_ref(),
+            self.origin.as_ref(),
+        )
+    }
+}
+
+/// How a turn ended.
+pub(crate) enum Turn<W, T> {
+    /// It ran (or failed) here.
+    Done(Result<T>),
+    /// This node does not serve the object's shard: the work, untouched.
+    Moved(W),
+}
