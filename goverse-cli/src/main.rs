@@ -85,7 +85,8 @@ async fn run(args: StorageCommand, migrate: bool) -> Result<String, String> {
         (None, None) => return Err(no_storage.to_string()),
     };
     storage.migrate = migrate;
-    goverse::storage::open(storage)
+    storage
+        .open()
         .await
         .map_err(|e| format!("[{}] {e}", e.code()))?;
     Ok(if migrate {

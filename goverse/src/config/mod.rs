@@ -41,6 +41,7 @@
 
 #[cfg(feature = "cli")]
 mod args;
+mod storage;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,138 @@
+//! A node's background work: auto-loaded objects, idle collection, and
+//! purging reliable-call records and tombstones past their retention.
+
+use super::*;
+
+impl NodeInner {
+    /// Creates the auto-load objects of `shards`, which this node has just
+    /// started serving.
+    pub(crate) fn auto_load_shards(self: &Arc<Self>, shards: &[u32]) {
+        let count = self.config.shard_count;
+        let mut creates = Vec::new();
+        for entry in &self.config.auto_load {
+            match entry.per {
+                crate::config::AutoLoadPer::Object => {
+                    if placement::validate_id(&entry.id, count).is_ok()
+                        && shards.contains(&placement::shard_for(&entry.id, count))
+                    {
+                        creates.push((entry.type_name.clone(), entry.id.clone()));
+                    }
+                }
+                crate::config::AutoLoadPer::Shard => {
+                    for shard in shards {
+                        creates.push((
+                            entry.type_name.clone(),
+                            format!("shard#{shard}/{}", entry.id),
+                        ));
+                    }
+                }
+                crate::config::AutoLoadPer::Node => {}
+            }
+        }
+        self.spawn_creates(creates);
+    }
+
+    pub(super) fn auto_load_per_node(self: &Arc<Self>) {
+        let address = self.address();
+        if address.is_empty() {
+            return;
+        }
+        let creates = self
+            .config
+            .auto_load
+            .iter()
+            .filter(|e| e.per == crate::config::AutoLoadPer::Node)
+            .map(|e| (e.type_name.clone(), format!("{address}/{}", e.id)))
+            .collect();
+        self.spawn_creates(creates);
+    }
+
+    pub(super) fn spawn_creates(self: &Arc<Self>, creates: Vec<(String, String)>) {
+        if creates.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        self.runtime.spawn(async move {
+            for (type_name, id) in creates {
+                if let Err(error) = node.create(&type_name, &id, None).await {
+                    tracing::warn!(object_type = %type_name, object_id = %id, %error, "auto-load failed");
+                }
+            }
+        });
+    }
+
+    pub(super) fn add_background(&self, task: JoinHandle<()>) {
+        self.background.locked().push(task);
+    }
+
+    pub(super) fn stop_background(&self) {
+        for task in std::mem::take(&mut *self.background.locked()) {
+            task.abort();
+        }
+    }
+
+    pub(super) fn collect_idle_once(self: Arc<Self>) -> BoxFuture<'static, usize> {
+        Box::pin(async move {
+            let mut collected = 0;
+            for host in self.by_name.values() {
+                collected += host.clone().collect_idle(self.clone()).await;
+            }
+            collected
+        })
+    }
+
+    /// Purges reliable-call records and tombstones (rows holding no state)
+    /// past their retention, at an eighth of it, on nodes that host a
+    /// persistent type (every such node does it; the delete is idempotent).
+    pub(super) fn start_purger(self: &Arc<Self>) {
+        if !self.by_name.values().any(|h| h.descriptor().persistent) {
+            return;
+        }
+        let retention = self.config.reliable_call_retention;
+        let period = (retention / 8).clamp(Duration::from_millis(50), Duration::from_secs(600));
+        let node = Arc::downgrade(self);
+        let task = self.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(node) = node.upgrade() else {
+                    break;
+                };
+                match node.storage.purge_calls(retention).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "reliable-call records purged"),
+                    Err(error) => tracing::warn!(%error, "purging reliable-call records failed"),
+                }
+                match node.storage.purge_tombstones(retention).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "tombstones purged"),
+                    Err(error) => tracing::warn!(%error, "purging tombstones failed"),
+                }
+            }
+        });
+        self.add_background(task);
+    }
+
+    /// Scans for idle objects at a quarter of the shortest idle timeout.
+    pub(super) fn start_idle_collector(self: &Arc<Self>) {
+        let Some(shortest) = self.by_name.values().map(|h| h.idle_timeout()).min() else {
+            return;
+        };
+        let period = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+        let node = Arc::downgrade(self);
+        let task = self.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(node) = node.upgrade() else {
+                    break;
+                };
+                node.collect_idle_once().await;
+            }
+        });
+        self.add_background(task);
+    }
+}
