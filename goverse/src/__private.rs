@@ -19,8 +19,9 @@ pub use crate::call::{IntoCaller, ObjectRef};
 pub use crate::context::Context;
 pub use crate::descriptor::{MethodDescriptor, ObjectDescriptor};
 pub use crate::error::{Error, Result};
+pub use crate::future::BoxFuture;
 pub use crate::message::{Codec, Message, decode, encode};
-pub use crate::object::{BoxFuture, InvokeMut, InvokeRef, Object, Receiver};
+pub use crate::object::{InvokeMut, InvokeRef, Object, Receiver};
 
 /// Fails to compile, spanned on the user's type, when it is not a message.
 pub fn assert_message<T: Message>() {}

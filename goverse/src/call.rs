@@ -12,11 +12,13 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use crate::context::{CallChain, Context};
+use crate::chain::CallChain;
+use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::future::BoxFuture;
 use crate::message::{Codec, Message, decode};
 use crate::node::{Node, NodeInner};
-use crate::object::{BoxFuture, Invoke, InvokeMut, InvokeRef, Object};
+use crate::object::{Invoke, InvokeMut, InvokeRef, Object};
 
 /// Where calls made through a proxy come from: a node, or an object's turn.
 ///

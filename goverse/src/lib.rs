@@ -3,6 +3,7 @@
 
 pub mod access;
 mod call;
+mod chain;
 #[cfg(feature = "client")]
 mod client;
 pub mod cluster;
@@ -11,6 +12,7 @@ pub mod config;
 mod context;
 mod descriptor;
 mod error;
+mod future;
 #[cfg(feature = "gate")]
 pub mod gate;
 /// The gate's gRPC protocol (`proto/gate.proto`): messages, server and
@@ -41,9 +43,10 @@ pub use code::Code;
 pub use context::Context;
 pub use descriptor::{MethodDescriptor, ObjectDescriptor};
 pub use error::{Error, OtherError, Result};
+pub use future::BoxFuture;
 pub use message::{Codec, Message, decode, encode, types};
 pub use node::{Node, NodeBuilder, NodeConfig, NodeStats};
-pub use object::{BoxFuture, Object, descriptor_of};
+pub use object::{Object, descriptor_of};
 
 /// Includes the messages of one protobuf package, generated in `build.rs` by
 /// `goverse_codegen::build`.

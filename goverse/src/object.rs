@@ -1,16 +1,11 @@
 //! The [`Object`] trait that `#[goverse::object]` implements, and the pieces
 //! the generated dispatch code works with.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use crate::context::Context;
 use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
+use crate::future::BoxFuture;
 use crate::message::Codec;
-
-/// A boxed, sendable future: what generated code and hooks return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A type whose instances are goverse objects.
 ///

@@ -13,7 +13,7 @@ use tokio::sync::{Mutex, mpsc};
 use super::coordinator::{ClusterCoordinator, ClusterOptions};
 use super::store::{Compare, KeyValue, LeaseId, Op, Store, WatchEvent, WatchStream};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 
 /// etcd's client and the lease keep-alive streams opened on it.
 struct EtcdStore {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::store::{Compare, KeyValue, LeaseId, Op, Store, WatchEvent, WatchStream};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 use crate::sync::MutexExt;
 
 /// Events kept for watches that start at an older revision.

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::error::Result;
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 
 /// A node as the cluster sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

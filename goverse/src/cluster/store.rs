@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 
 /// A lease id.
 pub(crate) type LeaseId = i64;

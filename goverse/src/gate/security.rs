@@ -12,7 +12,7 @@ use super::errors::GateError;
 use super::sessions::Sessions;
 use crate::Code;
 use crate::access::{Identity, Origin};
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 use crate::sync::MutexExt;
 
 /// What an [`Authenticator`] sees of a request: its headers (HTTP) or

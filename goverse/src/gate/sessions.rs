@@ -610,7 +610,7 @@ pub(crate) struct SessionStream {
     generation: u64,
     heartbeat: Duration,
     ready: VecDeque<Outgoing>,
-    waiting: Option<crate::object::BoxFuture<'static, Next>>,
+    waiting: Option<crate::future::BoxFuture<'static, Next>>,
     ended: bool,
 }
 

@@ -35,7 +35,8 @@ use crate::cluster::{ClusterView, Coordinator, ErasedCoordinator, LocalCoordinat
 use crate::config::{AutoLoad, NodeFile, parse_duration};
 use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
-use crate::object::{BoxFuture, Object};
+use crate::future::BoxFuture;
+use crate::object::Object;
 use crate::placement;
 use crate::storage::{Committer, ErasedStorage, Fence, MemoryStorage, Storage};
 use crate::sync::{MutexExt, RwLockExt};

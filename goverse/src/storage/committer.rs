@@ -20,7 +20,7 @@ use tokio::task::{Id, JoinSet};
 
 use super::{Claim, ErasedStorage, StateWrite, StoredState};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 
 /// Writes in one batch at most.
 const BATCH: usize = 512;

@@ -24,7 +24,7 @@ pub use postgres::{PostgresOptions, PostgresStorage};
 pub use sqlite::SqliteStorage;
 
 use crate::error::Result;
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 
 /// The data of a row that holds no state: an owner's claim on an object
 /// that was never saved. Loading it gives the object's `Default`.

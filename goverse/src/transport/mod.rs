@@ -12,7 +12,7 @@ pub(crate) use server::{FrameHandler, serve};
 use std::sync::Arc;
 
 use crate::Code;
-use crate::context::CallChain;
+use crate::chain::CallChain;
 use crate::error::Error;
 
 /// The generated protocol types and service stubs.

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Batches;
 use super::proto::{self, node_server::NodeServer};
 use crate::error::{Error, Result};
-use crate::object::BoxFuture;
+use crate::future::BoxFuture;
 
 /// What serves the frames: the node.
 pub(crate) trait FrameHandler: Send + Sync + 'static {
