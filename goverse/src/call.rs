@@ -37,6 +37,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// What calls made through this caller carry.
+    pub(crate) fn meta(&self) -> CallMeta {
+        CallMeta {
+            chain: self.chain.clone(),
+            trace: self.trace.clone(),
+            origin: self.origin.clone(),
+        }
+    }
+
     /// The same caller, with calls carrying the W3C trace context
     /// `traceparent` (`00-<trace id>-<parent id>-<flags>`), as received
     /// from an incoming request. Objects see it as
@@ -65,6 +74,42 @@ pub(crate) enum Target {
 pub(crate) enum Lifecycle {
     Create,
     Delete,
+}
+
+/// What travels with a call besides its request: the chain of turns
+/// waiting on it, its trace context, and where it came from.
+#[derive(Clone, Default)]
+pub(crate) struct CallMeta {
+    /// The chain of turns waiting on the call (for cycle detection).
+    pub(crate) chain: Option<Arc<CallChain>>,
+    /// The W3C trace context the call carries.
+    pub(crate) trace: Option<Arc<str>>,
+    /// Where the call came from (`None`: code on a node).
+    pub(crate) origin: Option<Arc<crate::access::Origin>>,
+}
+
+/// When a call must be answered by, and when it arrived (which stamps the
+/// object's idle clock).
+#[derive(Clone, Copy)]
+pub(crate) struct Due {
+    pub(crate) deadline: Instant,
+    pub(crate) arrived: Instant,
+}
+
+/// The request of a call by name: its encoding, its body, and the id that
+/// makes it reliable, if any.
+pub(crate) struct EncodedRequest {
+    pub(crate) codec: Codec,
+    pub(crate) body: Vec<u8>,
+    pub(crate) reliable: Option<Arc<str>>,
+}
+
+/// The request of a typed call: the method's number, its entry point, and
+/// the request message.
+pub(crate) struct TypedRequest<O, Req, Resp> {
+    pub(crate) method: usize,
+    pub(crate) invoke: Invoke<O, Req, Resp>,
+    pub(crate) request: Req,
 }
 
 /// The shape of a W3C `traceparent`: version, trace id, parent id, flags.
@@ -443,32 +488,32 @@ impl<O: Object> ObjectRef<O> {
                 O::DESCRIPTOR.type_name,
                 &self.id,
                 name,
-                (
-                    Codec::Protobuf,
-                    request.encode_to_vec(),
-                    Some(call_id.clone()),
-                ),
-                deadline,
-                (
-                    self.caller.chain.clone(),
-                    self.caller.trace.clone(),
-                    self.caller.origin.clone(),
-                ),
-                started,
+                EncodedRequest {
+                    codec: Codec::Protobuf,
+                    body: request.encode_to_vec(),
+                    reliable: Some(call_id.clone()),
+                },
+                Due {
+                    deadline,
+                    arrived: started,
+                },
+                self.caller.meta(),
             ))
             .await?;
             return decode::<Resp>(Codec::Protobuf, &body);
         }
         node.call_typed::<O, Req, Resp>(
             self.id.clone(),
-            (method, invoke, request),
-            deadline,
-            (
-                self.caller.chain.clone(),
-                self.caller.trace.clone(),
-                self.caller.origin.clone(),
-            ),
-            started,
+            TypedRequest {
+                method,
+                invoke,
+                request,
+            },
+            Due {
+                deadline,
+                arrived: started,
+            },
+            self.caller.meta(),
         )
         .await
     }

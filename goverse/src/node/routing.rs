@@ -13,31 +13,18 @@ use tokio::time::Instant;
 use super::NodeInner;
 use super::host::{ActivateWork, EncodedWork, Turn, TurnCall, TypedWork};
 use crate::access::Origin;
-use crate::call::{Detached, EncodedCall, validate_call_id};
-use crate::chain::CallChain;
+use crate::call::{
+    CallMeta, Detached, Due, EncodedCall, EncodedRequest, TypedRequest, validate_call_id,
+};
 use crate::cluster::{ClusterView, NodeInfo};
 use crate::error::{Error, Result};
 use crate::future::BoxFuture;
 use crate::message::{Codec, Message, decode};
-use crate::object::{Invoke, Object};
+use crate::object::Object;
 use crate::placement;
-use crate::transport::proto::{CallFrame, ReplyFrame, call_frame::Encoding, call_frame::Kind};
-use crate::transport::{FrameHandler, RemoteFailure, chain_links, error_to_wire};
-
-/// What travels with a call besides its request: the chain of turns
-/// waiting on it, its trace context, and where it came from.
-pub(crate) type CallMeta = (
-    Option<Arc<CallChain>>,
-    Option<Arc<str>>,
-    Option<Arc<Origin>>,
-);
-
-/// [`CallMeta`], borrowed.
-pub(crate) type CallMetaRef<'a> = (
-    Option<&'a Arc<CallChain>>,
-    Option<&'a Arc<str>>,
-    Option<&'a Arc<Origin>>,
-);
+use crate::transport::proto::{CallFrame, ReplyFrame, call_frame::Kind};
+use crate::transport::wire::{self, OutgoingCall};
+use crate::transport::{FrameHandler, RemoteFailure, error_to_wire};
 
 /// Where a call goes now.
 enum Route {
@@ -168,51 +155,19 @@ impl NodeInner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn frame(
-        &self,
-        kind: Kind,
-        object_type: &str,
-        id: &str,
-        method: &str,
-        (body, codec, reliable): (Vec<u8>, Codec, Option<&Arc<str>>),
-        deadline: Instant,
-        (parent, trace, origin): CallMetaRef<'_>,
-    ) -> CallFrame {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let trace = trace
-            .map(|t| {
-                [("traceparent".to_string(), t.to_string())]
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
-        CallFrame {
-            call_id: 0,
-            kind: kind as i32,
-            object_type: object_type.to_string(),
-            object_id: id.to_string(),
-            method: method.to_string(),
-            body,
-            encoding: encoding_of(codec) as i32,
-            timeout_micros: u64::try_from(left.as_micros()).unwrap_or(u64::MAX),
-            chain: chain_links(parent),
-            trace,
-            reliable_call_id: reliable.map(|r| r.to_string()).unwrap_or_default(),
-            origin: origin.map(|o| origin_to_wire(o)),
-        }
-    }
-
     /// A call from a typed proxy.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn call_typed<O: Object, Req: Message, Resp: Message>(
         self: &Arc<Self>,
         id: Arc<str>,
-        (method, invoke, request): (usize, Invoke<O, Req, Resp>, Req),
-        deadline: Instant,
+        TypedRequest {
+            method,
+            invoke,
+            request,
+        }: TypedRequest<O, Req, Resp>,
+        due: Due,
         meta: CallMeta,
-        arrived: Instant,
     ) -> Result<Resp> {
+        let Due { deadline, arrived } = due;
         let shard = self.admit(&id)?;
         let method_name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
         let target = || format!("{}/{}.{}", O::DESCRIPTOR.type_name, id, method_name);
@@ -221,7 +176,7 @@ impl NodeInner {
             invoke,
             request: Some(request),
         };
-        let call = TurnCall::new(id.clone(), shard, (deadline, arrived), meta);
+        let call = TurnCall::new(id.clone(), shard, due, meta);
         let mut retry = Retry::new();
         loop {
             match self.route(&id, shard)? {
@@ -243,15 +198,17 @@ impl NodeInner {
                     let Some(request) = work.request.as_ref() else {
                         return Err(Error::Internal("a typed call lost its request".into()));
                     };
-                    let frame = self.frame(
-                        Kind::Call,
-                        O::DESCRIPTOR.type_name,
-                        &id,
-                        method_name,
-                        (request.encode_to_vec(), Codec::Protobuf, None),
+                    let frame = wire::call_frame(OutgoingCall {
+                        kind: Kind::Call,
+                        object_type: O::DESCRIPTOR.type_name,
+                        id: &id,
+                        method: method_name,
+                        body: request.encode_to_vec(),
+                        codec: Codec::Protobuf,
+                        reliable: None,
                         deadline,
-                        call.meta(),
-                    );
+                        meta: &call.meta,
+                    });
                     if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
                         return decode::<Resp>(Codec::Protobuf, &body);
                     }
@@ -272,25 +229,35 @@ impl NodeInner {
             &call.type_name,
             &call.id,
             &call.method,
-            (call.codec, call.body, reliable),
-            deadline,
-            (None, call.trace, call.origin),
-            arrived,
+            EncodedRequest {
+                codec: call.codec,
+                body: call.body,
+                reliable,
+            },
+            Due { deadline, arrived },
+            CallMeta {
+                chain: None,
+                trace: call.trace,
+                origin: call.origin,
+            },
         )
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn call_by_name(
         self: &Arc<Self>,
         type_name: &str,
         id: &str,
         method: &str,
-        (codec, body, reliable): (Codec, Vec<u8>, Option<Arc<str>>),
-        deadline: Instant,
+        EncodedRequest {
+            codec,
+            body,
+            reliable,
+        }: EncodedRequest,
+        due: Due,
         meta: CallMeta,
-        arrived: Instant,
     ) -> Result<Vec<u8>> {
+        let Due { deadline, arrived } = due;
         let shard = self.admit(id)?;
         let _in_flight = self.enter_call()?;
         if let Some(call_id) = &reliable {
@@ -322,7 +289,7 @@ impl NodeInner {
             reliable,
             reruns: super::host::STALE_RERUNS,
         };
-        let call = TurnCall::new(id.clone(), shard, (deadline, arrived), meta);
+        let call = TurnCall::new(id.clone(), shard, due, meta);
         let mut retry = Retry::new();
         loop {
             match self.route(&id, shard)? {
@@ -341,15 +308,17 @@ impl NodeInner {
                 }
                 Route::Remote(owner) => {
                     let method_name = if name.is_empty() { method } else { name };
-                    let frame = self.frame(
-                        Kind::Call,
-                        type_name,
-                        &id,
-                        method_name,
-                        (work.body.clone(), codec, work.reliable.as_ref()),
+                    let frame = wire::call_frame(OutgoingCall {
+                        kind: Kind::Call,
+                        object_type: type_name,
+                        id: &id,
+                        method: method_name,
+                        body: work.body.clone(),
+                        codec,
+                        reliable: work.reliable.as_ref(),
                         deadline,
-                        call.meta(),
-                    );
+                        meta: &call.meta,
+                    });
                     if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
                         return Ok(body);
                     }
@@ -399,7 +368,11 @@ impl NodeInner {
             "delete"
         };
         let target = || format!("{type_name}/{id}.{verb}");
-        let call = TurnCall::new(id.clone(), shard, (deadline, arrived), (None, None, origin));
+        let meta = CallMeta {
+            origin,
+            ..CallMeta::default()
+        };
+        let call = TurnCall::new(id.clone(), shard, Due { deadline, arrived }, meta);
         let mut retry = Retry::new();
         loop {
             match self.route(&id, shard)? {
@@ -434,15 +407,17 @@ impl NodeInner {
                     }
                 }
                 Route::Remote(owner) => {
-                    let frame = self.frame(
+                    let frame = wire::call_frame(OutgoingCall {
                         kind,
-                        type_name,
-                        &id,
-                        "",
-                        (Vec::new(), Codec::Protobuf, None),
+                        object_type: type_name,
+                        id: &id,
+                        method: "",
+                        body: Vec::new(),
+                        codec: Codec::Protobuf,
+                        reliable: None,
                         deadline,
-                        call.meta(),
-                    );
+                        meta: &call.meta,
+                    });
                     if self.send(&owner, frame, deadline, &target).await?.is_some() {
                         return Ok(());
                     }
@@ -475,9 +450,9 @@ impl NodeInner {
             return Err(self.moved(shard));
         }
         let host = self.host_by_name(&frame.object_type)?;
-        let parent = chain_from_links(&frame.chain);
+        let meta = wire::meta_of(&mut frame);
         let id: Arc<str> = frame.object_id.as_str().into();
-        if let Some(chain) = &parent
+        if let Some(chain) = &meta.chain
             && chain.contains(host.descriptor().type_name, &id)
         {
             return Err(Error::CallCycle {
@@ -485,13 +460,7 @@ impl NodeInner {
                 target: format!("{}/{}", frame.object_type, id),
             });
         }
-        let trace = frame
-            .trace
-            .get("traceparent")
-            .filter(|t| crate::call::valid_traceparent(t))
-            .map(|t| Arc::<str>::from(t.as_str()));
-        let origin = frame.origin.take().map(origin_from_wire);
-        let call = TurnCall::new(id, shard, (deadline, arrived), (parent, trace, origin));
+        let call = TurnCall::new(id, shard, Due { deadline, arrived }, meta);
         let target = || format!("{}/{}.{}", frame.object_type, frame.object_id, frame.method);
         match Kind::try_from(frame.kind).unwrap_or(Kind::Call) {
             Kind::Call => {
@@ -512,17 +481,7 @@ impl NodeInner {
                     method: index,
                     mutates: found.mutates,
                     name: found.name,
-                    codec: match Encoding::try_from(frame.encoding) {
-                        Ok(Encoding::Json) => Codec::Json,
-                        Ok(Encoding::Any) => Codec::Any,
-                        Ok(Encoding::Protobuf) => Codec::Protobuf,
-                        Err(_) => {
-                            return Err(Error::Internal(format!(
-                                "a peer sent unknown encoding {}",
-                                frame.encoding
-                            )));
-                        }
-                    },
+                    codec: wire::codec_of(frame.encoding)?,
                     body: frame.body,
                     reliable,
                     reruns: super::host::STALE_RERUNS,
@@ -585,50 +544,6 @@ impl FrameHandler for NodeInner {
             }
         })
     }
-}
-
-/// A call's origin as it travels.
-fn origin_to_wire(origin: &Origin) -> crate::transport::proto::Origin {
-    let identity = origin.identity.as_ref();
-    crate::transport::proto::Origin {
-        external: origin.external,
-        user_id: identity.map(|i| i.user_id.clone()).unwrap_or_default(),
-        roles: identity.map(|i| i.roles.clone()).unwrap_or_default(),
-        authenticated: identity.is_some(),
-        client_id: origin.client_id.clone().unwrap_or_default(),
-    }
-}
-
-fn origin_from_wire(origin: crate::transport::proto::Origin) -> Arc<Origin> {
-    Arc::new(Origin {
-        external: origin.external,
-        identity: origin
-            .authenticated
-            .then(|| crate::access::Identity::new(origin.user_id, origin.roles)),
-        client_id: (!origin.client_id.is_empty()).then_some(origin.client_id),
-    })
-}
-
-/// A codec's wire name.
-fn encoding_of(codec: Codec) -> Encoding {
-    match codec {
-        Codec::Json => Encoding::Json,
-        Codec::Any => Encoding::Any,
-        _ => Encoding::Protobuf,
-    }
-}
-
-/// Rebuilds a call chain from wire links (outermost first).
-fn chain_from_links(links: &[crate::transport::proto::ChainLink]) -> Option<Arc<CallChain>> {
-    let mut chain: Option<Arc<CallChain>> = None;
-    for link in links {
-        chain = Some(Arc::new(CallChain {
-            type_name: link.object_type.clone().into(),
-            id: link.object_id.as_str().into(),
-            parent: chain,
-        }));
-    }
-    chain
 }
 
 /// The error of a call whose deadline passed before it was answered.

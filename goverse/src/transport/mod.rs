@@ -5,15 +5,11 @@
 mod client;
 mod pending;
 mod server;
+pub(crate) mod wire;
 
 pub(crate) use client::{Peers, RemoteFailure};
 pub(crate) use server::{FrameHandler, serve};
-
-use std::sync::Arc;
-
-use crate::Code;
-use crate::chain::CallChain;
-use crate::error::Error;
+pub(crate) use wire::{error_from_wire, error_to_wire};
 
 /// The generated protocol types and service stubs.
 #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
@@ -82,34 +78,5 @@ impl<T> tokio_stream::Stream for Batches<T> {
         // before this one leaves, so a burst costs one write, not one each.
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
-    }
-}
-
-/// Turns a call chain into wire links, outermost first.
-pub(crate) fn chain_links(chain: Option<&Arc<CallChain>>) -> Vec<proto::ChainLink> {
-    let mut links = Vec::new();
-    let mut next = chain.map(|c| &**c);
-    while let Some(link) = next {
-        links.push(proto::ChainLink {
-            object_type: link.type_name.to_string(),
-            object_id: link.id.to_string(),
-        });
-        next = link.parent.as_deref();
-    }
-    links.reverse();
-    links
-}
-
-/// The error a peer sent back, with its stable code.
-pub(crate) fn error_from_wire(reply: proto::ErrorReply) -> Error {
-    Error::from_wire(Code::parse(&reply.code), reply.message)
-}
-
-/// An error as sent to a peer.
-pub(crate) fn error_to_wire(error: &Error) -> proto::ErrorReply {
-    let (code, message) = error.to_wire();
-    proto::ErrorReply {
-        code: code.to_string(),
-        message,
     }
 }

@@ -19,7 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::NodeInner;
 use super::activation::{Activation, CatchUnwind, Slot};
 use super::directory::Directory;
-use crate::chain::CallChain;
+use crate::call::{CallMeta, Due};
 use crate::context::{ActivationScope, Context};
 use crate::descriptor::ObjectDescriptor;
 use crate::error::{Error, Result};
@@ -89,12 +89,12 @@ impl<O: Object> TypeHost<O> {
             node: node.clone(),
             type_name: O::DESCRIPTOR.type_name,
             id: activation.id.clone(),
-            parent: call.and_then(|c| c.parent.clone()),
+            parent: call.and_then(|c| c.meta.chain.clone()),
             deadline,
             scope: activation.clone(),
-            trace: call.and_then(|c| c.trace.clone()),
+            trace: call.and_then(|c| c.meta.trace.clone()),
             call_id: None,
-            origin: call.and_then(|c| c.origin.clone()),
+            origin: call.and_then(|c| c.meta.origin.clone()),
             effects: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -289,7 +289,8 @@ impl<O: Object> TypeHost<O> {
                 .await
             {
                 Ok(Some(record))
-                    if record.caller != crate::access::Origin::caller(call.origin.as_ref()) =>
+                    if record.caller
+                        != crate::access::Origin::caller(call.meta.origin.as_ref()) =>
                 {
                     return Some(Err(Error::AccessDenied {
                         message: format!(
@@ -332,7 +333,7 @@ impl<O: Object> TypeHost<O> {
         }
         if O::DESCRIPTOR.persistent {
             let record = work.record(&result).map(|mut record| {
-                record.caller = crate::access::Origin::caller(call.origin.as_ref());
+                record.caller = crate::access::Origin::caller(call.meta.origin.as_ref());
                 record
             });
             if let Err(error) = self.persist(node, activation, slot, record).await {
@@ -359,41 +360,20 @@ pub(crate) struct TurnCall {
     pub(crate) deadline: Instant,
     /// When the call arrived; stamps the object's idle clock.
     pub(crate) arrived: Instant,
-    /// The chain of turns waiting on this call (for cycle detection).
-    pub(crate) parent: Option<Arc<CallChain>>,
-    /// The W3C trace context the call carries.
-    pub(crate) trace: Option<Arc<str>>,
-    /// Where the call came from (`None`: code on a node).
-    pub(crate) origin: Option<Arc<crate::access::Origin>>,
+    /// What the call carries: its chain, trace context and origin.
+    pub(crate) meta: CallMeta,
 }
 
 impl TurnCall {
-    /// A turn of object `id` (in `shard`) for a call with `meta`, due by
-    /// `deadline`, that arrived at `arrived`.
-    pub(crate) fn new(
-        id: Arc<str>,
-        shard: u32,
-        (deadline, arrived): (Instant, Instant),
-        (parent, trace, origin): super::routing::CallMeta,
-    ) -> Self {
+    /// A turn of object `id` (in `shard`) for a call with `meta`.
+    pub(crate) fn new(id: Arc<str>, shard: u32, due: Due, meta: CallMeta) -> Self {
         Self {
             id,
             shard,
-            deadline,
-            arrived,
-            parent,
-            trace,
-            origin,
+            deadline: due.deadline,
+            arrived: due.arrived,
+            meta,
         }
-    }
-
-    /// What travels with the call to another node.
-    pub(crate) fn meta(&self) -> super::routing::CallMetaRef<'_> {
-        (
-            self.parent.as_ref(),
-            self.trace.as_ref(),
-            self.origin.as_ref(),
-        )
     }
 }
 

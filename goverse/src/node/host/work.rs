@@ -191,7 +191,7 @@ pub(super) fn check_access<O: Object>(
     let Some(rules) = &node.config.access_rules else {
         return Ok(());
     };
-    let external = call.origin.as_ref().is_some_and(|o| o.external);
+    let external = call.meta.origin.as_ref().is_some_and(|o| o.external);
     match lifecycle {
         Some(operation) => {
             rules.check_lifecycle(O::DESCRIPTOR.type_name, &call.id, operation, external)
