@@ -10,6 +10,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -306,12 +307,6 @@ async fn delete(
     ))
 }
 
-/// One server-sent event.
-fn sse(event: &str, id: Option<u64>, data: &serde_json::Value) -> Bytes {
-    let id = id.map(|id| format!("id: {id}\n")).unwrap_or_default();
-    Bytes::from(format!("event: {event}\n{id}data: {data}\n\n"))
-}
-
 /// The `data` of a `message` event: the type, the message in proto3 JSON,
 /// and as a base64 protobuf `Any`.
 fn message_data(message: &crate::node::PushMessage) -> serde_json::Value {
@@ -328,51 +323,13 @@ fn message_data(message: &crate::node::PushMessage) -> serde_json::Value {
     })
 }
 
-/// A query parameter, percent-decoded.
-fn query_param(request: &Request, name: &str) -> Option<String> {
-    request.uri().query()?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| percent_decode(value))
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (decoded, bytes[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, byte) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A header or, for browsers' `EventSource` (which cannot set headers),
-/// a query parameter.
-fn header_or_query(request: &Request, header: &str, query: &str) -> Option<String> {
-    request
-        .headers()
-        .get(header)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| query_param(request, query))
+/// The push stream's query parameters: what browsers' `EventSource`,
+/// which cannot set headers, sends in their place.
+#[derive(Debug, Default, serde::Deserialize)]
+struct StreamQuery {
+    client_id: Option<String>,
+    session: Option<String>,
+    last_event_id: Option<String>,
 }
 
 /// `GET /api/v1/events/stream`: a client's push stream. First a
@@ -391,9 +348,20 @@ async fn events(State(state): Shared, request: Request) -> Result<Response, Gate
         .await?;
     // Opening a stream counts against the client's rate limit, as a call.
     state.guard.limit_client(&origin, peer.map(|p| p.0))?;
-    let client = header_or_query(&request, "x-client-id", "client_id");
-    let token = header_or_query(&request, "x-session-token", "session");
-    let last_read = header_or_query(&request, "last-event-id", "last_event_id")
+    let query = axum::extract::Query::<StreamQuery>::try_from_uri(request.uri())
+        .map_err(|e| GateError::invalid_path(format!("the query string: {e}")))?
+        .0;
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let client = header("x-client-id").or(query.client_id);
+    let token = header("x-session-token").or(query.session);
+    let last_read = header("last-event-id")
+        .or(query.last_event_id)
         .and_then(|id| id.trim().parse::<u64>().ok());
     let resume = match (&client, &token) {
         (Some(client), Some(token)) => Some((client.as_str(), token.as_str())),
@@ -402,21 +370,26 @@ async fn events(State(state): Shared, request: Request) -> Result<Response, Gate
     let user = origin.identity.as_ref().map(|i| i.user_id.as_str());
     let attached = state.sessions.attach(resume, last_read, user)?;
     let outgoing = pump(state.sessions.clone(), attached, state.options.heartbeat);
+    // Heartbeats are the pump's own events (clients watch for them), so
+    // axum's keep-alive comments are not used.
     let stream = tokio_stream::StreamExt::map(outgoing, |outgoing| {
-        Ok::<_, std::convert::Infallible>(sse_of(outgoing))
+        Ok::<_, std::convert::Infallible>(event_of(outgoing))
     });
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    Ok(Sse::new(stream).into_response())
+}
+
+/// A server-sent event named `name`, with JSON `data`.
+fn sse(name: &str, id: Option<u64>, data: &serde_json::Value) -> Event {
+    let event = Event::default().event(name);
+    let event = match id {
+        Some(id) => event.id(id.to_string()),
+        None => event,
+    };
+    event.data(data.to_string())
 }
 
 /// A stream item as a server-sent event.
-fn sse_of(outgoing: Outgoing) -> Bytes {
+fn event_of(outgoing: Outgoing) -> Event {
     match outgoing {
         Outgoing::Registered {
             client_id,
@@ -608,8 +581,10 @@ mod fuzz {
         }
 
         #[test]
-        fn percent_decoding_takes_anything(text in "\\PC{0,200}") {
-            let _ = percent_decode(&text);
+        fn any_query_string_is_read_or_refused(query in "\\PC{0,200}") {
+            if let Ok(uri) = format!("/api/v1/events/stream?{query}").parse::<axum::http::Uri>() {
+                let _ = axum::extract::Query::<StreamQuery>::try_from_uri(&uri);
+            }
         }
     }
 }
