@@ -579,7 +579,7 @@ async fn browsers_on_allowed_origins_may_call() {
             b"",
         )
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
     assert_eq!(
         header(&headers, "access-control-allow-origin"),
         Some("https://app.example")

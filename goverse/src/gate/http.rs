@@ -8,13 +8,14 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::GateOptions;
 use super::errors::GateError;
@@ -89,7 +90,11 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .route("/ready", get(ready))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cross_site_guard,
+        ))
+        .layer(cors_layer(&state.options.cors_origins))
         .layer(middleware::from_fn(peer_from_connect_info))
         .with_state(state)
 }
@@ -457,43 +462,43 @@ async fn not_found() -> GateError {
     )
 }
 
-/// CORS: browsers on the allowed origins may call the gate. A preflight is
-/// answered here; other responses get the allow-origin header.
-async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
-    let origin = request.headers().get(header::ORIGIN).cloned();
-    let allowed = origin.as_ref().and_then(|origin| {
-        let origins = &state.options.cors_origins;
-        let text = origin.to_str().ok()?;
-        (origins.iter().any(|o| o == "*" || o == text)).then(|| origin.clone())
-    });
-    if request.method() == Method::OPTIONS {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        if let Some(origin) = allowed {
-            let headers = response.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, POST, OPTIONS"),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(
-                    "content-type, authorization, x-client-id, x-session-token, x-call-id, last-event-id, traceparent, tracestate",
-                ),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from_static("600"),
-            );
-        }
-        return response;
-    }
-    // A gate open to some origins only must not run what a page of another
-    // origin can send without a preflight: a POST from another origin, or
-    // a POST whose content type a form can send (`text/plain`, ...).
-    let restricted = !state.options.cors_origins.iter().any(|o| o == "*");
+/// CORS (tower-http): browsers on the allowed origins may call the gate
+/// and read its answers; a preflight is answered without reaching a route.
+/// `*` admits every origin, echoed back.
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-client-id"),
+            HeaderName::from_static("x-session-token"),
+            HeaderName::from_static("x-call-id"),
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// A gate open to some origins only must not run what a page of another
+/// origin can send without a preflight: a POST from another origin, or a
+/// POST whose content type a form can send (`text/plain`, ...).
+async fn cross_site_guard(State(state): Shared, request: Request, next: Next) -> Response {
+    let origins = &state.options.cors_origins;
+    let restricted = !origins.iter().any(|o| o == "*");
     if restricted && request.method() == Method::POST {
-        if origin.is_some() && allowed.is_none() {
+        let foreign = request
+            .headers()
+            .get(header::ORIGIN)
+            .is_some_and(|origin| !origins.iter().any(|o| origin == o.as_str()));
+        if foreign {
             return GateError::new(Code::AccessDenied, "this origin may not call the gate")
                 .into_response();
         }
@@ -514,16 +519,7 @@ async fn cors(State(state): Shared, request: Request, next: Next) -> Response {
             .into_response();
         }
     }
-    let mut response = next.run(request).await;
-    if let Some(origin) = allowed {
-        response
-            .headers_mut()
-            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        response
-            .headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("origin"));
-    }
-    response
+    next.run(request).await
 }
 
 #[cfg(test)]

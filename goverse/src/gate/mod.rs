@@ -372,6 +372,15 @@ impl Gate {
         ] {
             crate::call::check_duration(what, value)?;
         }
+        if let Some(bad) = options
+            .cors_origins
+            .iter()
+            .find(|o| o.is_empty() || axum::http::HeaderValue::from_str(o).is_err())
+        {
+            return Err(Error::Config(format!(
+                "gate: `{bad}` is not an origin (write e.g. https://app.example, or *)"
+            )));
+        }
         if options.reconnect_grace > crate::call::LONGEST_TIMEOUT {
             return Err(Error::Config(
                 "the gate's reconnect grace must be at most a year".into(),
