@@ -104,14 +104,26 @@ impl NodeProcess {
     }
 
     /// SIGKILL; returns when it died.
-    async fn kill(mut self) -> u128 {
-        // The time before the signal: the driver may see the connection
-        // drop before `kill` has even returned.
-        let at = micros_now();
+    async fn kill(mut self) -> Killed {
+        let signalled = micros_now();
         self.signal("-KILL");
         self.child.wait().await.expect("dies");
-        at
+        Killed {
+            signalled,
+            dead: micros_now(),
+        }
     }
+}
+
+/// When a node was killed.
+#[derive(Debug, Clone, Copy)]
+struct Killed {
+    /// Just before the signal: the driver may see the connection drop
+    /// before `kill` has even returned, so errors count from here.
+    signalled: u128,
+    /// Once the process was reaped: it may log activations until it dies,
+    /// so its activations end here.
+    dead: u128,
 }
 
 /// The test process's own view and calls, through a node that hosts
@@ -301,7 +313,8 @@ async fn nodes_stop_die_restart_and_join_under_load() {
     assert_eq!(driver.errors(), vec![], "errors during a graceful stop");
 
     // A kill: errors only until the lease expires and the shards move.
-    let killed_at = n2.kill().await;
+    let killed = n2.kill().await;
+    let killed_at = killed.signalled;
     wait_balanced(&client, &["n1"]).await;
     driver.progress(200).await;
     let window = (LEASE + Duration::from_secs(5)).as_micros();
@@ -339,7 +352,7 @@ async fn nodes_stop_die_restart_and_join_under_load() {
     for node in [n1, n2, n4] {
         node.terminate().await;
     }
-    assert_at_most_one_activation(&log, &[("n2".to_string(), killed_at)]);
+    assert_at_most_one_activation(&log, &[("n2".to_string(), killed.dead)]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -474,7 +487,7 @@ async fn killed_nodes_lose_no_acknowledged_write() {
     for victim in ["n2", "n3"] {
         let index = nodes.iter().position(|n| n.id == victim).expect("running");
         let node = nodes.remove(index);
-        kills.push((victim.to_string(), node.kill().await));
+        kills.push((victim.to_string(), node.kill().await.dead));
         let survivors: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
         wait_balanced(&client, &survivors).await;
         progress(50).await;
@@ -581,8 +594,8 @@ async fn a_reliable_call_outlives_its_owner() {
     })
     .await;
     let victim = owner(&mut nodes, &host);
-    let killed_at = victim.kill().await;
-    let mut kills = vec![(host.clone(), killed_at)];
+    let killed = victim.kill().await;
+    let mut kills = vec![(host.clone(), killed.dead)];
     let retried = vault
         .reliable("deposit-a")
         .slow_deposit(Int64Value { value: 7 })
@@ -605,7 +618,7 @@ async fn a_reliable_call_outlives_its_owner() {
         .expect_err("the caller stops waiting");
     assert_eq!(error.code(), "DEADLINE_EXCEEDED");
     let victim = owner(&mut nodes, &host);
-    kills.push((host.clone(), victim.kill().await));
+    kills.push((host.clone(), victim.kill().await.dead));
     let ran_before_the_kill = records
         .load_call("Vault", &id, "deposit-b")
         .await
