@@ -502,7 +502,7 @@ impl<S: Storage> ErasedStorage for S {
     }
 }
 
-/// Any [`Storage`], its type erased, shared by clones: what [`open`]
+/// Any [`Storage`], its type erased, shared by clones: what [`StorageFile::open`](crate::config::StorageFile::open)
 /// returns, for storage chosen at run time.
 #[derive(Clone)]
 pub struct SharedStorage(std::sync::Arc<dyn ErasedStorage>);
