@@ -4,11 +4,11 @@
 use super::*;
 
 /// What [`TypeHost::enter`] decided.
-pub(super) enum Entry<W, T, O: Object> {
+pub(super) enum Entry<W: Work<O>, O: Object> {
     /// Run the turn now, then whatever queues behind it.
     Run(W, DrainPermit<O>),
     /// Queued; the reply comes from the task running the turns.
-    Wait(oneshot::Receiver<Turn<W, T>>),
+    Wait(oneshot::Receiver<Reply<W, O>>),
     /// The mailbox is full: the call is refused.
     Full,
 }
@@ -35,7 +35,15 @@ pub(crate) trait QueuedTurn<O: Object>: Send {
 pub(super) struct Queued<W: Work<O>, O: Object> {
     call: TurnCall,
     work: W,
-    reply: oneshot::Sender<Turn<W, W::Output>>,
+    reply: Option<oneshot::Sender<Reply<W, O>>>,
+}
+
+/// How a queued turn ended, with the box it waited in: the caller drops
+/// it, so memory is freed by the thread that allocated it (a free from
+/// another thread costs allocators such as glibc's a contended lock).
+pub(super) struct Reply<W: Work<O>, O: Object> {
+    pub(super) turn: Turn<W, W::Output>,
+    pub(super) spent: Option<Box<Queued<W, O>>>,
 }
 
 impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
@@ -54,7 +62,12 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
             match outcome {
                 Some(result) => {
                     // The caller may have stopped waiting; the turn ran anyway.
-                    let _ = self.reply.send(Turn::Done(result));
+                    if let Some(reply) = self.reply.take() {
+                        let _ = reply.send(Reply {
+                            turn: Turn::Done(result),
+                            spent: Some(self),
+                        });
+                    }
                     None
                 }
                 None => Some(self as Box<dyn QueuedTurn<O>>),
@@ -67,7 +80,12 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
         let runtime = node.runtime.clone();
         runtime.spawn(async move {
             let outcome = host.run_turn(node, call, work).await;
-            let _ = reply.send(outcome);
+            if let Some(reply) = reply {
+                let _ = reply.send(Reply {
+                    turn: outcome,
+                    spent: None,
+                });
+            }
         });
     }
 }
@@ -117,7 +135,7 @@ impl<O: Object> TypeHost<O> {
         call: &TurnCall,
         work: W,
         limit: usize,
-    ) -> Entry<W, W::Output, O> {
+    ) -> Entry<W, O> {
         let mut mailbox = activation.mailbox();
         if mailbox.queue.len() >= limit {
             return Entry::Full;
@@ -135,7 +153,7 @@ impl<O: Object> TypeHost<O> {
         mailbox.queue.push_back(Box::new(Queued {
             call: call.clone(),
             work,
-            reply,
+            reply: Some(reply),
         }));
         Entry::Wait(response)
     }

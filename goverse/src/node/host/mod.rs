@@ -38,8 +38,8 @@ mod timers;
 mod work;
 
 pub(crate) use self::erased::ErasedHost;
-use self::mailbox::Entry;
 pub(crate) use self::mailbox::QueuedTurn;
+use self::mailbox::{Entry, Reply};
 pub(crate) use self::timers::TimerControl;
 pub(crate) use self::work::{ActivateWork, EncodedWork, STALE_RERUNS, TypedWork, Work};
 use self::work::{check_access, method_ran};
@@ -129,11 +129,17 @@ impl<O: Object> TypeHost<O> {
                             permit
                         }
                         Entry::Wait(response) => {
-                            return response.await.unwrap_or_else(|_| {
-                                Turn::Done(Err(Error::Unavailable(
+                            return match response.await {
+                                Ok(Reply { turn, spent }) => {
+                                    // Freed here, on the thread that
+                                    // allocated it (see `Reply`).
+                                    drop(spent);
+                                    turn
+                                }
+                                Err(_) => Turn::Done(Err(Error::Unavailable(
                                     "the node dropped a queued turn".into(),
-                                )))
-                            });
+                                ))),
+                            };
                         }
                         Entry::Full => {
                             return Turn::Done(Err(Error::Overloaded(format!(
