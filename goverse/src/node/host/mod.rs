@@ -131,8 +131,8 @@ impl<O: Object> TypeHost<O> {
                         Entry::Wait(response) => {
                             return match response.await {
                                 Ok(Reply { turn, spent }) => {
-                                    // Freed here, on the thread that
-                                    // allocated it (see `Reply`).
+                                    // Freed by the caller that allocated
+                                    // it (see `Reply`).
                                     drop(spent);
                                     turn
                                 }
