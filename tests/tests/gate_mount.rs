@@ -10,23 +10,7 @@ use goverse::gate::{AuthRequest, Authenticator, Gate, GateOptions};
 use goverse::prelude::*;
 use goverse::{Client, ClientOptions};
 use goverse_tests::http_post;
-
-#[derive(Debug, Default)]
-pub struct Tally {
-    total: i64,
-}
-
-#[goverse::object]
-impl Tally {
-    pub async fn add(
-        &mut self,
-        _ctx: &Context,
-        request: Int64Value,
-    ) -> goverse::Result<Int64Value> {
-        self.total += request.value;
-        Ok(Int64Value { value: self.total })
-    }
-}
+use goverse_tests::processes::{Tally, TallyClient};
 
 /// Admits everyone as `guest`, noting where each request came from.
 #[derive(Debug, Clone, Default)]
