@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use crate::chain::CallChain;
+use crate::chain::{CallChain, CallMeta, valid_traceparent};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::future::BoxFuture;
@@ -76,18 +76,6 @@ pub(crate) enum Lifecycle {
     Delete,
 }
 
-/// What travels with a call besides its request: the chain of turns
-/// waiting on it, its trace context, and where it came from.
-#[derive(Clone, Default)]
-pub(crate) struct CallMeta {
-    /// The chain of turns waiting on the call (for cycle detection).
-    pub(crate) chain: Option<Arc<CallChain>>,
-    /// The W3C trace context the call carries.
-    pub(crate) trace: Option<Arc<str>>,
-    /// Where the call came from (`None`: code on a node).
-    pub(crate) origin: Option<Arc<crate::access::Origin>>,
-}
-
 /// When a call must be answered by, and when it arrived (which stamps the
 /// object's idle clock).
 #[derive(Clone, Copy)]
@@ -110,19 +98,6 @@ pub(crate) struct TypedRequest<O, Req, Resp> {
     pub(crate) method: usize,
     pub(crate) invoke: Invoke<O, Req, Resp>,
     pub(crate) request: Req,
-}
-
-/// The shape of a W3C `traceparent`: version, trace id, parent id, flags.
-pub(crate) fn valid_traceparent(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    let hex =
-        |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_hexdigit());
-    text.len() == 55
-        && parts.len() == 4
-        && hex(parts[0], 2)
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2)
 }
 
 impl fmt::Debug for Caller {

@@ -13,9 +13,8 @@ use tokio::time::Instant;
 use super::NodeInner;
 use super::host::{ActivateWork, EncodedWork, Turn, TurnCall, TypedWork};
 use crate::access::Origin;
-use crate::call::{
-    CallMeta, Detached, Due, EncodedCall, EncodedRequest, TypedRequest, validate_call_id,
-};
+use crate::call::{Detached, Due, EncodedCall, EncodedRequest, TypedRequest, validate_call_id};
+use crate::chain::CallMeta;
 use crate::cluster::{ClusterView, NodeInfo};
 use crate::error::{Error, Result};
 use crate::future::BoxFuture;

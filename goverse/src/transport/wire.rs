@@ -8,8 +8,8 @@ use tokio::time::Instant;
 use super::proto::{self, CallFrame, call_frame::Encoding, call_frame::Kind};
 use crate::Code;
 use crate::access::{Identity, Origin};
-use crate::call::CallMeta;
 use crate::chain::CallChain;
+use crate::chain::CallMeta;
 use crate::error::{Error, Result};
 use crate::message::Codec;
 
@@ -65,7 +65,7 @@ pub(crate) fn meta_of(frame: &mut CallFrame) -> CallMeta {
         trace: frame
             .trace
             .get("traceparent")
-            .filter(|t| crate::call::valid_traceparent(t))
+            .filter(|t| crate::chain::valid_traceparent(t))
             .map(|t| Arc::<str>::from(t.as_str())),
         origin: frame.origin.take().map(origin_from_wire),
     }
