@@ -242,13 +242,7 @@ async fn batches_write_stored_and_new_rows_and_refuse_stale_ones(storage: Shared
             write_v(&kind, "stored", 2, 2),
         ])
         .await;
-    let codes: Vec<String> = results
-        .iter()
-        .map(|r| {
-            r.as_ref()
-                .map_or_else(|e| e.code().to_string(), |()| "OK".to_string())
-        })
-        .collect();
+    let codes = outcome_codes(&results);
     assert_eq!(codes, ["OK", "OK", "STALE_OWNER", "OK"]);
     assert_eq!(stored_v(&storage, &kind, "stored").await, (2.into(), 2));
     assert_eq!(stored_v(&storage, &kind, "new").await, (1.into(), 1));
@@ -298,13 +292,7 @@ async fn call_records_land_with_their_state(storage: SharedStorage) {
             write(&kind, "plain", 1, None),
         ])
         .await;
-    let codes: Vec<String> = results
-        .iter()
-        .map(|r| {
-            r.as_ref()
-                .map_or_else(|e| e.code().to_string(), |()| "OK".to_string())
-        })
-        .collect();
+    let codes = outcome_codes(&results);
     assert_eq!(codes, ["OK", "OK", "STALE_OWNER", "OK"]);
     assert_eq!(
         storage.load_call(&kind, "a", "c1").await.expect("load"),
@@ -710,6 +698,17 @@ async fn a_claim_fences_out_older_writers(storage: SharedStorage) {
             .epoch,
         6
     );
+}
+
+/// Each result's code, `OK` for a success.
+fn outcome_codes<T>(results: &[goverse::Result<T>]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map_or_else(|e| e.code().to_string(), |_| "OK".to_string())
+        })
+        .collect()
 }
 
 async fn memory() -> SharedStorage {
@@ -1589,13 +1588,7 @@ async fn postgres_reports_a_landed_write_as_landed_beside_a_refused_one() {
                 write(&kind, "stale", 2, call("c2")),
             ])
             .await;
-        let codes: Vec<String> = results
-            .iter()
-            .map(|r| {
-                r.as_ref()
-                    .map_or_else(|e| e.code().to_string(), |()| "OK".to_string())
-            })
-            .collect();
+        let codes = outcome_codes(&results);
         assert_eq!(codes, ["OK", "STALE_OWNER"], "with calls: {with_calls}");
         storage
             .delete(

@@ -292,16 +292,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         claims: &[Claim],
     ) -> impl Future<Output = Vec<Result<Option<StoredState>>>> + Send {
-        async move {
-            let mut answers = Vec::with_capacity(claims.len());
-            for claim in claims {
-                answers.push(
-                    self.claim_and_load(claim.type_name, &claim.id, claim.fence)
-                        .await,
-                );
-            }
-            answers
-        }
+        claim_each(self, claims)
     }
 
     /// Deletes the state of `type_name/id`. Deleting what was never saved is not an error.
@@ -582,7 +573,6 @@ impl Storage for SharedStorage {
 }
 
 /// Claims `claims` one by one, each with [`Storage::claim_and_load`].
-#[cfg(feature = "postgres")]
 pub(crate) async fn claim_each<S: Storage + ?Sized>(
     storage: &S,
     claims: &[Claim],
