@@ -361,17 +361,24 @@ impl<O: Object> ObjectRef<O> {
         self.lifecycle(Lifecycle::Delete).await
     }
 
+    /// `CALL_CYCLE` when the object is already waiting on this caller's
+    /// call chain: a call (or a create or delete) of it would never start.
+    fn refuse_cycle(&self) -> Result<()> {
+        match &self.caller.chain {
+            Some(chain) if chain.contains(O::DESCRIPTOR.type_name, &self.id) => {
+                Err(Error::CallCycle {
+                    chain: chain.render(),
+                    target: format!("{}/{}", O::DESCRIPTOR.type_name, self.id),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn lifecycle(&self, what: Lifecycle) -> Result<()> {
         let type_name = O::DESCRIPTOR.type_name;
-        if let Some(chain) = &self.caller.chain
-            && chain.contains(type_name, &self.id)
-        {
-            // A turn waiting on its own delete would wait forever.
-            return Err(Error::CallCycle {
-                chain: chain.render(),
-                target: format!("{type_name}/{}", self.id),
-            });
-        }
+        // A turn waiting on its own delete would wait forever.
+        self.refuse_cycle()?;
         match &self.caller.target {
             Target::Node(node) => {
                 let origin = self.caller.origin.clone();
@@ -446,14 +453,7 @@ impl<O: Object> ObjectRef<O> {
                 timeout: Duration::ZERO,
             });
         }
-        if let Some(chain) = &self.caller.chain
-            && chain.contains(O::DESCRIPTOR.type_name, &self.id)
-        {
-            return Err(Error::CallCycle {
-                chain: chain.render(),
-                target: format!("{}/{}", O::DESCRIPTOR.type_name, self.id),
-            });
-        }
+        self.refuse_cycle()?;
         if let Some(call_id) = &self.call_id {
             // A reliable call is recorded encoded, so it travels encoded
             // even to a local owner.
