@@ -139,15 +139,15 @@ impl IntoCaller for &Node {
     }
 }
 
-impl IntoCaller for &Context {
+impl IntoCaller for &Context<'_> {
     fn into_caller(self) -> Caller {
         self.mark_effect();
         Caller {
             target: Target::Node(self.node.clone()),
             chain: Some(self.chain()),
             deadline: Some(self.deadline),
-            trace: self.trace.clone(),
-            origin: crate::access::Origin::nested(self.origin.as_ref()),
+            trace: self.trace.cloned(),
+            origin: crate::access::Origin::nested(self.origin),
         }
     }
 }

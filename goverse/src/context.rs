@@ -32,26 +32,31 @@ use crate::node::NodeInner;
 ///     }
 /// }
 /// ```
-pub struct Context {
-    pub(crate) node: Arc<NodeInner>,
+///
+/// A context borrows what its turn holds (the node, the activation, the
+/// call), so making one per turn costs no shared reference counts: those
+/// are what many callers of one object on several cores contend for.
+/// Object code names it `&Context`; the lifetime is elided.
+pub struct Context<'a> {
+    pub(crate) node: &'a Arc<NodeInner>,
     pub(crate) type_name: &'static str,
-    pub(crate) id: Arc<str>,
+    pub(crate) id: &'a Arc<str>,
     /// The chain of turns waiting on this one, innermost first.
-    pub(crate) parent: Option<Arc<CallChain>>,
+    pub(crate) parent: Option<&'a Arc<CallChain>>,
     pub(crate) deadline: Instant,
-    pub(crate) scope: Arc<dyn ActivationScope>,
+    pub(crate) scope: &'a dyn ActivationScope,
     /// The W3C trace context the call came with, if any.
-    pub(crate) trace: Option<Arc<str>>,
+    pub(crate) trace: Option<&'a Arc<str>>,
     /// The id of the reliable call this turn runs, if it is one.
-    pub(crate) call_id: Option<Arc<str>>,
+    pub(crate) call_id: Option<&'a Arc<str>>,
     /// Where the turn's call came from.
-    pub(crate) origin: Option<Arc<crate::access::Origin>>,
+    pub(crate) origin: Option<&'a Arc<crate::access::Origin>>,
     /// The turn did something outside its object (it made a caller for
     /// nested calls, or pushed): running it again would repeat that.
     pub(crate) effects: std::sync::atomic::AtomicBool,
 }
 
-impl Context {
+impl Context<'_> {
     /// The id of the object this turn runs on.
     pub fn id(&self) -> &str {
         &self.id
@@ -77,19 +82,19 @@ impl Context {
     /// one. Nested calls made with this context carry it on, across nodes,
     /// so their logs and spans can be joined to the caller's trace.
     pub fn traceparent(&self) -> Option<&str> {
-        self.trace.as_deref()
+        self.trace.map(|trace| &**trace)
     }
 
     /// The user this turn's call was made for, when a gate authenticated
     /// one; calls the turn makes carry it on, to any node.
     pub fn identity(&self) -> Option<&crate::access::Identity> {
-        self.origin.as_ref()?.identity.as_ref()
+        self.origin?.identity.as_ref()
     }
 
     /// The registered client that made this turn's call (or on whose
     /// behalf the calls before it were made), if the gate verified one.
     pub fn client_id(&self) -> Option<&str> {
-        self.origin.as_ref()?.client_id.as_deref()
+        self.origin?.client_id.as_deref()
     }
 
     /// Whether this turn's call came straight from a client through a gate
@@ -131,7 +136,7 @@ impl Context {
     /// from it (`format!("{id}/fee")`), so a retry of the outer call that
     /// runs again repeats none of the inner ones.
     pub fn call_id(&self) -> Option<&str> {
-        self.call_id.as_deref()
+        self.call_id.map(|id| &**id)
     }
 
     /// Starts (or restarts) a timer named `name` firing every `period`.
@@ -142,7 +147,7 @@ impl Context {
     /// deactivates, is deleted, or panics. Starting a timer with the name of
     /// a running one replaces it.
     pub fn start_timer(&self, name: &str, period: Duration) {
-        self.scope.clone().start_timer(name, period);
+        self.scope.start_timer(name, period);
     }
 
     /// Stops the timer named `name`, if it runs. Returns whether it did.
@@ -166,12 +171,12 @@ impl Context {
         Arc::new(CallChain {
             type_name: self.type_name.into(),
             id: self.id.clone(),
-            parent: self.parent.clone(),
+            parent: self.parent.cloned(),
         })
     }
 }
 
-impl fmt::Debug for Context {
+impl fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("type_name", &self.type_name)
@@ -184,6 +189,6 @@ impl fmt::Debug for Context {
 
 /// What a context can do to the activation it runs on.
 pub(crate) trait ActivationScope: Send + Sync {
-    fn start_timer(self: Arc<Self>, name: &str, period: Duration);
+    fn start_timer(&self, name: &str, period: Duration);
     fn stop_timer(&self, name: &str) -> bool;
 }

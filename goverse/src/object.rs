@@ -26,7 +26,7 @@ pub trait Object: Send + Sync + Sized + 'static {
     #[doc(hidden)]
     fn dispatch<'a>(
         receiver: Receiver<'a, Self>,
-        ctx: &'a Context,
+        ctx: &'a Context<'_>,
         method: usize,
         codec: Codec,
         body: &'a [u8],
@@ -45,19 +45,23 @@ pub trait Object: Send + Sync + Sized + 'static {
     }
 
     /// Runs after the object is created or loaded, before its first call.
-    fn on_activate<'a>(&'a mut self, ctx: &'a Context) -> BoxFuture<'a, Result<()>> {
+    fn on_activate<'a>(&'a mut self, ctx: &'a Context<'_>) -> BoxFuture<'a, Result<()>> {
         let _ = ctx;
         Box::pin(std::future::ready(Ok(())))
     }
 
     /// Runs before the object is deactivated (idle, deleted or node shutdown).
-    fn on_deactivate<'a>(&'a mut self, ctx: &'a Context) -> BoxFuture<'a, Result<()>> {
+    fn on_deactivate<'a>(&'a mut self, ctx: &'a Context<'_>) -> BoxFuture<'a, Result<()>> {
         let _ = ctx;
         Box::pin(std::future::ready(Ok(())))
     }
 
     /// Runs each time a timer started with [`Context::start_timer`] fires.
-    fn on_timer<'a>(&'a mut self, ctx: &'a Context, timer: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn on_timer<'a>(
+        &'a mut self,
+        ctx: &'a Context<'_>,
+        timer: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
         let _ = (ctx, timer);
         Box::pin(std::future::ready(Ok(())))
     }
@@ -123,12 +127,12 @@ impl<O, Req, Resp> Copy for Invoke<O, Req, Resp> {}
 /// A typed `&mut self` method.
 #[doc(hidden)]
 pub type InvokeMut<O, Req, Resp> =
-    for<'a> fn(&'a mut O, &'a Context, Req) -> BoxFuture<'a, Result<Resp>>;
+    for<'a, 'c> fn(&'a mut O, &'a Context<'c>, Req) -> BoxFuture<'a, Result<Resp>>;
 
 /// A typed `&self` method.
 #[doc(hidden)]
 pub type InvokeRef<O, Req, Resp> =
-    for<'a> fn(&'a O, &'a Context, Req) -> BoxFuture<'a, Result<Resp>>;
+    for<'a, 'c> fn(&'a O, &'a Context<'c>, Req) -> BoxFuture<'a, Result<Resp>>;
 
 /// The descriptor of an object type, e.g. to export its `.proto` service.
 ///

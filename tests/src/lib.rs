@@ -218,7 +218,7 @@ pub mod processes {
     }
 
     /// Logs `event` for the object `ctx` runs on, on its node.
-    fn log_lifecycle(event: &str, ctx: &Context) {
+    fn log_lifecycle(event: &str, ctx: &Context<'_>) {
         log_activation(
             event,
             &format!("{}/{}", ctx.type_name(), ctx.id()),

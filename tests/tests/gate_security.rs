@@ -71,7 +71,7 @@ impl Vault {
     }
 }
 
-fn who(ctx: &Context) -> String {
+fn who(ctx: &Context<'_>) -> String {
     let identity = ctx.identity();
     format!(
         "{}|{}|{}|{}",

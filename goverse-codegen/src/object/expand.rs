@@ -113,7 +113,7 @@ fn object_impl(ir: &ObjectIr) -> TokenStream {
 
             fn dispatch<'a>(
                 receiver: #p::Receiver<'a, Self>,
-                ctx: &'a #p::Context,
+                ctx: &'a #p::Context<'_>,
                 method: usize,
                 codec: #p::Codec,
                 body: &'a [u8],
@@ -179,7 +179,7 @@ fn hook_fns(ir: &ObjectIr) -> TokenStream {
         if let Some(user_fn) = hook {
             let trait_fn = format_ident!("{}", name);
             tokens.extend(quote! {
-                fn #trait_fn<'a>(&'a mut self, ctx: &'a #p::Context) -> #p::BoxFuture<'a, #p::Result<()>> {
+                fn #trait_fn<'a>(&'a mut self, ctx: &'a #p::Context<'_>) -> #p::BoxFuture<'a, #p::Result<()>> {
                     #p::Box::pin(Self::#user_fn(self, ctx))
                 }
             });
@@ -187,7 +187,7 @@ fn hook_fns(ir: &ObjectIr) -> TokenStream {
     }
     if let Some(user_fn) = &ir.hooks.on_timer {
         tokens.extend(quote! {
-            fn on_timer<'a>(&'a mut self, ctx: &'a #p::Context, timer: &'a str) -> #p::BoxFuture<'a, #p::Result<()>> {
+            fn on_timer<'a>(&'a mut self, ctx: &'a #p::Context<'_>, timer: &'a str) -> #p::BoxFuture<'a, #p::Result<()>> {
                 #p::Box::pin(Self::#user_fn(self, ctx, timer))
             }
         });
@@ -246,7 +246,7 @@ fn proxy(ir: &ObjectIr) -> TokenStream {
             pub async fn #ident(&self, request: #request) -> #p::Result<#response> {
                 fn invoke<'a>(
                     this: #receiver,
-                    ctx: &'a #p::Context,
+                    ctx: &'a #p::Context<'_>,
                     request: #request,
                 ) -> #p::BoxFuture<'a, #p::Result<#response>> {
                     #p::Box::pin(<#self_ty>::#ident(this, ctx, request))

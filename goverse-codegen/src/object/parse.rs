@@ -47,6 +47,7 @@ pub(crate) fn parse(attr: TokenStream, item: TokenStream) -> Result<(ObjectIr, I
         let ImplItem::Fn(function) = impl_item else {
             continue;
         };
+        name_context_lifetimes(function);
         match take_hook_attr(function, &mut errors) {
             Some(hook) => check_hook(function, &hook, &mut hooks, &mut errors),
             None => {
@@ -387,7 +388,8 @@ fn rpc_method(
     })
 }
 
-/// `&Context` or `&goverse::Context` (any path ending in `Context`).
+/// `&Context` or `&goverse::Context` (any path ending in `Context`, with
+/// or without its lifetime).
 fn is_context_ref(ty: &Type) -> bool {
     let Type::Reference(reference) = ty else {
         return false;
@@ -397,7 +399,44 @@ fn is_context_ref(ty: &Type) -> bool {
     }
     matches!(&*reference.elem, Type::Path(path)
         if path.qself.is_none()
-            && path.path.segments.last().is_some_and(|s| s.ident == "Context" && s.arguments.is_empty()))
+            && path.path.segments.last().is_some_and(|s| s.ident == "Context" && is_lifetime_only(&s.arguments)))
+}
+
+/// No generic arguments, or a single lifetime.
+fn is_lifetime_only(arguments: &PathArguments) -> bool {
+    match arguments {
+        PathArguments::None => true,
+        PathArguments::AngleBracketed(angle) => {
+            angle.args.len() == 1 && matches!(angle.args[0], GenericArgument::Lifetime(_))
+        }
+        PathArguments::Parenthesized(_) => false,
+    }
+}
+
+/// Writes `&Context` arguments as `&Context<'_>`. A context borrows from
+/// its turn, so the type has a lifetime, which an `async fn` may not leave
+/// out; objects' methods keep the short form.
+fn name_context_lifetimes(function: &mut ImplItemFn) {
+    for input in &mut function.sig.inputs {
+        let FnArg::Typed(argument) = input else {
+            continue;
+        };
+        if !is_context_ref(&argument.ty) {
+            continue;
+        }
+        let Type::Reference(reference) = &mut *argument.ty else {
+            continue;
+        };
+        let Type::Path(path) = &mut *reference.elem else {
+            continue;
+        };
+        if let Some(last) = path.path.segments.last_mut()
+            && matches!(last.arguments, PathArguments::None)
+        {
+            let span = last.ident.span();
+            last.arguments = PathArguments::AngleBracketed(syn::parse_quote_spanned!(span=> <'_>));
+        }
+    }
 }
 
 /// The `T` of `Result<T>` / `goverse::Result<T>`.

@@ -53,6 +53,9 @@ pub(crate) struct Activation<O: Object> {
     /// Milliseconds since the node started, at the last call.
     last_used: AtomicU64,
     pub(crate) host: Weak<TypeHost<O>>,
+    /// This activation, for the timers a turn starts through a borrowed
+    /// [`Context`](crate::Context).
+    pub(crate) this: Weak<Activation<O>>,
     timers: Mutex<Vec<Arc<TimerControl>>>,
     /// A write-behind object has changes not yet saved, and a flush is
     /// scheduled for them.
@@ -65,8 +68,9 @@ pub(crate) struct Activation<O: Object> {
 }
 
 impl<O: Object> Activation<O> {
-    pub(crate) fn new(id: Arc<str>, shard: u32, host: Weak<TypeHost<O>>, now_ms: u64) -> Self {
-        Self {
+    pub(crate) fn new(id: Arc<str>, shard: u32, host: Weak<TypeHost<O>>, now_ms: u64) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             id,
             shard,
             epoch: AtomicU64::new(0),
@@ -80,7 +84,7 @@ impl<O: Object> Activation<O> {
             timers: Mutex::new(Vec::new()),
             flush_pending: AtomicBool::new(false),
             unwritten: AtomicBool::new(false),
-        }
+        })
     }
 
     pub(crate) fn mailbox(&self) -> std::sync::MutexGuard<'_, Mailbox<O>> {

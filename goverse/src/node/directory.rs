@@ -40,12 +40,16 @@ impl<V> Directory<V> {
     }
 
     /// The entry for `id`, created with `make` if there is none.
-    pub(crate) fn get_or_insert_with(&self, id: &Arc<str>, make: impl FnOnce() -> V) -> Arc<V> {
+    pub(crate) fn get_or_insert_with(
+        &self,
+        id: &Arc<str>,
+        make: impl FnOnce() -> Arc<V>,
+    ) -> Arc<V> {
         let mut shard = self.shard(id);
         if let Some(existing) = shard.get(&**id) {
             return existing.clone();
         }
-        let value = Arc::new(make());
+        let value = make();
         shard.insert(id.clone(), value.clone());
         value
     }
@@ -87,8 +91,8 @@ mod tests {
     fn inserts_once_and_removes_only_the_same_entry() {
         let directory: Directory<u32> = Directory::new();
         let id: Arc<str> = Arc::from("a");
-        let first = directory.get_or_insert_with(&id, || 1);
-        let again = directory.get_or_insert_with(&id, || 2);
+        let first = directory.get_or_insert_with(&id, || Arc::new(1));
+        let again = directory.get_or_insert_with(&id, || Arc::new(2));
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(directory.len(), 1);
 

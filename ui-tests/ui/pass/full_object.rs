@@ -26,8 +26,18 @@ impl Account {
         Ok(StringValue { value: "account".into() })
     }
 
+    /// The lifetime of a context may be written out too.
+    pub async fn owner(&self, ctx: &Context<'_>, _request: Empty) -> goverse::Result<StringValue> {
+        Ok(StringValue { value: self.describe(ctx).await })
+    }
+
     fn helper(&self) -> i64 {
         self.balance
+    }
+
+    /// An `async` helper inside the impl may take `&Context` as well.
+    async fn describe(&self, ctx: &Context) -> String {
+        format!("{} holds {}", ctx.id(), self.balance)
     }
 
     #[on_activate]
@@ -55,11 +65,12 @@ async fn main() {
     assert_eq!(account.deposit(Int64Value { value: 10 }).await.expect("deposit").value, 10);
     assert_eq!(account.balance(Empty {}).await.expect("balance").value, 10);
     assert_eq!(account.r#type(Empty {}).await.expect("type").value, "account");
+    assert_eq!(account.owner(Empty {}).await.expect("owner").value, "acc-1 holds 10");
     assert_eq!(account.id(), "acc-1");
     let descriptor = goverse::descriptor_of::<Account>();
     assert_eq!(descriptor.type_name, "BankAccount");
     assert_eq!(descriptor.idle_timeout, Some(Duration::from_secs(5400)));
     assert!(descriptor.persistent);
-    assert_eq!(descriptor.methods.iter().map(|m| m.name).collect::<Vec<_>>(), ["Deposit", "Balance", "Type"]);
+    assert_eq!(descriptor.methods.iter().map(|m| m.name).collect::<Vec<_>>(), ["Deposit", "Balance", "Type", "Owner"]);
     node.shutdown().await;
 }

@@ -79,23 +79,24 @@ impl<O: Object> TypeHost<O> {
         format!("{}/{}.{}", O::DESCRIPTOR.type_name, id, method)
     }
 
-    fn context(
+    /// The context of a turn, borrowing what the turn holds.
+    fn context<'a>(
         &self,
-        node: &Arc<NodeInner>,
-        activation: &Arc<Activation<O>>,
-        call: Option<&TurnCall>,
+        node: &'a Arc<NodeInner>,
+        activation: &'a Activation<O>,
+        call: Option<&'a TurnCall>,
         deadline: Instant,
-    ) -> Context {
+    ) -> Context<'a> {
         Context {
-            node: node.clone(),
+            node,
             type_name: O::DESCRIPTOR.type_name,
-            id: activation.id.clone(),
-            parent: call.and_then(|c| c.meta.chain.clone()),
+            id: &activation.id,
+            parent: call.and_then(|c| c.meta.chain.as_ref()),
             deadline,
-            scope: activation.clone(),
-            trace: call.and_then(|c| c.meta.trace.clone()),
+            scope: activation,
+            trace: call.and_then(|c| c.meta.trace.as_ref()),
             call_id: None,
-            origin: call.and_then(|c| c.meta.origin.clone()),
+            origin: call.and_then(|c| c.meta.origin.as_ref()),
             effects: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -315,8 +316,10 @@ impl<O: Object> TypeHost<O> {
         let Slot::Active(object) = slot else {
             return None;
         };
+        // Held apart from the work, which the method borrows mutably.
+        let call_id = work.reliable().cloned();
         let mut ctx = self.context(node, activation, Some(call), call.deadline);
-        ctx.call_id = work.reliable().cloned();
+        ctx.call_id = call_id.as_ref();
         let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
         let had_effects = ctx.had_effects();
         drop(ctx);

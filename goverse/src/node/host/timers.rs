@@ -22,7 +22,7 @@ impl TimerControl {
 }
 
 impl<O: Object> ActivationScope for Activation<O> {
-    fn start_timer(self: Arc<Self>, name: &str, period: Duration) {
+    fn start_timer(&self, name: &str, period: Duration) {
         let Some(node) = self.host.upgrade().and_then(|host| host.node.upgrade()) else {
             return;
         };
@@ -32,7 +32,7 @@ impl<O: Object> ActivationScope for Activation<O> {
             stopped: AtomicBool::new(false),
             wake: Notify::new(),
         });
-        let activation = Arc::downgrade(&self);
+        let activation = self.this.clone();
         let task_control = control.clone();
         node.runtime.spawn(async move {
             let control = task_control;

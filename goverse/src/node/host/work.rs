@@ -11,7 +11,7 @@ pub(crate) trait Work<O>: Send + 'static {
     fn run<'a>(
         &'a mut self,
         receiver: Receiver<'a, O>,
-        ctx: &'a Context,
+        ctx: &'a Context<'_>,
     ) -> BoxFuture<'a, Result<Self::Output>>;
 
     /// The caller's id of a reliable call.
@@ -68,7 +68,7 @@ impl<O: Object, Req: Send + 'static, Resp: Send + 'static> Work<O> for TypedWork
     fn run<'a>(
         &'a mut self,
         receiver: Receiver<'a, O>,
-        ctx: &'a Context,
+        ctx: &'a Context<'_>,
     ) -> BoxFuture<'a, Result<Resp>> {
         let Some(request) = self.request.take() else {
             return Box::pin(std::future::ready(Err(Error::Internal(
@@ -174,7 +174,7 @@ impl<O: Object> Work<O> for EncodedWork {
     fn run<'a>(
         &'a mut self,
         receiver: Receiver<'a, O>,
-        ctx: &'a Context,
+        ctx: &'a Context<'_>,
     ) -> BoxFuture<'a, Result<Vec<u8>>> {
         O::dispatch(receiver, ctx, self.method, self.codec, &self.body)
     }
@@ -250,7 +250,7 @@ impl<O: Object> Work<O> for ActivateWork {
     fn run<'a>(
         &'a mut self,
         _receiver: Receiver<'a, O>,
-        _ctx: &'a Context,
+        _ctx: &'a Context<'_>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(std::future::ready(Ok(())))
     }
