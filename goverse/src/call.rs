@@ -478,7 +478,7 @@ impl<O: Object> ObjectRef<O> {
             return decode::<Resp>(Codec::Protobuf, &body);
         }
         node.call_typed::<O, Req, Resp>(
-            self.id.clone(),
+            &self.id,
             TypedRequest {
                 method,
                 invoke,
@@ -498,13 +498,14 @@ impl<O: Object> ObjectRef<O> {
 /// waiting (deadline, cancellation) the turn is moved to a task of its own
 /// and finishes there: a turn that has started is never cut off half-way,
 /// and one that has not started yet is skipped once its deadline has passed.
-pub(crate) struct Detached<T: Send + 'static> {
+pub(crate) struct Detached<'h, T: Send + 'static> {
     turn: Option<BoxFuture<'static, T>>,
-    runtime: Handle,
+    /// Borrowed: a cloned handle is a shared count every call would touch.
+    runtime: &'h Handle,
 }
 
-impl<T: Send + 'static> Detached<T> {
-    pub(crate) fn new(runtime: Handle, turn: BoxFuture<'static, T>) -> Self {
+impl<'h, T: Send + 'static> Detached<'h, T> {
+    pub(crate) fn new(runtime: &'h Handle, turn: BoxFuture<'static, T>) -> Self {
         Self {
             turn: Some(turn),
             runtime,
@@ -512,7 +513,7 @@ impl<T: Send + 'static> Detached<T> {
     }
 }
 
-impl<T: Send + 'static> Detached<T> {
+impl<T: Send + 'static> Detached<'_, T> {
     /// Waits for the turn until `deadline`; `None` if it passed first. The
     /// timer is armed only if the turn does not finish at its first poll,
     /// which an uncontended local turn usually does.
@@ -520,12 +521,28 @@ impl<T: Send + 'static> Detached<T> {
         let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self).poll(cx))).await;
         match first {
             Poll::Ready(output) => Some(output),
+            // The turn is done and its caller steps back: no timer. Its
+            // task is already woken; it must go back to the scheduler
+            // once before the turn's future is polled again, or the step
+            // back would end within this very poll.
+            Poll::Pending if STEPPING_BACK.take() => {
+                let mut yielded = false;
+                std::future::poll_fn(|_| {
+                    if yielded {
+                        return Poll::Ready(());
+                    }
+                    yielded = true;
+                    Poll::Pending
+                })
+                .await;
+                Some(self.await)
+            }
             Poll::Pending => tokio::time::timeout_at(deadline, self).await.ok(),
         }
     }
 }
 
-impl<T: Send + 'static> Future for Detached<T> {
+impl<T: Send + 'static> Future for Detached<'_, T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
@@ -538,12 +555,57 @@ impl<T: Send + 'static> Future for Detached<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for Detached<T> {
+impl<T: Send + 'static> Drop for Detached<'_, T> {
     fn drop(&mut self) {
         if let Some(turn) = self.turn.take() {
             drop(self.runtime.spawn(turn));
         }
     }
+}
+
+/// Inline turns a thread runs in a row, at most, before their caller
+/// steps back even if no caller of the same object waits: as tokio's
+/// budget does for a loop over a ready channel, this keeps a loop of
+/// calls from starving the worker's other tasks.
+const INLINE_TURNS_IN_A_ROW: u32 = 256;
+
+thread_local! {
+    /// Set while a finished turn's caller steps back (see [`step_back`]).
+    static STEPPING_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Inline turns run on this thread since a caller last stepped back.
+    static INLINE_TURNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the caller of the inline turn just run on this thread steps
+/// back: at once if other callers of its object wait (`crowded`), else
+/// after [`INLINE_TURNS_IN_A_ROW`].
+pub(crate) fn should_step_back(crowded: bool) -> bool {
+    INLINE_TURNS.with(|turns| {
+        let ran = turns.get() + 1;
+        let step = crowded || ran >= INLINE_TURNS_IN_A_ROW;
+        turns.set(if step { 0 } else { ran });
+        step
+    })
+}
+
+/// Puts the task at the back of its worker's run queue once: a caller
+/// that ran a turn inline while others of the same object waited for a
+/// worker goes behind them, as a channel round trip would have put it,
+/// instead of coming back for turn after turn while they wait. Unlike
+/// `tokio::task::yield_now`, which waits for the worker's next look at
+/// its I/O driver, this costs one more poll.
+pub(crate) async fn step_back() {
+    let mut requeued = false;
+    std::future::poll_fn(|cx| {
+        if requeued {
+            return Poll::Ready(());
+        }
+        requeued = true;
+        STEPPING_BACK.set(true);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }
 
 /// The longest a call may be given: longer timeouts are cut to it, so no

@@ -212,3 +212,66 @@ async fn a_queued_turn_past_its_deadline_never_runs() {
     assert_eq!(total, 1, "the expired call must not have run");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_loop_of_inline_calls_lets_the_other_tasks_of_its_thread_run() {
+    let node = node().await;
+    let tally = TallyClient::new(&node, "busy");
+    let other_ran = Arc::new(AtomicBool::new(false));
+    let flag = other_ran.clone();
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    // Each add finds the object idle and runs inline, in this task: only
+    // a step back lets the spawned task run on this single thread.
+    let mut seen_at = None;
+    for call in 0..2_000 {
+        tally.add(Int32Value { value: 1 }).await.expect("add");
+        if seen_at.is_none() && other_ran.load(Ordering::SeqCst) {
+            seen_at = Some(call);
+        }
+    }
+    let seen_at = seen_at.expect("the other task ran while the loop called");
+    // A caller steps back after 256 inline turns in a row.
+    assert!(
+        seen_at <= 300,
+        "the other task waited for {seen_at} calls of the loop"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_running_turns_inline_goes_behind_a_caller_waiting_for_its_answer() {
+    let node = node().await;
+    let held = hold(&node, "fair", false).await;
+    // The looping caller queues first, so the drain answers it first.
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let looping = {
+        let tally = TallyClient::new(&node, "fair");
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            for _ in 0..500 {
+                tally.add(Int32Value { value: 1 }).await.expect("add");
+                progress.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    tokio::task::yield_now().await;
+    let waiting = {
+        let tally = TallyClient::new(&node, "fair");
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            tally.add(Int32Value { value: 1 }).await.expect("add");
+            progress.load(Ordering::SeqCst)
+        })
+    };
+    tokio::task::yield_now().await;
+    open("fair");
+    held.await.expect("join").expect("hold");
+    let passed_by = waiting.await.expect("join");
+    // Its own queued add, and at most one inline turn before stepping back.
+    assert!(
+        passed_by <= 2,
+        "the looping caller ran {passed_by} calls while the other one's answer waited"
+    );
+    looping.await.expect("join");
+    node.shutdown().await;
+}

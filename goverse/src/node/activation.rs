@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 
@@ -50,6 +50,11 @@ pub(crate) struct Activation<O: Object> {
     /// running turn's task drains them under one hold of the write lock,
     /// instead of handing the lock from task to task for every turn.
     pub(crate) mailbox: Mutex<Mailbox<O>>,
+    /// Callers waiting for a worker rather than for the object: those whose
+    /// queued turn has been answered but whose task has not yet taken the
+    /// answer, and those that stepped back after an inline turn. A caller
+    /// running turns inline lets them go first.
+    pub(crate) runnable_callers: AtomicUsize,
     /// Milliseconds since the node started, at the last call.
     last_used: AtomicU64,
     pub(crate) host: Weak<TypeHost<O>>,
@@ -79,6 +84,7 @@ impl<O: Object> Activation<O> {
                 draining: false,
                 queue: VecDeque::new(),
             }),
+            runnable_callers: AtomicUsize::new(0),
             last_used: AtomicU64::new(now_ms),
             host,
             timers: Mutex::new(Vec::new()),

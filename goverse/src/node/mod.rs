@@ -651,10 +651,11 @@ impl NodeInner {
             })
     }
 
-    fn host<O: Object>(&self) -> Result<Arc<TypeHost<O>>> {
+    /// The host of type `O`, borrowed: no shared count is touched.
+    fn typed_host<O: Object>(&self) -> Result<&TypeHost<O>> {
         self.by_type
             .get(&TypeId::of::<TypeHost<O>>())
-            .and_then(|any| any.clone().downcast::<TypeHost<O>>().ok())
+            .and_then(|any| any.downcast_ref::<TypeHost<O>>())
             .ok_or_else(|| Error::UnknownType {
                 type_name: O::DESCRIPTOR.type_name.to_string(),
             })

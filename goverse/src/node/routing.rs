@@ -157,7 +157,7 @@ impl NodeInner {
     /// A call from a typed proxy.
     pub(crate) async fn call_typed<O: Object, Req: Message, Resp: Message>(
         self: &Arc<Self>,
-        id: Arc<str>,
+        id: &Arc<str>,
         TypedRequest {
             method,
             invoke,
@@ -167,7 +167,7 @@ impl NodeInner {
         meta: CallMeta,
     ) -> Result<Resp> {
         let Due { deadline, arrived } = due;
-        let shard = self.admit(&id)?;
+        let shard = self.admit(id)?;
         let method_name = O::DESCRIPTOR.methods.get(method).map_or("?", |m| m.name);
         let target = || format!("{}/{}.{}", O::DESCRIPTOR.type_name, id, method_name);
         let mut work = TypedWork {
@@ -175,22 +175,27 @@ impl NodeInner {
             invoke,
             request: Some(request),
         };
-        let call = TurnCall::new(id.clone(), shard, due, meta);
+        // Moved into each local turn and handed back if the shard moved:
+        // a clone per turn would touch counts every caller shares.
+        let mut call = TurnCall::new(id.clone(), shard, due, meta);
         let mut retry = Retry::new();
         loop {
-            match self.route(&id, shard)? {
+            match self.route(id, shard)? {
                 Route::Local => {
-                    let host = self.host::<O>()?;
-                    let call = call.clone();
-                    let turn: BoxFuture<'static, _> =
-                        Box::pin(host.run_turn(self.clone(), call, work));
-                    match Detached::new(self.runtime.clone(), turn)
-                        .within(deadline)
-                        .await
-                    {
+                    let node = self.clone();
+                    let turn: BoxFuture<'static, _> = Box::pin(async move {
+                        match node.typed_host::<O>() {
+                            Ok(host) => host.run_turn(&node, call, work).await,
+                            Err(error) => Turn::Done(Err(error)),
+                        }
+                    });
+                    match Detached::new(&self.runtime, turn).within(deadline).await {
                         None => return Err(late(&target, deadline, arrived)),
                         Some(Turn::Done(result)) => return result,
-                        Some(Turn::Moved(returned)) => work = returned,
+                        Some(Turn::Moved(returned, back)) => {
+                            work = returned;
+                            call = back;
+                        }
                     }
                 }
                 Route::Remote(owner) => {
@@ -200,7 +205,7 @@ impl NodeInner {
                     let frame = wire::call_frame(OutgoingCall {
                         kind: Kind::Call,
                         object_type: O::DESCRIPTOR.type_name,
-                        id: &id,
+                        id,
                         method: method_name,
                         body: request.encode_to_vec(),
                         codec: Codec::Protobuf,
@@ -296,13 +301,10 @@ impl NodeInner {
                     let host = local_host.clone()?;
                     let call = call.clone();
                     let turn = host.call_encoded(self.clone(), call, work);
-                    match Detached::new(self.runtime.clone(), turn)
-                        .within(deadline)
-                        .await
-                    {
+                    match Detached::new(&self.runtime, turn).within(deadline).await {
                         None => return Err(late(&target, deadline, arrived)),
                         Some(Turn::Done(result)) => return result,
-                        Some(Turn::Moved(returned)) => work = returned,
+                        Some(Turn::Moved(returned, _)) => work = returned,
                     }
                 }
                 Route::Remote(owner) => {
@@ -384,7 +386,7 @@ impl NodeInner {
                         Box::pin(async move {
                             match creating.await {
                                 Turn::Done(result) => Some(result),
-                                Turn::Moved(ActivateWork) => None,
+                                Turn::Moved(ActivateWork, _) => None,
                             }
                         })
                     } else {
@@ -396,10 +398,7 @@ impl NodeInner {
                             }
                         })
                     };
-                    match Detached::new(self.runtime.clone(), done)
-                        .within(deadline)
-                        .await
-                    {
+                    match Detached::new(&self.runtime, done).within(deadline).await {
                         None => return Err(late(&target, deadline, arrived)),
                         Some(Some(result)) => return result,
                         Some(None) => {}
@@ -486,30 +485,24 @@ impl NodeInner {
                     reruns: super::host::STALE_RERUNS,
                 };
                 let turn = host.call_encoded(self.clone(), call, work);
-                match Detached::new(self.runtime.clone(), turn)
-                    .within(deadline)
-                    .await
-                {
+                match Detached::new(&self.runtime, turn).within(deadline).await {
                     None => Err(late(&target, deadline, arrived)),
                     Some(Turn::Done(result)) => result,
-                    Some(Turn::Moved(_)) => Err(self.moved(shard)),
+                    Some(Turn::Moved(..)) => Err(self.moved(shard)),
                 }
             }
             Kind::Create => {
                 let turn = host.create(self.clone(), call);
-                match Detached::new(self.runtime.clone(), turn)
-                    .within(deadline)
-                    .await
-                {
+                match Detached::new(&self.runtime, turn).within(deadline).await {
                     None => Err(late(&target, deadline, arrived)),
                     Some(Turn::Done(result)) => result.map(|()| Vec::new()),
-                    Some(Turn::Moved(_)) => Err(self.moved(shard)),
+                    Some(Turn::Moved(..)) => Err(self.moved(shard)),
                 }
             }
             Kind::Push | Kind::Broadcast => self.serve_push(frame),
             Kind::Delete => {
                 let deleting = host.delete(self.clone(), call);
-                match Detached::new(self.runtime.clone(), deleting)
+                match Detached::new(&self.runtime, deleting)
                     .within(deadline)
                     .await
                 {

@@ -60,7 +60,7 @@ impl<O: Object> ErasedHost for TypeHost<O> {
         call: TurnCall,
         work: EncodedWork,
     ) -> BoxFuture<'static, Turn<EncodedWork, Vec<u8>>> {
-        Box::pin(self.run_turn(node, call, work))
+        Box::pin(async move { self.run_turn(&node, call, work).await })
     }
 
     fn create(
@@ -68,7 +68,7 @@ impl<O: Object> ErasedHost for TypeHost<O> {
         node: Arc<NodeInner>,
         call: TurnCall,
     ) -> BoxFuture<'static, Turn<ActivateWork, ()>> {
-        Box::pin(self.run_turn(node, call, ActivateWork))
+        Box::pin(async move { self.run_turn(&node, call, ActivateWork).await })
     }
 
     fn delete(

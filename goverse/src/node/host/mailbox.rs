@@ -1,14 +1,16 @@
 //! The turn queue of one object: exclusive turns that wait for the one
 //! running, and the task that drains them in order.
 
+use std::borrow::Cow;
+
 use super::*;
 
 /// What [`TypeHost::enter`] decided.
-pub(super) enum Entry<W: Work<O>, O: Object> {
+pub(super) enum Entry<'a, W: Work<O>, O: Object> {
     /// Run the turn now, then whatever queues behind it.
-    Run(W, DrainPermit<O>),
+    Run(W, DrainPermit<'a, O>),
     /// Queued; the reply comes from the task running the turns.
-    Wait(oneshot::Receiver<Reply<W, O>>),
+    Wait(Answer<'a, W, O>),
     /// The mailbox is full: the call is refused.
     Full,
 }
@@ -63,10 +65,14 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
                 Some(result) => {
                     // The caller may have stopped waiting; the turn ran anyway.
                     if let Some(reply) = self.reply.take() {
-                        let _ = reply.send(Reply {
+                        activation.runnable_callers.fetch_add(1, Ordering::Relaxed);
+                        let sent = reply.send(Reply {
                             turn: Turn::Done(result),
                             spent: Some(self),
                         });
+                        if sent.is_err() {
+                            activation.runnable_callers.fetch_sub(1, Ordering::Relaxed);
+                        }
                     }
                     None
                 }
@@ -79,7 +85,7 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
         let Queued { call, work, reply } = *self;
         let runtime = node.runtime.clone();
         runtime.spawn(async move {
-            let outcome = host.run_turn(node, call, work).await;
+            let outcome = host.run_turn(&node, call, work).await;
             if let Some(reply) = reply {
                 let _ = reply.send(Reply {
                     turn: outcome,
@@ -90,14 +96,71 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
     }
 }
 
+/// A queued turn's caller waiting for its answer; counted in the
+/// activation's `runnable_callers` from the moment the answer is sent until the
+/// caller takes it (or drops it unread).
+pub(super) struct Answer<'a, W: Work<O>, O: Object> {
+    response: oneshot::Receiver<Reply<W, O>>,
+    activation: &'a Activation<O>,
+}
+
+impl<W: Work<O>, O: Object> Answer<'_, W, O> {
+    /// The queued turn's outcome, once the task running the turns sends it.
+    pub(super) async fn taken(mut self) -> Option<Reply<W, O>> {
+        let reply = (&mut self.response).await.ok();
+        if reply.is_some() {
+            self.activation
+                .runnable_callers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        reply
+    }
+}
+
+impl<W: Work<O>, O: Object> Drop for Answer<'_, W, O> {
+    fn drop(&mut self) {
+        // Sent but never taken: the caller stopped waiting.
+        if self.response.try_recv().is_ok() {
+            self.activation
+                .runnable_callers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Steps the calling task back behind the worker's other tasks, counted
+/// among the activation's `runnable_callers` while it waits.
+pub(super) async fn step_back<O: Object>(activation: &Activation<O>) {
+    struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    activation.runnable_callers.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted(&activation.runnable_callers);
+    crate::call::step_back().await;
+}
+
 /// The right to run an activation's exclusive turns. Dropped without being
 /// released (the runtime is going away), it empties the mailbox so no
 /// caller waits on a turn that will never run.
-pub(crate) struct DrainPermit<O: Object> {
-    activation: Option<Arc<Activation<O>>>,
+///
+/// An inline turn's permit borrows the activation its caller holds (a
+/// clone would touch a count every caller of the object shares); the task
+/// that drains the mailbox owns one.
+pub(crate) struct DrainPermit<'a, O: Object> {
+    activation: Option<Cow<'a, Arc<Activation<O>>>>,
 }
 
-impl<O: Object> DrainPermit<O> {
+impl<O: Object> DrainPermit<'_, O> {
+    /// The same right, owned, for a task of its own.
+    fn into_owned(mut self) -> DrainPermit<'static, O> {
+        DrainPermit {
+            activation: self.activation.take().map(|a| Cow::Owned(a.into_owned())),
+        }
+    }
+
     /// Gives up the right with the mailbox empty.
     fn disarm(mut self) {
         self.activation = None;
@@ -116,7 +179,7 @@ impl<O: Object> DrainPermit<O> {
     }
 }
 
-impl<O: Object> Drop for DrainPermit<O> {
+impl<O: Object> Drop for DrainPermit<'_, O> {
     fn drop(&mut self) {
         if let Some(activation) = self.activation.take() {
             let mut mailbox = activation.mailbox();
@@ -129,13 +192,13 @@ impl<O: Object> Drop for DrainPermit<O> {
 impl<O: Object> TypeHost<O> {
     /// Takes the right to run the activation's exclusive turns, or queues
     /// the work behind the task that has it.
-    pub(super) fn enter<W: Work<O>>(
+    pub(super) fn enter<'a, W: Work<O>>(
         &self,
-        activation: &Arc<Activation<O>>,
+        activation: &'a Arc<Activation<O>>,
         call: &TurnCall,
         work: W,
         limit: usize,
-    ) -> Entry<W, O> {
+    ) -> Entry<'a, W, O> {
         let mut mailbox = activation.mailbox();
         if mailbox.queue.len() >= limit {
             return Entry::Full;
@@ -145,7 +208,7 @@ impl<O: Object> TypeHost<O> {
             return Entry::Run(
                 work,
                 DrainPermit {
-                    activation: Some(activation.clone()),
+                    activation: Some(Cow::Borrowed(activation)),
                 },
             );
         }
@@ -155,24 +218,28 @@ impl<O: Object> TypeHost<O> {
             work,
             reply: Some(reply),
         }));
-        Entry::Wait(response)
+        Entry::Wait(Answer {
+            response,
+            activation,
+        })
     }
 
     /// After the inline exclusive turn: release the turns, or hand the
     /// write lock to a task that drains what queued meanwhile, so the
-    /// caller gets its reply without waiting for the others.
+    /// caller gets its reply without waiting for the others. Returns
+    /// whether turns had queued behind it.
     pub(super) fn finish_exclusive(
         &self,
         node: &Arc<NodeInner>,
-        permit: DrainPermit<O>,
+        permit: DrainPermit<'_, O>,
         gone: bool,
-    ) {
+    ) -> bool {
         if gone {
             self.reroute_queued(node, permit);
-            return;
+            return true;
         }
         let Some(activation) = permit.activation.as_ref() else {
-            return;
+            return false;
         };
         {
             let mut mailbox = activation.mailbox();
@@ -180,20 +247,25 @@ impl<O: Object> TypeHost<O> {
                 mailbox.draining = false;
                 drop(mailbox);
                 permit.disarm();
-                return;
+                return false;
             }
         }
-        let Some(host) = self.this.upgrade() else {
-            return;
-        };
-        node.runtime.spawn(host.drain(node.clone(), permit));
+        if let Some(host) = self.this.upgrade() {
+            node.runtime
+                .spawn(host.drain(node.clone(), permit.into_owned()));
+        }
+        true
     }
 
     /// Runs queued exclusive turns in order until none are left. The write
     /// lock is released every [`DRAIN_BATCH`] turns so shared turns, timers
     /// and idle collection waiting on the fair lock get their go.
-    pub(super) async fn drain(self: Arc<Self>, node: Arc<NodeInner>, permit: DrainPermit<O>) {
-        let Some(activation) = permit.activation.clone() else {
+    pub(super) async fn drain(
+        self: Arc<Self>,
+        node: Arc<NodeInner>,
+        permit: DrainPermit<'static, O>,
+    ) {
+        let Some(activation) = permit.activation.as_deref().cloned() else {
             return;
         };
         let mut guard = activation.state.write().await;
@@ -236,7 +308,7 @@ impl<O: Object> TypeHost<O> {
     }
 
     /// The activation is gone: every queued turn looks its object up again.
-    pub(super) fn reroute_queued(&self, node: &Arc<NodeInner>, permit: DrainPermit<O>) {
+    pub(super) fn reroute_queued(&self, node: &Arc<NodeInner>, permit: DrainPermit<'_, O>) {
         let queued = permit.release();
         let Some(host) = self.this.upgrade() else {
             return;

@@ -108,18 +108,18 @@ impl<O: Object> TypeHost<O> {
     /// does not serve the object's shard (any more), the work is handed back
     /// untouched as [`Turn::Moved`] for the router to send elsewhere.
     pub(crate) async fn run_turn<W: Work<O>>(
-        self: Arc<Self>,
-        node: Arc<NodeInner>,
+        &self,
+        node: &Arc<NodeInner>,
         call: TurnCall,
         mut work: W,
     ) -> Turn<W, W::Output> {
-        if let Err(denied) = check_access::<O>(&node, &call, work.lifecycle(), work.method_name()) {
+        if let Err(denied) = check_access::<O>(node, &call, work.lifecycle(), work.method_name()) {
             return Turn::Done(Err(denied));
         }
         let arrived_ms = node.ms_at(call.arrived);
         loop {
             if !node.serves(call.shard) {
-                return Turn::Moved(work);
+                return Turn::Moved(work, call);
             }
             let activation = self.activation(&call.id, call.shard, arrived_ms);
             activation.touch(arrived_ms);
@@ -130,15 +130,15 @@ impl<O: Object> TypeHost<O> {
                             work = returned;
                             permit
                         }
-                        Entry::Wait(response) => {
-                            return match response.await {
-                                Ok(Reply { turn, spent }) => {
+                        Entry::Wait(answer) => {
+                            return match answer.taken().await {
+                                Some(Reply { turn, spent }) => {
                                     // Freed by the caller that allocated
                                     // it (see `Reply`).
                                     drop(spent);
                                     turn
                                 }
-                                Err(_) => Turn::Done(Err(Error::Unavailable(
+                                None => Turn::Done(Err(Error::Unavailable(
                                     "the node dropped a queued turn".into(),
                                 ))),
                             };
@@ -162,9 +162,19 @@ impl<O: Object> TypeHost<O> {
                     .await;
                 let gone = matches!(&*guard, Slot::Gone);
                 drop(guard);
-                self.finish_exclusive(&node, permit, gone);
+                let others_queued = self.finish_exclusive(node, permit, gone);
                 match outcome {
-                    Some(result) => return Turn::Done(result),
+                    Some(result) => {
+                        // Other callers of this object wait, for it or
+                        // for a worker: this one goes behind them before it
+                        // can come back for another turn.
+                        let crowded = others_queued
+                            || activation.runnable_callers.load(Ordering::Relaxed) > 0;
+                        if crate::call::should_step_back(crowded) {
+                            mailbox::step_back(&activation).await;
+                        }
+                        return Turn::Done(result);
+                    }
                     None => continue,
                 }
             }
@@ -391,6 +401,7 @@ impl TurnCall {
 pub(crate) enum Turn<W, T> {
     /// It ran (or failed) here.
     Done(Result<T>),
-    /// This node does not serve the object's shard: the work, untouched.
-    Moved(W),
+    /// This node does not serve the object's shard: the work, untouched,
+    /// and the call, for the router to send on.
+    Moved(W, TurnCall),
 }
