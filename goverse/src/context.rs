@@ -59,7 +59,7 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// The id of the object this turn runs on.
     pub fn id(&self) -> &str {
-        &self.id
+        self.id
     }
 
     /// The type name of the object this turn runs on.

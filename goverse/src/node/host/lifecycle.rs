@@ -92,7 +92,6 @@ impl<O: Object> TypeHost<O> {
                 });
             }
         }
-        drop(ctx);
         Ok(object)
     }
 
@@ -146,7 +145,6 @@ impl<O: Object> TypeHost<O> {
                     );
                 }
             }
-            drop(ctx);
             // An instance that never stored anything, with nothing pending,
             // has nothing to save: a read of an id nobody stored leaves no
             // row behind.

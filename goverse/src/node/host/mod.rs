@@ -158,7 +158,7 @@ impl<O: Object> TypeHost<O> {
                     Err(_) => (activation.state.write().await, true),
                 };
                 let outcome = self
-                    .exclusive(&node, &activation, &mut guard, &mut work, &call, waited)
+                    .exclusive(node, &activation, &mut guard, &mut work, &call, waited)
                     .await;
                 let gone = matches!(&*guard, Slot::Gone);
                 drop(guard);
@@ -193,7 +193,7 @@ impl<O: Object> TypeHost<O> {
                         continue;
                     }
                     let activated =
-                        Box::pin(self.activate(&node, &activation, &mut write, call.deadline));
+                        Box::pin(self.activate(node, &activation, &mut write, call.deadline));
                     if let Err(error) = activated.await {
                         return Turn::Done(Err(error));
                     }
@@ -204,17 +204,16 @@ impl<O: Object> TypeHost<O> {
             let Slot::Active(object) = &*guard else {
                 continue;
             };
-            if Self::is_stale(&node, &activation) {
+            if Self::is_stale(node, &activation) {
                 drop(guard);
                 let mut write = activation.state.write().await;
-                if matches!(&*write, Slot::Active(_)) && Self::is_stale(&node, &activation) {
+                if matches!(&*write, Slot::Active(_)) && Self::is_stale(node, &activation) {
                     self.drop_instance(&activation, &mut write);
                 }
                 continue;
             }
-            let ctx = self.context(&node, &activation, Some(&call), call.deadline);
+            let ctx = self.context(node, &activation, Some(&call), call.deadline);
             let outcome = CatchUnwind(work.run(Receiver::Ref(object), &ctx)).await;
-            drop(ctx);
             return Turn::Done(match outcome {
                 Ok(result)
                     if activated_here && !method_ran::<O, _>(work.method_name(), &result) =>
@@ -223,7 +222,7 @@ impl<O: Object> TypeHost<O> {
                     drop(guard);
                     let mut write = activation.state.write().await;
                     if matches!(&*write, Slot::Active(_)) {
-                        let _ = self.deactivate(&node, &activation, &mut write, false).await;
+                        let _ = self.deactivate(node, &activation, &mut write, false).await;
                     }
                     result
                 }
@@ -231,7 +230,7 @@ impl<O: Object> TypeHost<O> {
                 Err(message) => {
                     drop(guard);
                     let mut write = activation.state.write().await;
-                    self.discard(&node, &activation, &mut write);
+                    self.discard(node, &activation, &mut write);
                     Err(Error::MethodPanicked {
                         target: Self::target(&call.id, work.method_name()),
                         message,
@@ -332,7 +331,6 @@ impl<O: Object> TypeHost<O> {
         ctx.call_id = call_id.as_ref();
         let outcome = CatchUnwind(work.run(Receiver::Mut(object), &ctx)).await;
         let had_effects = ctx.had_effects();
-        drop(ctx);
         let result = match outcome {
             Ok(result) => result,
             Err(message) => {

@@ -88,7 +88,6 @@ impl<O: Object> TypeHost<O> {
         let deadline = Instant::now() + node.config.call_timeout;
         let ctx = self.context(&node, activation, None, deadline);
         let outcome = CatchUnwind(object.on_timer(&ctx, &timer.name)).await;
-        drop(ctx);
         if outcome.is_ok() && O::DESCRIPTOR.persistent {
             // A timer turn is a turn: what it changed is made durable too.
             if self
