@@ -588,24 +588,13 @@ pub(crate) fn should_step_back(crowded: bool) -> bool {
     })
 }
 
-/// Puts the task at the back of its worker's run queue once: a caller
-/// that ran a turn inline while others of the same object waited for a
-/// worker goes behind them, as a channel round trip would have put it,
-/// instead of coming back for turn after turn while they wait. Unlike
-/// `tokio::task::yield_now`, which waits for the worker's next look at
-/// its I/O driver, this costs one more poll.
+/// Puts a caller that ran a turn inline while others of the same object
+/// waited for a worker behind them, as a channel round trip would have
+/// put it, instead of letting it come back for turn after turn while they
+/// wait (see [`Detached::within`], which sees it step back).
 pub(crate) async fn step_back() {
-    let mut requeued = false;
-    std::future::poll_fn(|cx| {
-        if requeued {
-            return Poll::Ready(());
-        }
-        requeued = true;
-        STEPPING_BACK.set(true);
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await;
+    STEPPING_BACK.set(true);
+    crate::future::requeue().await;
 }
 
 /// The longest a call may be given: longer timeouts are cut to it, so no

@@ -301,7 +301,7 @@ impl<O: Object> TypeHost<O> {
                 // the fair lock in, and let the callers just answered on
                 // this worker run (a woken task cannot be stolen from it).
                 drop(guard);
-                tokio::task::yield_now().await;
+                crate::future::requeue().await;
                 guard = activation.state.write().await;
             }
         }
