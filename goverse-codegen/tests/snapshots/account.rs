@@ -1,17 +1,17 @@
 impl Account {
     pub async fn deposit(
         &mut self,
-        ctx: &Context,
+        ctx: &Context<'_>,
         request: DepositRequest,
     ) -> Result<Balance> {
         self.balance += request.amount;
         Ok(Balance { amount: self.balance })
     }
-    async fn loaded(&mut self, ctx: &Context) -> goverse::Result<()> {
+    async fn loaded(&mut self, ctx: &Context<'_>) -> goverse::Result<()> {
         ctx.start_timer("interest", std::time::Duration::from_secs(60));
         Ok(())
     }
-    async fn tick(&mut self, ctx: &Context, timer: &str) -> goverse::Result<()> {
+    async fn tick(&mut self, ctx: &Context<'_>, timer: &str) -> goverse::Result<()> {
         Ok(())
     }
 }
@@ -49,7 +49,7 @@ impl ::goverse::__private::Object for Account {
     }
     fn dispatch<'a>(
         receiver: ::goverse::__private::Receiver<'a, Self>,
-        ctx: &'a ::goverse::__private::Context,
+        ctx: &'a ::goverse::__private::Context<'_>,
         method: usize,
         codec: ::goverse::__private::Codec,
         body: &'a [u8],
@@ -98,13 +98,13 @@ impl ::goverse::__private::Object for Account {
     }
     fn on_activate<'a>(
         &'a mut self,
-        ctx: &'a ::goverse::__private::Context,
+        ctx: &'a ::goverse::__private::Context<'_>,
     ) -> ::goverse::__private::BoxFuture<'a, ::goverse::__private::Result<()>> {
         ::goverse::__private::Box::pin(Self::loaded(self, ctx))
     }
     fn on_timer<'a>(
         &'a mut self,
-        ctx: &'a ::goverse::__private::Context,
+        ctx: &'a ::goverse::__private::Context<'_>,
         timer: &'a str,
     ) -> ::goverse::__private::BoxFuture<'a, ::goverse::__private::Result<()>> {
         ::goverse::__private::Box::pin(Self::tick(self, ctx, timer))
@@ -198,7 +198,7 @@ impl AccountClient {
     ) -> ::goverse::__private::Result<Balance> {
         fn invoke<'a>(
             this: &'a mut Account,
-            ctx: &'a ::goverse::__private::Context,
+            ctx: &'a ::goverse::__private::Context<'_>,
             request: DepositRequest,
         ) -> ::goverse::__private::BoxFuture<'a, ::goverse::__private::Result<Balance>> {
             ::goverse::__private::Box::pin(<Account>::deposit(this, ctx, request))

@@ -2,7 +2,7 @@ impl Counter {
     /// Adds to the counter.
     pub async fn add(
         &mut self,
-        ctx: &Context,
+        ctx: &Context<'_>,
         request: Int32Value,
     ) -> goverse::Result<Int32Value> {
         self.value += request.value;
@@ -10,7 +10,7 @@ impl Counter {
     }
     pub async fn get(
         &self,
-        ctx: &Context,
+        ctx: &Context<'_>,
         request: Empty,
     ) -> goverse::Result<Int32Value> {
         Ok(Int32Value { value: self.value })
@@ -58,7 +58,7 @@ impl ::goverse::__private::Object for Counter {
     }
     fn dispatch<'a>(
         receiver: ::goverse::__private::Receiver<'a, Self>,
-        ctx: &'a ::goverse::__private::Context,
+        ctx: &'a ::goverse::__private::Context<'_>,
         method: usize,
         codec: ::goverse::__private::Codec,
         body: &'a [u8],
@@ -184,7 +184,7 @@ impl CounterClient {
     ) -> ::goverse::__private::Result<Int32Value> {
         fn invoke<'a>(
             this: &'a mut Counter,
-            ctx: &'a ::goverse::__private::Context,
+            ctx: &'a ::goverse::__private::Context<'_>,
             request: Int32Value,
         ) -> ::goverse::__private::BoxFuture<
             'a,
@@ -197,7 +197,7 @@ impl CounterClient {
     pub async fn get(&self, request: Empty) -> ::goverse::__private::Result<Int32Value> {
         fn invoke<'a>(
             this: &'a Counter,
-            ctx: &'a ::goverse::__private::Context,
+            ctx: &'a ::goverse::__private::Context<'_>,
             request: Empty,
         ) -> ::goverse::__private::BoxFuture<
             'a,
