@@ -518,7 +518,14 @@ impl<T: Send + 'static> Detached<'_, T> {
     /// timer is armed only if the turn does not finish at its first poll,
     /// which an uncontended local turn usually does.
     pub(crate) async fn within(mut self, deadline: Instant) -> Option<T> {
-        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self).poll(cx))).await;
+        let first = std::future::poll_fn(|cx| {
+            // Only a step back during this very poll counts: a turn polled
+            // elsewhere on this thread (a rerouted one in a task of its
+            // own) may have left the mark.
+            STEPPING_BACK.set(false);
+            Poll::Ready(Pin::new(&mut self).poll(cx))
+        })
+        .await;
         match first {
             Poll::Ready(output) => Some(output),
             // The turn is done and its caller steps back: no timer. Its
