@@ -213,7 +213,10 @@ impl NodeInner {
                         deadline,
                         meta: &call.meta,
                     });
-                    if let Some(body) = self.send(&owner, frame, deadline, &target).await? {
+                    // Boxed: the send's state would otherwise make every
+                    // typed call's future, local ones too, larger to move.
+                    let sent = Box::pin(self.send(&owner, frame, deadline, &target));
+                    if let Some(body) = sent.await? {
                         return decode::<Resp>(Codec::Protobuf, &body);
                     }
                 }

@@ -174,7 +174,18 @@ impl Peer {
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
-                    Ok(Some(batch)) => reader_pending.answer(batch.replies),
+                    Ok(Some(batch)) => {
+                        let answered = batch.replies.len();
+                        reader_pending.answer(batch.replies);
+                        if answered > 1 {
+                            // The last caller answered waits in this
+                            // worker's next-task slot, which no other
+                            // worker takes from: step back so the callers
+                            // run (and send their next calls) before the
+                            // next batch is read.
+                            crate::future::requeue().await;
+                        }
+                    }
                     Ok(None) => break,
                     Err(status) => {
                         tracing::debug!(peer = %peer_address, %status, "stream to peer broke");
