@@ -239,6 +239,29 @@ async fn a_loop_of_inline_calls_lets_the_other_tasks_of_its_thread_run() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_loop_of_shared_calls_lets_the_other_tasks_of_its_thread_run() {
+    let node = node().await;
+    let tally = TallyClient::new(&node, "read-busy");
+    tally.add(Int32Value { value: 1 }).await.expect("add");
+    let other_ran = Arc::new(AtomicBool::new(false));
+    let flag = other_ran.clone();
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut seen_at = None;
+    for call in 0..2_000 {
+        tally.log(Empty {}).await.expect("log");
+        if seen_at.is_none() && other_ran.load(Ordering::SeqCst) {
+            seen_at = Some(call);
+        }
+    }
+    let seen_at = seen_at.expect("the other task ran while the loop called");
+    assert!(
+        seen_at <= 300,
+        "the other task waited for {seen_at} calls of the loop"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_caller_running_turns_inline_goes_behind_a_caller_waiting_for_its_answer() {
     let node = node().await;
     let held = hold(&node, "fair", false).await;
