@@ -213,28 +213,37 @@ async fn a_queued_turn_past_its_deadline_never_runs() {
     node.shutdown().await;
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_loop_of_inline_calls_lets_the_other_tasks_of_its_thread_run() {
-    let node = node().await;
-    let tally = TallyClient::new(&node, "busy");
+/// Calls `call` 2,000 times in this task while a task spawned beside it
+/// waits to run, and checks that it ran within the first 300 calls: on a
+/// single thread only the loop giving way lets it.
+async fn assert_loop_gives_way<F: std::future::Future<Output = ()>>(mut call: impl FnMut() -> F) {
     let other_ran = Arc::new(AtomicBool::new(false));
     let flag = other_ran.clone();
     tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
-    // Each add finds the object idle and runs inline, in this task: only
-    // a step back lets the spawned task run on this single thread.
     let mut seen_at = None;
-    for call in 0..2_000 {
-        tally.add(Int32Value { value: 1 }).await.expect("add");
+    for index in 0..2_000 {
+        call().await;
         if seen_at.is_none() && other_ran.load(Ordering::SeqCst) {
-            seen_at = Some(call);
+            seen_at = Some(index);
         }
     }
     let seen_at = seen_at.expect("the other task ran while the loop called");
-    // A caller steps back after 256 inline turns in a row.
     assert!(
         seen_at <= 300,
         "the other task waited for {seen_at} calls of the loop"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_loop_of_inline_calls_lets_the_other_tasks_of_its_thread_run() {
+    let node = node().await;
+    let tally = TallyClient::new(&node, "busy");
+    // Each add finds the object idle and runs inline, in this task; its
+    // caller steps back after 256 inline turns in a row.
+    assert_loop_gives_way(|| async {
+        tally.add(Int32Value { value: 1 }).await.expect("add");
+    })
+    .await;
     node.shutdown().await;
 }
 
@@ -243,21 +252,10 @@ async fn a_loop_of_shared_calls_lets_the_other_tasks_of_its_thread_run() {
     let node = node().await;
     let tally = TallyClient::new(&node, "read-busy");
     tally.add(Int32Value { value: 1 }).await.expect("add");
-    let other_ran = Arc::new(AtomicBool::new(false));
-    let flag = other_ran.clone();
-    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
-    let mut seen_at = None;
-    for call in 0..2_000 {
+    assert_loop_gives_way(|| async {
         tally.log(Empty {}).await.expect("log");
-        if seen_at.is_none() && other_ran.load(Ordering::SeqCst) {
-            seen_at = Some(call);
-        }
-    }
-    let seen_at = seen_at.expect("the other task ran while the loop called");
-    assert!(
-        seen_at <= 300,
-        "the other task waited for {seen_at} calls of the loop"
-    );
+    })
+    .await;
     node.shutdown().await;
 }
 
