@@ -10,6 +10,8 @@ mod host;
 mod push;
 mod routing;
 mod shards;
+#[cfg(feature = "ops")]
+mod telemetry;
 
 pub use self::builder::NodeBuilder;
 #[cfg(feature = "gate")]
@@ -345,13 +347,37 @@ impl Node {
             activations: inner.stats.activations.load(Ordering::Relaxed),
             deactivations: inner.stats.deactivations.load(Ordering::Relaxed),
             panics: inner.stats.panics.load(Ordering::Relaxed),
-            shards: inner
-                .serving
-                .iter()
-                .filter(|s| s.load(Ordering::Relaxed) & ADMITTING != 0)
-                .count() as u64,
+            shards: inner.shards_served(),
             stale_writes: inner.stats.stale_writes.load(Ordering::Relaxed),
         }
+    }
+
+    /// The node's metrics in the Prometheus (OpenMetrics) text format, as
+    /// [`ops_router`](Node::ops_router) serves them on `/metrics`: objects
+    /// active by type, activations, deactivations, panics caught, stale
+    /// writes refused, and shards owned, each labelled with the node's id.
+    #[cfg(feature = "ops")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ops")))]
+    pub fn metrics_text(&self) -> String {
+        telemetry::render(&self.inner)
+    }
+
+    /// The node's ops routes, to mount in an axum server of your own:
+    /// `GET /metrics` (the Prometheus text format, see
+    /// [`metrics_text`](Node::metrics_text)) and `GET /healthz` (a
+    /// liveness probe: `200` while the process answers). The router holds
+    /// the node weakly; once the node is dropped `/metrics` answers `503`.
+    ///
+    /// ```no_run
+    /// # async fn run(node: goverse::Node) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:9464").await?;
+    /// axum::serve(listener, node.ops_router()).await
+    /// # }
+    /// ```
+    #[cfg(feature = "ops")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ops")))]
+    pub fn ops_router(&self) -> axum::Router {
+        telemetry::router(Arc::downgrade(&self.inner))
     }
 
     /// Deactivates every object once now if it has been idle past its idle
@@ -466,6 +492,14 @@ pub(crate) struct NodeInner {
 impl NodeInner {
     pub(crate) fn id(&self) -> &str {
         &self.config.node_id
+    }
+
+    /// How many shards this node serves now.
+    pub(crate) fn shards_served(&self) -> u64 {
+        self.serving
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) & ADMITTING != 0)
+            .count() as u64
     }
 
     pub(crate) fn address(&self) -> Arc<str> {

@@ -1,0 +1,110 @@
+//! A node's ops routes, read over HTTP the way Prometheus and a liveness
+//! probe read them.
+
+use std::time::Duration;
+
+use example_counter::{Counter, CounterClient};
+use goverse::prelude::*;
+use goverse_tests::{PATIENCE, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Serves `node.ops_router()` on a free loopback port.
+async fn serve_ops(node: &Node) -> std::net::SocketAddr {
+    // ANCHOR: mount
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let router = node.ops_router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    // ANCHOR_END: mount
+    address
+}
+
+/// `GET path` over a plain HTTP/1.1 connection: the status line and body.
+async fn get(address: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body.to_string())
+}
+
+/// The value of the sample whose line starts with `series ` (name and
+/// labels as the text format writes them).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.parse().ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_activations_and_the_active_gauge_falls_after_idle_deactivation() {
+    let node = Node::builder()
+        .node_id("ops-node")
+        .register::<Counter>()
+        .idle_timeout(Duration::from_millis(50))
+        .start()
+        .await
+        .expect("node starts");
+    let ops = serve_ops(&node).await;
+    for id in ["a", "b", "c"] {
+        CounterClient::new(&node, id)
+            .add(Int32Value { value: 1 })
+            .await
+            .expect("call");
+    }
+
+    let (status, metrics) = get(ops, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let active = r#"goverse_objects_active{node="ops-node",type="Counter"}"#;
+    assert_eq!(sample(&metrics, active), Some(3.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, r#"goverse_activations_total{node="ops-node"}"#),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE goverse_objects_active gauge"),
+        "{metrics}"
+    );
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+
+    // Idle past their timeout, the three go, and the gauge comes down.
+    wait_until("the counters are deactivated", PATIENCE, || {
+        let node = node.clone();
+        async move {
+            node.collect_idle().await;
+            node.stats().active == 0
+        }
+    })
+    .await;
+    let (_, metrics) = get(ops, "/metrics").await;
+    assert_eq!(sample(&metrics, active), Some(0.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, r#"goverse_deactivations_total{node="ops-node"}"#),
+        Some(3.0),
+        "{metrics}"
+    );
+    let shards = node.stats().shards;
+    assert!(shards > 0, "a lone node serves every shard");
+    assert_eq!(
+        sample(&metrics, r#"goverse_shards_owned{node="ops-node"}"#),
+        Some(shards as f64),
+        "{metrics}"
+    );
+
+    let (status, body) = get(ops, "/healthz").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+    node.shutdown().await;
+}
