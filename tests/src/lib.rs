@@ -427,9 +427,28 @@ pub mod etcd {
         ///
         /// When it does not come back.
         pub async fn restart(&mut self) {
+            self.stop().await;
+            self.launch().await;
+        }
+
+        /// Kills it; [`resume`](Etcd::resume) starts it again.
+        ///
+        /// # Panics
+        ///
+        /// When it cannot be killed.
+        pub async fn stop(&mut self) {
             if let Some(mut child) = self.child.take() {
                 child.kill().await.expect("kill etcd");
             }
+        }
+
+        /// Starts it again, after [`stop`](Etcd::stop), on the same data
+        /// and ports.
+        ///
+        /// # Panics
+        ///
+        /// When it does not come back.
+        pub async fn resume(&mut self) {
             self.launch().await;
         }
     }

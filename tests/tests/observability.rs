@@ -108,3 +108,54 @@ async fn metrics_count_activations_and_the_active_gauge_falls_after_idle_deactiv
     assert_eq!(body, "ok\n");
     node.shutdown().await;
 }
+
+/// Polls `path` until its status line contains `status`.
+async fn wait_for_status(ops: std::net::SocketAddr, path: &str, status: &'static str) {
+    wait_until(
+        &format!("{path} answers {status}"),
+        PATIENCE,
+        || async move { get(ops, path).await.0.contains(status) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ready_falls_while_etcd_is_down_and_rises_when_it_is_back() {
+    let dir = std::env::temp_dir().join(goverse_tests::unique_prefix("ready").replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut etcd = goverse_tests::etcd::Etcd::start(&dir).await;
+    let prefix = goverse_tests::unique_prefix("ready");
+    let node = Node::builder()
+        .node_id("ready-node")
+        .register::<Counter>()
+        .shard_count(16)
+        .coordinator(
+            goverse_tests::Backend::Etcd(etcd.endpoint())
+                .coordinator(&prefix, Duration::from_secs(2))
+                .await,
+        )
+        .start()
+        .await
+        .expect("node starts");
+    let ops = serve_ops(&node).await;
+    wait_for_status(ops, "/ready", "200").await;
+    assert_eq!(node.ready(), Ok(()));
+
+    // Without etcd the node cannot renew its lease: once it lapses, the
+    // node can no longer prove it owns its shards.
+    etcd.stop().await;
+    wait_for_status(ops, "/ready", "503").await;
+    let (_, reason) = get(ops, "/ready").await;
+    assert!(reason.contains("membership"), "{reason}");
+    // Still alive: the liveness probe does not ask for a restart.
+    assert!(get(ops, "/healthz").await.0.contains("200"));
+
+    etcd.resume().await;
+    wait_for_status(ops, "/ready", "200").await;
+    CounterClient::new(&node, "after")
+        .add(Int32Value { value: 1 })
+        .await
+        .expect("the node serves again");
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

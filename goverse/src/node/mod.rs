@@ -352,6 +352,21 @@ impl Node {
         }
     }
 
+    /// Whether the node should be sent traffic now: `Err` with the reason
+    /// while it is shutting down, cannot prove its membership of the
+    /// cluster (its lease lapsed, say while etcd is unreachable), or some
+    /// shard has no live owner to route to (while the cluster forms, or
+    /// until a dead node's shards are taken over). It turns `Ok` again on
+    /// its own once the cause is gone.
+    #[cfg(feature = "ops")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ops")))]
+    pub fn ready(&self) -> std::result::Result<(), String> {
+        match telemetry::unready(&self.inner) {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        }
+    }
+
     /// The node's metrics in the Prometheus (OpenMetrics) text format, as
     /// [`ops_router`](Node::ops_router) serves them on `/metrics`: objects
     /// active by type, activations, deactivations, panics caught, stale
@@ -363,10 +378,15 @@ impl Node {
     }
 
     /// The node's ops routes, to mount in an axum server of your own:
-    /// `GET /metrics` (the Prometheus text format, see
-    /// [`metrics_text`](Node::metrics_text)) and `GET /healthz` (a
-    /// liveness probe: `200` while the process answers). The router holds
-    /// the node weakly; once the node is dropped `/metrics` answers `503`.
+    ///
+    /// - `GET /metrics`: the Prometheus text format, see
+    ///   [`metrics_text`](Node::metrics_text);
+    /// - `GET /healthz`: a liveness probe, `200` while the process answers;
+    /// - `GET /ready`: a readiness probe, `200` while the node can serve
+    ///   (see [`ready`](Node::ready)), else `503` with the reason.
+    ///
+    /// The router holds the node weakly; once the node is dropped,
+    /// `/metrics` and `/ready` answer `503`.
     ///
     /// ```no_run
     /// # async fn run(node: goverse::Node) -> std::io::Result<()> {

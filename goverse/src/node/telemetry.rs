@@ -105,21 +105,55 @@ impl Collector for NodeCollector {
     }
 }
 
-/// `/metrics` and `/healthz`, for a node's own ops listener or a user's
-/// server.
+/// Why the node should not be sent traffic now, or `None` when it should:
+/// it must be up, able to prove its membership (its lease is alive), and
+/// every shard must have a live owner to route to.
+pub(crate) fn unready(node: &NodeInner) -> Option<String> {
+    if node.shutting_down.load(Ordering::SeqCst) {
+        return Some("the node is shutting down".into());
+    }
+    let view = node.view();
+    if !view.online {
+        return Some("the node cannot prove its membership of the cluster".into());
+    }
+    let orphaned = (0..view.shard_count())
+        .filter(|&shard| view.current_owner(shard).is_none())
+        .count();
+    if orphaned > 0 {
+        return Some(format!("{orphaned} shards have no live owner yet"));
+    }
+    None
+}
+
+/// `/metrics`, `/healthz` and `/ready`, for a node's own ops listener or a
+/// user's server.
 pub(crate) fn router(node: Weak<NodeInner>) -> axum::Router {
-    use axum::http::header;
+    use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::get;
 
+    let scraped = node.clone();
     let metrics = move || {
-        let node = node.clone();
+        let node = scraped.clone();
         async move {
             match node.upgrade() {
                 Some(node) => {
                     ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&node)).into_response()
                 }
-                None => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            }
+        }
+    };
+    let ready = move || {
+        let node = node.clone();
+        async move {
+            let reason = match node.upgrade() {
+                Some(node) => unready(&node),
+                None => Some("the node is gone".into()),
+            };
+            match reason {
+                None => (StatusCode::OK, "ready\n".to_string()),
+                Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
             }
         }
     };
@@ -127,4 +161,5 @@ pub(crate) fn router(node: Weak<NodeInner>) -> axum::Router {
         .route("/metrics", get(metrics))
         // The process answers: the liveness probe needs nothing more.
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
 }
