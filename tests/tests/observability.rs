@@ -159,3 +159,30 @@ async fn ready_falls_while_etcd_is_down_and_rises_when_it_is_back() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_node_serves_its_ops_routes_on_its_ops_listener() {
+    let node = Node::builder()
+        .node_id("listening-node")
+        .register::<Counter>()
+        .ops_listen("127.0.0.1:0".parse().expect("address"))
+        .start()
+        .await
+        .expect("node starts");
+    let ops = node.ops_address().expect("an ops listener");
+    assert_ne!(ops.port(), 0, "the bound port is reported");
+    let (status, body) = get(ops, "/ready").await;
+    assert!(status.contains("200"), "{status}: {body}");
+    let (status, metrics) = get(ops, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        metrics.contains(r#"goverse_shards_owned{node="listening-node"}"#),
+        "{metrics}"
+    );
+    node.shutdown().await;
+    // Shut down with its node.
+    wait_until("the ops listener closes", PATIENCE, || async move {
+        tokio::net::TcpStream::connect(ops).await.is_err()
+    })
+    .await;
+}

@@ -63,6 +63,9 @@ pub struct NodeArgs {
     /// The address other nodes dial [default: the listen address].
     #[arg(long, env = "GOVERSE_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Where to serve /metrics, /healthz and /ready (feature `ops`).
+    #[arg(long, env = "GOVERSE_OPS_LISTEN", value_name = "ADDRESS")]
+    pub ops_listen: Option<SocketAddr>,
     /// The cluster's shard count, the same on every node [default: 8192].
     #[arg(long, env = "GOVERSE_SHARD_COUNT", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -246,6 +249,7 @@ impl NodeArgs {
         set(&mut file.node_id, self.node_id);
         set(&mut file.listen, self.listen);
         set(&mut file.advertise, self.advertise);
+        set(&mut file.ops_listen, self.ops_listen);
         set(&mut file.shard_count, self.shard_count);
         set(&mut file.call_timeout, self.call_timeout);
         set(&mut file.idle_timeout, self.idle_timeout);

@@ -4,6 +4,7 @@
 //! node_id: node-1
 //! listen: 0.0.0.0:7001
 //! advertise: 10.0.0.5:7001        # what other nodes dial (default: listen)
+//! ops_listen: 0.0.0.0:9464         # /metrics, /healthz, /ready (feature `ops`)
 //! shard_count: 8192
 //! call_timeout: 30s
 //! idle_timeout: 15m
@@ -63,6 +64,8 @@ pub struct NodeFile {
     pub listen: Option<SocketAddr>,
     /// The address other nodes dial.
     pub advertise: Option<String>,
+    /// Where to serve the ops routes (`/metrics`, `/healthz`, `/ready`).
+    pub ops_listen: Option<SocketAddr>,
     /// The cluster's shard count.
     pub shard_count: Option<u32>,
     /// The default call timeout (`30s`).
@@ -363,12 +366,16 @@ mod tests {
     #[test]
     fn a_full_file_parses() {
         let file = NodeFile::parse(
-            "node_id: n1\nlisten: 127.0.0.1:7001\nshard_count: 64\ncall_timeout: 5s\n\
+            "node_id: n1\nlisten: 127.0.0.1:7001\nops_listen: 127.0.0.1:9464\nshard_count: 64\ncall_timeout: 5s\n\
              cluster:\n  etcd: [http://127.0.0.1:2379]\n  lease_ttl: 3s\n\
              auto_load:\n  - { type: Monitor, id: global }\n  - { type: Watch, id: w, per: shard }\n",
         )
         .expect("parses");
         assert_eq!(file.shard_count, Some(64));
+        assert_eq!(
+            file.ops_listen,
+            Some("127.0.0.1:9464".parse().expect("address"))
+        );
         assert_eq!(file.auto_load[0], AutoLoad::object("Monitor", "global"));
         assert_eq!(file.auto_load[1], AutoLoad::per_shard("Watch", "w"));
     }
@@ -383,6 +390,17 @@ mod tests {
         assert_eq!(
             parse_duration("1h30m").expect("ok"),
             Duration::from_secs(5400)
+        );
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn the_ops_listener_is_a_flag() {
+        let file = NodeFile::from_args(["--ops-listen", "127.0.0.1:9464"].map(String::from))
+            .expect("parses");
+        assert_eq!(
+            file.ops_listen,
+            Some("127.0.0.1:9464".parse().expect("address"))
         );
     }
 

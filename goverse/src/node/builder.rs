@@ -146,6 +146,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves the node's ops routes (`/metrics`, `/healthz`, `/ready`) on
+    /// `address` from the start of [`start`](NodeBuilder::start) until
+    /// shutdown; port 0 picks a free port ([`Node::ops_address`] tells
+    /// which). Needs the `ops` feature; to serve the routes in a server of
+    /// your own instead, mount [`Node::ops_router`].
+    pub fn ops_listen(mut self, address: SocketAddr) -> Self {
+        self.config.ops_listen = Some(address);
+        self
+    }
+
     /// Activates `entry`'s objects without waiting for a first call.
     pub fn auto_load(mut self, entry: AutoLoad) -> Self {
         self.config.auto_load.push(entry);
@@ -167,6 +177,9 @@ impl NodeBuilder {
         }
         if let Some(listen) = file.listen {
             config.listen = Some(listen);
+        }
+        if let Some(ops_listen) = file.ops_listen {
+            config.ops_listen = Some(ops_listen);
         }
         if let Some(advertise) = file.advertise {
             config.advertise = Some(advertise);
@@ -312,6 +325,7 @@ impl NodeBuilder {
                 peers,
                 started: Instant::now(),
                 stats: Stats::default(),
+                ops_address: std::sync::OnceLock::new(),
                 in_flight: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
                 crashed: AtomicBool::new(false),
@@ -319,6 +333,13 @@ impl NodeBuilder {
                 background: Mutex::new(Vec::new()),
             }
         });
+        if let Some(ops_listen) = inner.config.ops_listen {
+            // Up before the node joins: probes see it alive, not yet ready.
+            if let Err(error) = serve_ops(&inner, ops_listen).await {
+                inner.stop_background();
+                return Err(error);
+            }
+        }
         let address = match inner.config.listen {
             Some(listen) => {
                 let bound = transport::serve(listen, Arc::downgrade(&inner)).await?;
@@ -352,6 +373,33 @@ impl NodeBuilder {
         inner.auto_load_per_node();
         Ok(Node { inner })
     }
+}
+
+/// Binds the ops listener and serves the node's ops routes on it.
+#[cfg(feature = "ops")]
+async fn serve_ops(inner: &Arc<NodeInner>, address: SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| {
+            Error::Config(format!("the ops listener cannot bind {address}: {error}"))
+        })?;
+    let bound = listener.local_addr()?;
+    let _ = inner.ops_address.set(bound);
+    let router = super::telemetry::router(Arc::downgrade(inner));
+    inner.add_background(inner.runtime.spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::warn!(%error, "the ops listener stopped");
+        }
+    }));
+    Ok(())
+}
+
+#[cfg(not(feature = "ops"))]
+async fn serve_ops(_inner: &Arc<NodeInner>, _address: SocketAddr) -> Result<()> {
+    Err(Error::Config(
+        "the configuration asks for an ops listener, but goverse was built without its `ops` feature"
+            .into(),
+    ))
 }
 
 #[cfg(feature = "etcd")]

@@ -64,6 +64,10 @@ pub struct NodeConfig {
     /// The address other nodes reach this node at (default: the address
     /// it listens on).
     pub advertise: Option<String>,
+    /// Where to serve the node's ops routes, `/metrics`, `/healthz` and
+    /// `/ready` (default: nowhere; needs the `ops` feature; see
+    /// [`Node::ops_router`]).
+    pub ops_listen: Option<SocketAddr>,
     /// Objects activated as soon as their shard is served, without waiting
     /// for a call.
     pub auto_load: Vec<AutoLoad>,
@@ -104,6 +108,7 @@ impl Default for NodeConfig {
             shard_count: placement::DEFAULT_SHARD_COUNT,
             listen: None,
             advertise: None,
+            ops_listen: None,
             auto_load: Vec::new(),
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
             access_rules: None,
@@ -352,6 +357,13 @@ impl Node {
         }
     }
 
+    /// Where the node serves its ops routes, if it was given an
+    /// [`ops_listen`](NodeBuilder::ops_listen) address (the bound port
+    /// when that address asked for port 0).
+    pub fn ops_address(&self) -> Option<SocketAddr> {
+        self.inner.ops_address.get().copied()
+    }
+
     /// Whether the node should be sent traffic now: `Err` with the reason
     /// while it is shutting down, cannot prove its membership of the
     /// cluster (its lease lapsed, say while etcd is unreachable), or some
@@ -498,6 +510,8 @@ pub(crate) struct NodeInner {
     peers: Peers,
     started: Instant,
     pub(crate) stats: Stats,
+    /// Where the ops routes are served, once bound.
+    ops_address: std::sync::OnceLock<SocketAddr>,
     /// Calls from outside the node's own code running or waiting on it
     /// (see [`NodeConfig::max_calls_in_flight`]).
     pub(crate) in_flight: AtomicUsize,
