@@ -113,7 +113,7 @@ pub enum Code {
 
 /// Every built-in code with its string form, in one table: `as_str` and
 /// `parse` are both read from it, so they cannot disagree.
-const BUILT_IN: [(Code, &str); 37] = [
+pub(crate) const BUILT_IN: [(Code, &str); 37] = [
     (Code::UnknownObjectType, "UNKNOWN_OBJECT_TYPE"),
     (Code::UnknownMethod, "UNKNOWN_METHOD"),
     (Code::InvalidObjectId, "INVALID_OBJECT_ID"),

@@ -53,6 +53,7 @@ async fn metrics_count_activations_and_the_active_gauge_falls_after_idle_deactiv
         .node_id("ops-node")
         .register::<Counter>()
         .idle_timeout(Duration::from_millis(50))
+        .call_metrics(true)
         .start()
         .await
         .expect("node starts");
@@ -75,6 +76,40 @@ async fn metrics_count_activations_and_the_active_gauge_falls_after_idle_deactiv
     );
     assert!(
         metrics.contains("# TYPE goverse_objects_active gauge"),
+        "{metrics}"
+    );
+    // Three adds served, each under five seconds.
+    let add = r#"type="Counter",method="Add""#;
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(r#"goverse_calls_total{{node="ops-node",{add},code="OK"}}"#)
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(r#"goverse_call_duration_seconds_count{{node="ops-node",{add}}}"#)
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(r#"goverse_call_duration_seconds_bucket{{le="5.0",node="ops-node",{add}}}"#)
+        ),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(r#"goverse_call_duration_seconds_bucket{{le="+Inf",node="ops-node",{add}}}"#)
+        ),
+        Some(3.0),
         "{metrics}"
     );
     assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
@@ -179,6 +214,8 @@ async fn a_node_serves_its_ops_routes_on_its_ops_listener() {
         metrics.contains(r#"goverse_shards_owned{node="listening-node"}"#),
         "{metrics}"
     );
+    // Calls are counted only when asked for.
+    assert!(!metrics.contains("goverse_calls"), "{metrics}");
     node.shutdown().await;
     // Shut down with its node.
     wait_until("the ops listener closes", PATIENCE, || async move {

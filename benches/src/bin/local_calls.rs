@@ -102,6 +102,13 @@ async fn main() -> goverse::Result<()> {
         .call_timeout(Duration::from_secs(60))
         .start()
         .await?;
+    // The same node counting and timing its calls, for their cost.
+    let counted = Node::builder()
+        .register::<Counter>()
+        .call_timeout(Duration::from_secs(60))
+        .call_metrics(true)
+        .start()
+        .await?;
     println!(
         "local calls: one target, {total_calls} calls per configuration (best of 3 runs each)"
     );
@@ -120,12 +127,13 @@ async fn main() -> goverse::Result<()> {
     let mut summary = Vec::new();
     for callers in [1usize, 64] {
         let calls = total_calls / callers;
-        let mut best = [None::<Measurement>; 3];
+        let mut best = [None::<Measurement>; 4];
         for _round in 0..3 {
             let results = [
                 raw(callers, calls).await,
                 kameo(callers, calls).await,
                 goverse_calls(&node, callers, calls).await,
+                goverse_calls(&counted, callers, calls).await,
             ];
 
             for (slot, result) in best.iter_mut().zip(results) {
@@ -134,19 +142,22 @@ async fn main() -> goverse::Result<()> {
                 }
             }
         }
-        let [Some(raw), Some(kameo), Some(ours)] = best else {
+        let [Some(raw), Some(kameo), Some(ours), Some(metered)] = best else {
             unreachable!("three rounds ran")
         };
         println!("\n{callers} caller(s):");
         print_row("tokio mpsc+oneshot (raw)", &raw);
         print_row("kameo ask", &kameo);
         print_row("goverse typed proxy", &ours);
+        print_row("goverse, call metrics on", &metered);
         let vs_raw = ours.per_second / raw.per_second;
         let vs_kameo = ours.per_second / kameo.per_second;
         println!("  ratio goverse/raw   = {vs_raw:.2}x   (target >= 0.50x: within 2x of raw)");
         println!("  ratio goverse/kameo = {vs_kameo:.2}x   (target > 1.00x)");
         let tail = ours.p99.as_secs_f64() / raw.p99.as_secs_f64();
         println!("  p99 goverse/raw     = {tail:.2}x   (target <= 3.00x at 64 callers)");
+        let cost = metered.per_second / ours.per_second;
+        println!("  metrics on/off      = {cost:.2}x   (target >= 0.95x: under 5% for metrics)");
         summary.push((callers, vs_raw, vs_kameo, tail));
     }
     println!("\nsummary:");
@@ -163,5 +174,6 @@ async fn main() -> goverse::Result<()> {
         );
     }
     node.shutdown().await;
+    counted.shutdown().await;
     Ok(())
 }

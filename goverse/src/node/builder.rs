@@ -59,7 +59,7 @@ impl NodeBuilder {
     /// Hosts objects of type `O` on this node.
     pub fn register<O: Object>(mut self) -> Self {
         let registration: Registration = Box::new(|node, config| {
-            let host: Arc<dyn ErasedHost> = TypeHost::<O>::new(node, config.idle_timeout);
+            let host: Arc<dyn ErasedHost> = TypeHost::<O>::new(node, config);
             host
         });
         self.registrations
@@ -143,6 +143,13 @@ impl NodeBuilder {
     /// listening address (NAT, containers).
     pub fn advertise(mut self, address: impl Into<String>) -> Self {
         self.config.advertise = Some(address.into());
+        self
+    }
+
+    /// Whether the node counts and times the calls it serves for
+    /// `/metrics` (default `false`; see [`NodeConfig::call_metrics`]).
+    pub fn call_metrics(mut self, enabled: bool) -> Self {
+        self.config.call_metrics = enabled;
         self
     }
 

@@ -5,6 +5,8 @@
 mod activation;
 mod background;
 mod builder;
+#[cfg(feature = "ops")]
+mod call_metrics;
 mod directory;
 mod host;
 mod push;
@@ -64,6 +66,11 @@ pub struct NodeConfig {
     /// The address other nodes reach this node at (default: the address
     /// it listens on).
     pub advertise: Option<String>,
+    /// Whether the node counts and times the calls it serves, per method
+    /// and outcome, for `/metrics` (with the `ops` feature). Off by
+    /// default: each call then costs a clock read and three adds, which
+    /// `local_calls` measures at 4–14% of an uncontended local call.
+    pub call_metrics: bool,
     /// Where to serve the node's ops routes, `/metrics`, `/healthz` and
     /// `/ready` (default: nowhere; needs the `ops` feature; see
     /// [`Node::ops_router`]).
@@ -109,6 +116,7 @@ impl Default for NodeConfig {
             listen: None,
             advertise: None,
             ops_listen: None,
+            call_metrics: false,
             auto_load: Vec::new(),
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
             access_rules: None,

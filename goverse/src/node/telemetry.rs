@@ -11,7 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::{NodeInner, Ordering};
+use super::{NodeInner, Ordering, call_metrics};
 
 /// The content type of [`render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -92,6 +92,8 @@ impl Collector for NodeCollector {
                 .encode_counter::<NoLabelSet, u64, f64>(&value.load(Ordering::Relaxed), None)?;
         }
 
+        encode_calls(&mut encoder, &node)?;
+
         encoder
             .encode_descriptor(
                 "goverse_shards_owned",
@@ -103,6 +105,72 @@ impl Collector for NodeCollector {
             .encode_gauge(&node.shards_served())?;
         Ok(())
     }
+}
+
+/// Every object type's calls served: a counter by method and outcome code
+/// (only the codes that occurred), and a duration histogram by method.
+fn encode_calls(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::fmt::Result {
+    let mut types: Vec<_> = node
+        .by_name
+        .iter()
+        .filter_map(|(name, host)| Some((*name, host.call_totals()?)))
+        .collect();
+    if types.is_empty() {
+        return Ok(());
+    }
+    types.sort_by_key(|(name, _)| *name);
+    let mut calls = encoder.encode_descriptor(
+        "goverse_calls",
+        "Calls this node served, by object type, method and outcome code (OK on success).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (type_name, methods) in &types {
+        for (method, totals) in methods {
+            for (index, &count) in totals.outcomes.iter().enumerate() {
+                if count == 0 {
+                    continue;
+                }
+                let labels = [
+                    ("node", node.id()),
+                    ("type", type_name),
+                    ("method", method),
+                    ("code", call_metrics::outcome_label(index)),
+                ];
+                calls
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, u64, f64>(&count, None)?;
+            }
+        }
+    }
+    let mut durations = encoder.encode_descriptor(
+        "goverse_call_duration_seconds",
+        "How long the calls this node served took, from arrival to answer, by object type and method.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (type_name, methods) in &types {
+        for (method, totals) in methods {
+            let labels = [("node", node.id()), ("type", type_name), ("method", method)];
+            // Per bucket, not cumulative: the encoder adds them up, and
+            // writes `f64::MAX` as `+Inf`.
+            let buckets: Vec<(f64, u64)> = call_metrics::BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::MAX])
+                .zip(totals.buckets)
+                .collect();
+            durations
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    totals.sum.as_secs_f64(),
+                    totals.buckets.iter().sum(),
+                    &buckets,
+                    None,
+                )?;
+        }
+    }
+    Ok(())
 }
 
 /// Why the node should not be sent traffic now, or `None` when it should:

@@ -9,6 +9,10 @@ pub(crate) trait ErasedHost: Send + Sync {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn idle_timeout(&self) -> Duration;
     fn len(&self) -> usize;
+    /// The totals of each method's calls served, by method name; `None`
+    /// when the node does not count calls.
+    #[cfg(feature = "ops")]
+    fn call_totals(&self) -> Option<Vec<(&'static str, crate::node::call_metrics::MethodTotals)>>;
     fn call_encoded(
         self: Arc<Self>,
         node: Arc<NodeInner>,
@@ -52,6 +56,19 @@ impl<O: Object> ErasedHost for TypeHost<O> {
 
     fn len(&self) -> usize {
         self.directory.len()
+    }
+
+    #[cfg(feature = "ops")]
+    fn call_totals(&self) -> Option<Vec<(&'static str, crate::node::call_metrics::MethodTotals)>> {
+        let calls = self.calls.as_ref()?;
+        Some(
+            O::DESCRIPTOR
+                .methods
+                .iter()
+                .enumerate()
+                .filter_map(|(index, method)| Some((method.name, calls.totals(index)?)))
+                .collect(),
+        )
     }
 
     fn call_encoded(

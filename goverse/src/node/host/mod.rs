@@ -50,15 +50,22 @@ pub(crate) struct TypeHost<O: Object> {
     this: Weak<TypeHost<O>>,
     directory: Directory<Activation<O>>,
     idle_timeout: Duration,
+    /// The calls served, by method, unless the node does not count them.
+    #[cfg(feature = "ops")]
+    calls: Option<super::call_metrics::CallMetrics>,
 }
 
 impl<O: Object> TypeHost<O> {
-    pub(crate) fn new(node: Weak<NodeInner>, default_idle_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(node: Weak<NodeInner>, config: &super::NodeConfig) -> Arc<Self> {
         Arc::new_cyclic(|this| TypeHost {
             node,
             this: this.clone(),
             directory: Directory::new(),
-            idle_timeout: O::DESCRIPTOR.idle_timeout.unwrap_or(default_idle_timeout),
+            idle_timeout: O::DESCRIPTOR.idle_timeout.unwrap_or(config.idle_timeout),
+            #[cfg(feature = "ops")]
+            calls: config
+                .call_metrics
+                .then(|| super::call_metrics::CallMetrics::new(O::DESCRIPTOR.methods.len())),
         })
     }
 
@@ -108,6 +115,29 @@ impl<O: Object> TypeHost<O> {
     /// does not serve the object's shard (any more), the work is handed back
     /// untouched as [`Turn::Moved`] for the router to send elsewhere.
     pub(crate) async fn run_turn<W: Work<O>>(
+        &self,
+        node: &Arc<NodeInner>,
+        call: TurnCall,
+        work: W,
+    ) -> Turn<W, W::Output> {
+        #[cfg(feature = "ops")]
+        if let Some(calls) = &self.calls
+            && let Some(method) = work.method_index()
+        {
+            let arrived = call.arrived;
+            let turn = self.run_turn_uncounted(node, call, work).await;
+            if let Turn::Done(result) = &turn {
+                let code = result.as_ref().err().map(Error::code);
+                // The standard clock: tokio's checks for a paused one first.
+                let took = arrived.into_std().elapsed();
+                calls.record(method, took, code.as_ref());
+            }
+            return turn;
+        }
+        self.run_turn_uncounted(node, call, work).await
+    }
+
+    async fn run_turn_uncounted<W: Work<O>>(
         &self,
         node: &Arc<NodeInner>,
         call: TurnCall,

@@ -19,6 +19,12 @@ pub(crate) trait Work<O>: Send + 'static {
         None
     }
 
+    /// The number of the method this work calls, if it is a call.
+    #[cfg(feature = "ops")]
+    fn method_index(&self) -> Option<usize> {
+        None
+    }
+
     /// Takes one of the runs again this work may have after its turn's
     /// write was refused as stale; `false` when it has none (a typed call
     /// gave its request to the method).
@@ -56,6 +62,11 @@ impl<O: Object, Req: Send + 'static, Resp: Send + 'static> Work<O> for TypedWork
 
     fn mutates(&self) -> bool {
         matches!(self.invoke, Invoke::Mut(_))
+    }
+
+    #[cfg(feature = "ops")]
+    fn method_index(&self) -> Option<usize> {
+        Some(self.method)
     }
 
     fn method_name(&self) -> &'static str {
@@ -114,6 +125,11 @@ impl<O: Object> Work<O> for EncodedWork {
 
     fn reliable(&self) -> Option<&Arc<str>> {
         self.reliable.as_ref()
+    }
+
+    #[cfg(feature = "ops")]
+    fn method_index(&self) -> Option<usize> {
+        Some(self.method)
     }
 
     fn rerun(&mut self) -> bool {
