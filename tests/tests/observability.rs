@@ -113,6 +113,19 @@ async fn metrics_count_activations_and_the_active_gauge_falls_after_idle_deactiv
         "{metrics}"
     );
     assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    for (gauge, value) in [
+        ("goverse_cluster_nodes", 1.0),
+        ("goverse_membership_proven", 1.0),
+        ("goverse_ready", 1.0),
+        ("goverse_calls_in_flight", 0.0),
+        ("goverse_shards_moving_away", 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, &format!(r#"{gauge}{{node="ops-node"}}"#)),
+            Some(value),
+            "{gauge}: {metrics}"
+        );
+    }
 
     // Idle past their timeout, the three go, and the gauge comes down.
     wait_until("the counters are deactivated", PATIENCE, || {
@@ -182,6 +195,14 @@ async fn ready_falls_while_etcd_is_down_and_rises_when_it_is_back() {
     wait_for_status(ops, "/ready", "503").await;
     let (_, reason) = get(ops, "/ready").await;
     assert!(reason.contains("membership"), "{reason}");
+    let (_, metrics) = get(ops, "/metrics").await;
+    for gauge in ["goverse_ready", "goverse_membership_proven"] {
+        assert_eq!(
+            sample(&metrics, &format!(r#"{gauge}{{node="ready-node"}}"#)),
+            Some(0.0),
+            "{gauge}: {metrics}"
+        );
+    }
     // Still alive: the liveness probe does not ask for a restart.
     assert!(get(ops, "/healthz").await.0.contains("200"));
 
@@ -215,7 +236,8 @@ async fn a_node_serves_its_ops_routes_on_its_ops_listener() {
         "{metrics}"
     );
     // Calls are counted only when asked for.
-    assert!(!metrics.contains("goverse_calls"), "{metrics}");
+    assert!(!metrics.contains("goverse_calls_total"), "{metrics}");
+    assert!(!metrics.contains("goverse_call_duration"), "{metrics}");
     node.shutdown().await;
     // Shut down with its node.
     wait_until("the ops listener closes", PATIENCE, || async move {

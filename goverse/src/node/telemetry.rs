@@ -93,6 +93,7 @@ impl Collector for NodeCollector {
         }
 
         encode_calls(&mut encoder, &node)?;
+        encode_cluster(&mut encoder, &node)?;
 
         encoder
             .encode_descriptor(
@@ -105,6 +106,53 @@ impl Collector for NodeCollector {
             .encode_gauge(&node.shards_served())?;
         Ok(())
     }
+}
+
+/// Gauges of the node's place in the cluster, read from its view.
+fn encode_cluster(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::fmt::Result {
+    let view = node.view();
+    let me = node.id();
+    let moving_away = (0..view.shard_count())
+        .filter(|&shard| {
+            view.is_moving(shard)
+                && view.shard(shard).and_then(|state| state.owner.as_deref()) == Some(me)
+        })
+        .count();
+    let in_flight = node.in_flight.load(Ordering::Relaxed);
+    let gauges: [(&str, &str, u64); 5] = [
+        (
+            "goverse_calls_in_flight",
+            "Calls from outside the node's own code running or waiting on it now.",
+            in_flight as u64,
+        ),
+        (
+            "goverse_shards_moving_away",
+            "Shards this node owns that are moving to another node now.",
+            moving_away as u64,
+        ),
+        (
+            "goverse_cluster_nodes",
+            "Live nodes in the cluster, as this node sees it.",
+            view.nodes.len() as u64,
+        ),
+        (
+            "goverse_membership_proven",
+            "1 while the node can prove its membership of the cluster (its lease is alive), else 0.",
+            u64::from(view.online),
+        ),
+        (
+            "goverse_ready",
+            "1 while the node should be sent traffic (what /ready answers), else 0.",
+            u64::from(unready(node).is_none()),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Gauge)?
+            .encode_family(&[("node", me)])?
+            .encode_gauge(&value)?;
+    }
+    Ok(())
 }
 
 /// Every object type's calls served: a counter by method and outcome code
