@@ -40,7 +40,10 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    logging::init();
+    if let Err(message) = logging::init() {
+        eprintln!("goverse-gate: {message}");
+        return ExitCode::FAILURE;
+    }
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -82,6 +85,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Some(grpc) = gate.grpc_address() {
         listeners.push(format!("grpc://{grpc}"));
     }
+    tracing::info!(node = node.id(), listeners = %listeners.join(" "), "gate ready");
     println!("ready {} {}", node.id(), listeners.join(" "));
     let _ = std::io::stdout().flush();
     wait_for_signal().await;

@@ -49,7 +49,10 @@ struct StorageCommand {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    logging::init();
+    if let Err(message) = logging::init() {
+        eprintln!("goverse: {message}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Migrate(args) => run(args, true).await,

@@ -94,6 +94,11 @@ fn bad_invocations_say_what_is_wrong() {
     );
     let (ok, text) = goverse(&["migrate", "--sqlite", "a.db", "--postgres", "postgres://x"]);
     assert!(!ok && text.contains("cannot be used with"), "{text}");
+    let (ok, text) = goverse_with(&["migrate"], &[("GOVERSE_LOG_FORMAT", "xml")]);
+    assert!(
+        !ok && text.contains("GOVERSE_LOG_FORMAT must be `text` or `json`, not `xml`"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -67,10 +67,13 @@ async fn a_gate_process_routes_to_the_owners() {
             "--lease-ttl",
             "2s",
         ])
+        .env("GOVERSE_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("goverse-gate starts");
+    let mut logs = BufReader::new(gate.stderr.take().expect("stderr")).lines();
     let mut lines = BufReader::new(gate.stdout.take().expect("stdout")).lines();
     let ready = tokio::time::timeout(PATIENCE, lines.next_line())
         .await
@@ -84,6 +87,23 @@ async fn a_gate_process_routes_to_the_owners() {
         .collect();
     let http = listeners[0].to_string();
     let grpc = listeners[1].replace("grpc://", "http://");
+    // Its logs are JSON lines, for a log collector.
+    let ready_log = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = logs.next_line().await.expect("stderr") {
+            let event: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
+            if event["fields"]["message"] == "gate ready" {
+                return event;
+            }
+        }
+        panic!("the gate's logs ended before it said it was ready");
+    })
+    .await
+    .expect("the ready log in time");
+    assert_eq!(ready_log["level"], "INFO", "{ready_log}");
+    assert_eq!(ready_log["fields"]["node"], "gate-1", "{ready_log}");
+    // Keep reading, so the gate never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
 
     let call = |method: &str| format!("{http}/api/v1/objects/call/Vault/v1/{method}");
     let alice = ["Authorization: Bearer alice-0123456789abcdef"];
