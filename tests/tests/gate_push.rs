@@ -229,6 +229,17 @@ async fn pushes_arrive_in_order_and_broadcasts_reach_everyone() {
         );
     }
     assert_eq!(gate.stats().pushed, 202);
+    // The node's metrics carry its gate's counts.
+    let metrics = node.metrics_text();
+    for (series, value) in [
+        ("goverse_gate_clients", 2),
+        ("goverse_gate_pushes_total", 202),
+        ("goverse_gate_pushes_dropped_total", 0),
+        ("goverse_gate_overflows_total", 0),
+    ] {
+        let line = format!(r#"{series}{{node="{}"}} {value}"#, node.id());
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 
     // Nobody has this id.
     let error = herald

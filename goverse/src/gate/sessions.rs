@@ -412,6 +412,22 @@ impl ClientSink for Sessions {
             .filter(|session| self.deliver_to(session, message.clone()).is_ok())
             .count()
     }
+
+    #[cfg(feature = "ops")]
+    fn counts(&self) -> crate::node::ClientCounts {
+        let GateStats {
+            clients,
+            pushed,
+            dropped,
+            overflows,
+        } = self.stats();
+        crate::node::ClientCounts {
+            clients,
+            pushed,
+            dropped,
+            overflows,
+        }
+    }
 }
 
 /// `bytes` random bytes from the operating system, as hex.

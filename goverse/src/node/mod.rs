@@ -16,6 +16,8 @@ mod shards;
 mod telemetry;
 
 pub use self::builder::NodeBuilder;
+#[cfg(all(feature = "ops", feature = "gate"))]
+pub(crate) use self::push::ClientCounts;
 #[cfg(feature = "gate")]
 pub(crate) use self::push::ClientSink;
 pub(crate) use self::push::PushMessage;

@@ -68,6 +68,19 @@ pub(crate) trait ClientSink: Send + Sync {
     fn deliver(&self, client: &str, message: PushMessage) -> Result<()>;
     /// Buffers `message` for every client; returns how many got it.
     fn broadcast(&self, message: &PushMessage) -> usize;
+    /// What the gate counts: clients now, and messages pushed, dropped,
+    /// and clients cut off for overflowing, since it started.
+    #[cfg(feature = "ops")]
+    fn counts(&self) -> ClientCounts;
+}
+
+/// A gate's counts, as [`ClientSink::counts`] gives them.
+#[cfg(feature = "ops")]
+pub(crate) struct ClientCounts {
+    pub(crate) clients: u64,
+    pub(crate) pushed: u64,
+    pub(crate) dropped: u64,
+    pub(crate) overflows: u64,
 }
 
 impl NodeInner {
@@ -78,7 +91,7 @@ impl NodeInner {
         *self.clients.write_locked() = sink;
     }
 
-    fn clients(&self) -> Option<Arc<dyn ClientSink>> {
+    pub(super) fn clients(&self) -> Option<Arc<dyn ClientSink>> {
         self.clients.read_locked().clone()
     }
 

@@ -94,6 +94,7 @@ impl Collector for NodeCollector {
 
         encode_calls(&mut encoder, &node)?;
         encode_cluster(&mut encoder, &node)?;
+        encode_gate(&mut encoder, &node)?;
 
         encoder
             .encode_descriptor(
@@ -106,6 +107,48 @@ impl Collector for NodeCollector {
             .encode_gauge(&node.shards_served())?;
         Ok(())
     }
+}
+
+/// The counts of the gate running on this node, if one does.
+fn encode_gate(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::fmt::Result {
+    let Some(sink) = node.clients() else {
+        return Ok(());
+    };
+    let counts = sink.counts();
+    let labels = [("node", node.id())];
+    encoder
+        .encode_descriptor(
+            "goverse_gate_clients",
+            "Clients with a push session at this node's gate now (connected, or within their grace).",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&labels)?
+        .encode_gauge(&counts.clients)?;
+    let counters = [
+        (
+            "goverse_gate_pushes",
+            "Messages put in a client's buffer at this node's gate.",
+            counts.pushed,
+        ),
+        (
+            "goverse_gate_pushes_dropped",
+            "Messages dropped at this node's gate: buffered for a client that overflowed or did not come back within its grace.",
+            counts.dropped,
+        ),
+        (
+            "goverse_gate_overflows",
+            "Clients this node's gate cut off for falling a whole buffer behind.",
+            counts.overflows,
+        ),
+    ];
+    for (name, help, value) in counters {
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, u64, f64>(&value, None)?;
+    }
+    Ok(())
 }
 
 /// Gauges of the node's place in the cluster, read from its view.
