@@ -12,18 +12,6 @@ use goverse_tests::{PATIENCE, curl_post, curl_post_with, unique_prefix};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-/// `GET url` with curl: the HTTP status and the body.
-async fn curl_get(url: &str) -> (String, String) {
-    let output = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url])
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (status.to_string(), body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_process_routes_to_the_owners() {
     let dir = std::env::temp_dir().join(unique_prefix("gate-process").replace('/', "_"));
@@ -120,14 +108,13 @@ async fn a_gate_process_routes_to_the_owners() {
     tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
     // Its node's ops routes, from the environment variable: ready once its
     // node sees itself registered, as a readiness probe would find.
-    let ready_url = format!("http://{ops}/ready");
     goverse_tests::wait_until("the gate's node is ready", PATIENCE, || {
-        let url = ready_url.clone();
-        async move { curl_get(&url).await == ("200".to_string(), "ready\n".to_string()) }
+        let ops = ops.clone();
+        async move { goverse_tests::http_get(&ops, "/ready").await == (200, "ready\n".to_string()) }
     })
     .await;
-    let (status, metrics) = curl_get(&format!("http://{ops}/metrics")).await;
-    assert_eq!(status, "200", "{metrics}");
+    let (status, metrics) = goverse_tests::http_get(&ops, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
     assert!(
         metrics.contains(r#"goverse_gate_clients{node="gate-1"} 0"#),
         "{metrics}"

@@ -176,6 +176,31 @@ pub async fn http_post(
     )
 }
 
+/// GETs `path` at `address` over one HTTP/1.1 connection, as a probe or
+/// a scraper would; returns the status and the body.
+///
+/// # Panics
+///
+/// When `address` cannot be reached.
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
 /// A key prefix no other test (or run) uses.
 pub fn unique_prefix(test: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

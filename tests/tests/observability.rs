@@ -6,7 +6,6 @@ use std::time::Duration;
 use example_counter::{Counter, CounterClient};
 use goverse::prelude::*;
 use goverse_tests::{PATIENCE, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves `node.ops_router()` on a free loopback port.
 async fn serve_ops(node: &Node) -> std::net::SocketAddr {
@@ -21,21 +20,9 @@ async fn serve_ops(node: &Node) -> std::net::SocketAddr {
     address
 }
 
-/// `GET path` over a plain HTTP/1.1 connection: the status line and body.
-async fn get(address: std::net::SocketAddr, path: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head.lines().next().unwrap_or_default().to_string();
-    (status, body.to_string())
+/// `GET path` on the ops listener at `address`: the status and body.
+async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    goverse_tests::http_get(&address.to_string(), path).await
 }
 
 /// The value of the sample whose line starts with `series ` (name and
@@ -66,7 +53,7 @@ async fn metrics_count_activations_and_the_active_gauge_falls_after_idle_deactiv
     }
 
     let (status, metrics) = get(ops, "/metrics").await;
-    assert!(status.contains("200"), "{status}");
+    assert_eq!(status, 200, "{metrics}");
     let active = r#"goverse_objects_active{node="ops-node",type="Counter"}"#;
     assert_eq!(sample(&metrics, active), Some(3.0), "{metrics}");
     assert_eq!(
@@ -152,17 +139,17 @@ async fn metrics_count_activations_and_the_active_gauge_falls_after_idle_deactiv
     );
 
     let (status, body) = get(ops, "/healthz").await;
-    assert!(status.contains("200"), "{status}");
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body, "ok\n");
     node.shutdown().await;
 }
 
-/// Polls `path` until its status line contains `status`.
-async fn wait_for_status(ops: std::net::SocketAddr, path: &str, status: &'static str) {
+/// Polls `path` until it answers `status`.
+async fn wait_for_status(ops: std::net::SocketAddr, path: &str, status: u16) {
     wait_until(
         &format!("{path} answers {status}"),
         PATIENCE,
-        || async move { get(ops, path).await.0.contains(status) },
+        || async move { get(ops, path).await.0 == status },
     )
     .await;
 }
@@ -186,13 +173,13 @@ async fn ready_falls_while_etcd_is_down_and_rises_when_it_is_back() {
         .await
         .expect("node starts");
     let ops = serve_ops(&node).await;
-    wait_for_status(ops, "/ready", "200").await;
+    wait_for_status(ops, "/ready", 200).await;
     assert_eq!(node.ready(), Ok(()));
 
     // Without etcd the node cannot renew its lease: once it lapses, the
     // node can no longer prove it owns its shards.
     etcd.stop().await;
-    wait_for_status(ops, "/ready", "503").await;
+    wait_for_status(ops, "/ready", 503).await;
     let (_, reason) = get(ops, "/ready").await;
     assert!(reason.contains("membership"), "{reason}");
     let (_, metrics) = get(ops, "/metrics").await;
@@ -204,10 +191,10 @@ async fn ready_falls_while_etcd_is_down_and_rises_when_it_is_back() {
         );
     }
     // Still alive: the liveness probe does not ask for a restart.
-    assert!(get(ops, "/healthz").await.0.contains("200"));
+    assert_eq!(get(ops, "/healthz").await.0, 200);
 
     etcd.resume().await;
-    wait_for_status(ops, "/ready", "200").await;
+    wait_for_status(ops, "/ready", 200).await;
     CounterClient::new(&node, "after")
         .add(Int32Value { value: 1 })
         .await
@@ -228,9 +215,9 @@ async fn a_node_serves_its_ops_routes_on_its_ops_listener() {
     let ops = node.ops_address().expect("an ops listener");
     assert_ne!(ops.port(), 0, "the bound port is reported");
     let (status, body) = get(ops, "/ready").await;
-    assert!(status.contains("200"), "{status}: {body}");
+    assert_eq!(status, 200, "{body}");
     let (status, metrics) = get(ops, "/metrics").await;
-    assert!(status.contains("200"), "{status}");
+    assert_eq!(status, 200, "{metrics}");
     assert!(
         metrics.contains(r#"goverse_shards_owned{node="listening-node"}"#),
         "{metrics}"
