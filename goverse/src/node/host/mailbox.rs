@@ -235,8 +235,7 @@ impl<O: Object> TypeHost<O> {
         gone: bool,
     ) -> bool {
         if gone {
-            self.reroute_queued(node, permit);
-            return true;
+            return self.reroute_queued(node, permit);
         }
         let Some(activation) = permit.activation.as_ref() else {
             return false;
@@ -308,13 +307,16 @@ impl<O: Object> TypeHost<O> {
     }
 
     /// The activation is gone: every queued turn looks its object up again.
-    pub(super) fn reroute_queued(&self, node: &Arc<NodeInner>, permit: DrainPermit<'_, O>) {
+    /// Returns whether any turn was queued.
+    pub(super) fn reroute_queued(&self, node: &Arc<NodeInner>, permit: DrainPermit<'_, O>) -> bool {
         let queued = permit.release();
+        let any = !queued.is_empty();
         let Some(host) = self.this.upgrade() else {
-            return;
+            return any;
         };
         for turn in queued {
             turn.reroute(host.clone(), node.clone());
         }
+        any
     }
 }
