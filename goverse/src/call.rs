@@ -533,15 +533,7 @@ impl<T: Send + 'static> Detached<'_, T> {
             // once before the turn's future is polled again, or the step
             // back would end within this very poll.
             Poll::Pending if STEPPING_BACK.take() => {
-                let mut yielded = false;
-                std::future::poll_fn(|_| {
-                    if yielded {
-                        return Poll::Ready(());
-                    }
-                    yielded = true;
-                    Poll::Pending
-                })
-                .await;
+                crate::future::pending_once().await;
                 Some(self.await)
             }
             Poll::Pending => tokio::time::timeout_at(deadline, self).await.ok(),

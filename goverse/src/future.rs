@@ -12,13 +12,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// waiting there run first. Unlike `tokio::task::yield_now`, which waits
 /// for the worker's next look at its I/O driver, this costs one more poll.
 pub(crate) async fn requeue() {
-    let mut requeued = false;
     std::future::poll_fn(|cx| {
-        if requeued {
+        cx.waker().wake_by_ref();
+        Poll::Ready(())
+    })
+    .await;
+    pending_once().await;
+}
+
+/// Goes back to the scheduler once without waking the task: for a task
+/// already woken (see [`requeue`]), which will be polled again.
+pub(crate) async fn pending_once() {
+    let mut returned = false;
+    std::future::poll_fn(|_| {
+        if returned {
             return Poll::Ready(());
         }
-        requeued = true;
-        cx.waker().wake_by_ref();
+        returned = true;
         Poll::Pending
     })
     .await;
