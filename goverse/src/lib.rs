@@ -31,6 +31,7 @@ mod object;
 pub mod placement;
 pub mod storage;
 mod sync;
+mod trace;
 mod transport;
 
 #[doc(hidden)]

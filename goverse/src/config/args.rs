@@ -66,6 +66,10 @@ pub struct NodeArgs {
     /// Where to serve /metrics, /healthz and /ready (feature `ops`).
     #[arg(long, env = "GOVERSE_OPS_LISTEN", value_name = "ADDRESS")]
     pub ops_listen: Option<SocketAddr>,
+    /// The share of calls arriving without a W3C traceparent that start a
+    /// trace, from 0 to 1 [default: 0] (feature `otel`).
+    #[arg(long, env = "GOVERSE_TRACE_SAMPLING", value_name = "RATIO")]
+    pub trace_sampling: Option<f64>,
     /// The cluster's shard count, the same on every node [default: 8192].
     #[arg(long, env = "GOVERSE_SHARD_COUNT", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -250,6 +254,7 @@ impl NodeArgs {
         set(&mut file.listen, self.listen);
         set(&mut file.advertise, self.advertise);
         set(&mut file.ops_listen, self.ops_listen);
+        set(&mut file.trace_sampling, self.trace_sampling);
         set(&mut file.shard_count, self.shard_count);
         set(&mut file.call_timeout, self.call_timeout);
         set(&mut file.idle_timeout, self.idle_timeout);

@@ -5,6 +5,7 @@
 //! listen: 0.0.0.0:7001
 //! advertise: 10.0.0.5:7001        # what other nodes dial (default: listen)
 //! ops_listen: 0.0.0.0:9464         # /metrics, /healthz, /ready (feature `ops`)
+//! trace_sampling: 0.01             # calls without a traceparent traced (feature `otel`)
 //! shard_count: 8192
 //! call_timeout: 30s
 //! idle_timeout: 15m
@@ -54,7 +55,7 @@ pub use self::args::{ClusterArgs, GateArgs, NodeArgs, StorageArgs};
 use crate::error::{Error, Result};
 
 /// A node's settings as written in its YAML file or given as flags.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct NodeFile {
@@ -66,6 +67,8 @@ pub struct NodeFile {
     pub advertise: Option<String>,
     /// Where to serve the ops routes (`/metrics`, `/healthz`, `/ready`).
     pub ops_listen: Option<SocketAddr>,
+    /// The share of calls without a `traceparent` that start a trace (0 to 1).
+    pub trace_sampling: Option<f64>,
     /// The cluster's shard count.
     pub shard_count: Option<u32>,
     /// The default call timeout (`30s`).

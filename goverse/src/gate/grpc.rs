@@ -144,9 +144,34 @@ impl GrpcGate {
     async fn call(
         &self,
         auth: AuthRequest,
+        names: (String, String, String, String),
+        request: Option<crate::types::Any>,
+        call_id: Option<String>,
+    ) -> Result<Response<proto::CallObjectResponse>, Status> {
+        let (span, trace) = crate::trace::gate_request(
+            "goverse.gate.v1.Gate/CallObject",
+            auth.header("traceparent"),
+            self.node.inner.config.trace_sampling,
+        );
+        let Some(span) = span else {
+            return self.serve_call(auth, names, request, call_id, trace).await;
+        };
+        let served = self.serve_call(auth, names, request, call_id, trace);
+        let served = crate::trace::within(Some(&span.span), served).await;
+        if let Err(status) = &served {
+            crate::trace::failed(&span.span, &status.code().to_string());
+        }
+        served
+    }
+
+    /// A call by a client, in its trace (`trace`: what the call carries).
+    async fn serve_call(
+        &self,
+        auth: AuthRequest,
         (type_name, id, method, client_id): (String, String, String, String),
         request: Option<crate::types::Any>,
         call_id: Option<String>,
+        trace: Option<Arc<str>>,
     ) -> Result<Response<proto::CallObjectResponse>, Status> {
         name("type", &type_name)?;
         name("method", &method)?;
@@ -157,9 +182,7 @@ impl GrpcGate {
         let mut call = EncodedCall::new(type_name, id, method, Codec::Any, request)
             .timeout(self.options.call_timeout);
         call.origin = Some(origin);
-        if let Some(traceparent) = auth.header("traceparent") {
-            call = call.traceparent(traceparent);
-        }
+        call.trace = trace;
         if let Some(call_id) = call_id {
             call = call.reliable(call_id);
         }

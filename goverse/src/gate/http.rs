@@ -226,6 +226,32 @@ async fn call(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GateError> {
+    let header = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let (span, trace) = crate::trace::gate_request(
+        "POST /api/v1/objects/call",
+        header,
+        state.node.inner.config.trace_sampling,
+    );
+    let Some(span) = span else {
+        return serve_call(state, path, peer, headers, body, trace).await;
+    };
+    let served = serve_call(state, path, peer, headers, body, trace);
+    let served = crate::trace::within(Some(&span.span), served).await;
+    if let Err(error) = &served {
+        crate::trace::failed(&span.span, error.code.as_str());
+    }
+    served
+}
+
+/// A call by a client, in its trace (`trace`: what the call carries).
+async fn serve_call(
+    state: Arc<HttpState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    body: Body,
+    trace: Option<Arc<str>>,
+) -> Result<Response, GateError> {
     let Path((type_name, id, method)) = path.map_err(|e| GateError::invalid_path(e.body_text()))?;
     name_segment("type", &type_name)?;
     name_segment("method", &method)?;
@@ -239,9 +265,7 @@ async fn call(
     let mut call =
         EncodedCall::new(type_name, id, method, codec, request).timeout(state.options.call_timeout);
     call.origin = Some(origin);
-    if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-        call = call.traceparent(traceparent);
-    }
+    call.trace = trace;
     if let Some(call_id) = headers.get(CALL_ID) {
         let call_id = call_id
             .to_str()

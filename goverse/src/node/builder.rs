@@ -153,6 +153,15 @@ impl NodeBuilder {
         self
     }
 
+    /// The share of calls arriving without a W3C `traceparent` that start
+    /// a trace, from 0 to 1 (default 0; see [`NodeConfig::trace_sampling`]).
+    /// A value outside that range fails [`start`](NodeBuilder::start) with
+    /// `INVALID_CONFIG`.
+    pub fn trace_sampling(mut self, ratio: f64) -> Self {
+        self.config.trace_sampling = ratio;
+        self
+    }
+
     /// Serves the node's ops routes (`/metrics`, `/healthz`, `/ready`) on
     /// `address` from the start of [`start`](NodeBuilder::start) until
     /// shutdown; port 0 picks a free port ([`Node::ops_address`] tells
@@ -187,6 +196,9 @@ impl NodeBuilder {
         }
         if let Some(ops_listen) = file.ops_listen {
             config.ops_listen = Some(ops_listen);
+        }
+        if let Some(ratio) = file.trace_sampling {
+            config.trace_sampling = ratio;
         }
         if let Some(advertise) = file.advertise {
             config.advertise = Some(advertise);
@@ -295,6 +307,12 @@ impl NodeBuilder {
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
         crate::call::check_duration("call timeout", config.call_timeout)?;
         crate::call::check_duration("storage timeout", config.storage_timeout)?;
+        if !(0.0..=1.0).contains(&config.trace_sampling) {
+            return Err(Error::Config(format!(
+                "trace sampling is a share of calls, from 0 to 1, not {}",
+                config.trace_sampling
+            )));
+        }
         let storage: Arc<dyn ErasedStorage> = Arc::new(crate::storage::Bounded::new(
             storage.unwrap_or_else(|| Arc::new(MemoryStorage::new())),
             config.storage_timeout,

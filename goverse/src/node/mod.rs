@@ -77,6 +77,11 @@ pub struct NodeConfig {
     /// `/ready` (default: nowhere; needs the `ops` feature; see
     /// [`Node::ops_router`]).
     pub ops_listen: Option<SocketAddr>,
+    /// The share of calls that start a trace when they arrive without a
+    /// W3C `traceparent`, from 0 to 1 (default 0: only calls that carry a
+    /// sampled `traceparent` are traced). Needs the `otel` feature and the
+    /// `tracing-opentelemetry` layer in the program's subscriber.
+    pub trace_sampling: f64,
     /// Objects activated as soon as their shard is served, without waiting
     /// for a call.
     pub auto_load: Vec<AutoLoad>,
@@ -119,6 +124,7 @@ impl Default for NodeConfig {
             advertise: None,
             ops_listen: None,
             call_metrics: false,
+            trace_sampling: 0.0,
             auto_load: Vec::new(),
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
             access_rules: None,

@@ -21,6 +21,7 @@ use crate::future::BoxFuture;
 use crate::message::{Codec, Message, decode};
 use crate::object::Object;
 use crate::placement;
+use crate::trace;
 use crate::transport::proto::{CallFrame, ReplyFrame, call_frame::Kind};
 use crate::transport::wire::{self, OutgoingCall};
 use crate::transport::{FrameHandler, RemoteFailure, error_to_wire};
@@ -133,12 +134,25 @@ impl NodeInner {
     async fn send(
         &self,
         owner: &NodeInfo,
-        frame: CallFrame,
+        mut frame: CallFrame,
         deadline: Instant,
         target: &(dyn Fn() -> String + Sync),
     ) -> Result<Option<Vec<u8>>> {
         let repeatable = !frame.reliable_call_id.is_empty();
-        match self.peers.call(&owner.address, frame, deadline).await {
+        let span = wire::traceparent_of(&frame)
+            .filter(|parent| trace::wanted(Some(parent), 0.0))
+            .and_then(|parent| {
+                let hop = trace::Hop::Remote {
+                    method: &frame.method,
+                    peer: &owner.id,
+                };
+                hop.open(Some(&parent))
+            });
+        if let Some(span) = &span {
+            wire::set_traceparent(&mut frame, span.child.as_deref());
+        }
+        let sent = self.peers.call(&owner.address, frame, deadline);
+        match trace::within(span.as_ref().map(|s| &s.span), sent).await {
             Ok(body) => Ok(Some(body)),
             Err(RemoteFailure::Lost(error)) if repeatable => {
                 tracing::debug!(%error, node = %owner.id, "reliable call lost with its connection; sending again");
@@ -156,6 +170,32 @@ impl NodeInner {
 
     /// A call from a typed proxy.
     pub(crate) async fn call_typed<O: Object, Req: Message, Resp: Message>(
+        self: &Arc<Self>,
+        id: &Arc<str>,
+        request: TypedRequest<O, Req, Resp>,
+        due: Due,
+        mut meta: CallMeta,
+    ) -> Result<Resp> {
+        if trace::wanted(meta.trace.as_ref(), self.config.trace_sampling) {
+            let hop = trace::Hop::Call {
+                type_name: O::DESCRIPTOR.type_name,
+                method: O::DESCRIPTOR
+                    .methods
+                    .get(request.method)
+                    .map_or("?", |m| m.name),
+                id,
+            };
+            if let Some(mut span) = hop.open(meta.trace.as_ref()) {
+                meta.trace = span.child.take();
+                // Boxed: only traced calls pay for the span's state.
+                let routed = Box::pin(self.route_typed(id, request, due, meta));
+                return span.outcome(trace::within(Some(&span.span), routed).await);
+            }
+        }
+        self.route_typed(id, request, due, meta).await
+    }
+
+    async fn route_typed<O: Object, Req: Message, Resp: Message>(
         self: &Arc<Self>,
         id: &Arc<str>,
         TypedRequest {
@@ -252,6 +292,31 @@ impl NodeInner {
     }
 
     pub(crate) async fn call_by_name(
+        self: &Arc<Self>,
+        type_name: &str,
+        id: &str,
+        method: &str,
+        request: EncodedRequest,
+        due: Due,
+        mut meta: CallMeta,
+    ) -> Result<Vec<u8>> {
+        if trace::wanted(meta.trace.as_ref(), self.config.trace_sampling) {
+            let hop = trace::Hop::Call {
+                type_name,
+                method,
+                id,
+            };
+            if let Some(mut span) = hop.open(meta.trace.as_ref()) {
+                meta.trace = span.child.take();
+                let routed = self.route_by_name(type_name, id, method, request, due, meta);
+                return span.outcome(trace::within(Some(&span.span), routed).await);
+            }
+        }
+        self.route_by_name(type_name, id, method, request, due, meta)
+            .await
+    }
+
+    async fn route_by_name(
         self: &Arc<Self>,
         type_name: &str,
         id: &str,

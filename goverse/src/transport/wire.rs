@@ -62,12 +62,34 @@ pub(crate) fn call_frame(call: OutgoingCall<'_>) -> CallFrame {
 pub(crate) fn meta_of(frame: &mut CallFrame) -> CallMeta {
     CallMeta {
         chain: chain_from_links(&frame.chain),
-        trace: frame
-            .trace
-            .get("traceparent")
-            .filter(|t| crate::chain::valid_traceparent(t))
-            .map(|t| Arc::<str>::from(t.as_str())),
+        trace: traceparent_of(frame),
         origin: frame.origin.take().map(origin_from_wire),
+    }
+}
+
+/// The frame's W3C `traceparent`, if it carries a valid one.
+pub(crate) fn traceparent_of(frame: &CallFrame) -> Option<Arc<str>> {
+    if frame.trace.is_empty() {
+        return None;
+    }
+    frame
+        .trace
+        .get("traceparent")
+        .filter(|t| crate::chain::valid_traceparent(t))
+        .map(|t| Arc::<str>::from(t.as_str()))
+}
+
+/// Makes the frame carry `traceparent` in place of the one it had.
+pub(crate) fn set_traceparent(frame: &mut CallFrame, traceparent: Option<&str>) {
+    match traceparent {
+        Some(traceparent) => {
+            frame
+                .trace
+                .insert("traceparent".to_string(), traceparent.to_string());
+        }
+        None => {
+            frame.trace.remove("traceparent");
+        }
     }
 }
 

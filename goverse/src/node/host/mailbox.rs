@@ -58,9 +58,8 @@ impl<O: Object, W: Work<O>> QueuedTurn<O> for Queued<W, O> {
     ) -> BoxFuture<'a, Option<Box<dyn QueuedTurn<O>>>> {
         Box::pin(async move {
             let this = &mut *self;
-            let outcome = host
-                .exclusive(node, activation, slot, &mut this.work, &this.call, true)
-                .await;
+            let turn = host.exclusive(node, activation, slot, &mut this.work, &this.call, true);
+            let outcome = crate::trace::within(this.call.span.as_deref(), turn).await;
             match outcome {
                 Some(result) => {
                     // The caller may have stopped waiting; the turn ran anyway.

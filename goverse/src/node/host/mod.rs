@@ -120,6 +120,50 @@ impl<O: Object> TypeHost<O> {
         call: TurnCall,
         work: W,
     ) -> Turn<W, W::Output> {
+        if call.span.is_none() && crate::trace::wanted(call.meta.trace.as_ref(), 0.0) {
+            // Boxed: only traced turns pay for the span's state.
+            return Box::pin(self.run_traced_turn(node, call, work)).await;
+        }
+        self.run_counted_turn(node, call, work).await
+    }
+
+    /// A turn in a span of its own, whose nested calls carry it as their
+    /// parent.
+    async fn run_traced_turn<W: Work<O>>(
+        &self,
+        node: &Arc<NodeInner>,
+        mut call: TurnCall,
+        work: W,
+    ) -> Turn<W, W::Output> {
+        let hop = crate::trace::Hop::Turn {
+            type_name: O::DESCRIPTOR.type_name,
+            method: work.method_name(),
+            id: &call.id,
+        };
+        let Some(mut span) = hop.open(call.meta.trace.as_ref()) else {
+            return self.run_counted_turn(node, call, work).await;
+        };
+        let received = std::mem::replace(&mut call.meta.trace, span.child.take());
+        call.span = Some(Box::new(span.span.clone()));
+        let turn = crate::trace::within(Some(&span.span), self.run_counted_turn(node, call, work));
+        match turn.await {
+            Turn::Done(result) => Turn::Done(span.outcome(result)),
+            // Sent on as it came: the next owner's turn is the call's child.
+            Turn::Moved(work, mut call) => {
+                call.meta.trace = received;
+                call.span = None;
+                Turn::Moved(work, call)
+            }
+        }
+    }
+
+    /// A turn, counted and timed when the node keeps call metrics.
+    async fn run_counted_turn<W: Work<O>>(
+        &self,
+        node: &Arc<NodeInner>,
+        call: TurnCall,
+        work: W,
+    ) -> Turn<W, W::Output> {
         #[cfg(feature = "ops")]
         if let Some(calls) = &self.calls
             && let Some(method) = work.method_index()
@@ -384,7 +428,16 @@ impl<O: Object> TypeHost<O> {
                 record.caller = crate::access::Origin::caller(call.meta.origin.as_ref());
                 record
             });
-            if let Err(error) = self.persist(node, activation, slot, record).await {
+            let commit = call.span.as_ref().and_then(|turn| {
+                let hop = crate::trace::Hop::Commit {
+                    type_name: O::DESCRIPTOR.type_name,
+                    id: &activation.id,
+                };
+                turn.in_scope(|| hop.open(None))
+            });
+            let persisted = self.persist(node, activation, slot, record);
+            let persisted = crate::trace::within(commit.as_ref().map(|c| &c.span), persisted);
+            if let Err(error) = persisted.await {
                 // A refused write means the turn took no effect; if it did
                 // nothing outside the object either, it runs again where
                 // the object is now (the instance is gone), within the
@@ -410,6 +463,10 @@ pub(crate) struct TurnCall {
     pub(crate) arrived: Instant,
     /// What the call carries: its chain, trace context and origin.
     pub(crate) meta: CallMeta,
+    /// The turn's span, when the call is traced: entered wherever the turn
+    /// runs, in its caller's task or in the task draining its object's
+    /// queue.
+    pub(crate) span: Option<Box<tracing::Span>>,
 }
 
 impl TurnCall {
@@ -421,6 +478,7 @@ impl TurnCall {
             deadline: due.deadline,
             arrived: due.arrived,
             meta,
+            span: None,
         }
     }
 }
