@@ -26,6 +26,7 @@ pub mod gate_proto {
     pub const CODE_METADATA: &str = "goverse-code";
 }
 mod message;
+mod meters;
 mod node;
 mod object;
 pub mod placement;

@@ -259,6 +259,13 @@ async fn identities_access_rules_sessions_and_rate_limits() {
     )
     .await;
     assert_eq!(json["code"], "RATE_LIMITED");
+    // Every refusal is counted on the gate's node.
+    assert!(
+        a.metrics_text()
+            .contains(r#"goverse_gate_rate_limited_total{node="a"} 3"#),
+        "{}",
+        a.metrics_text()
+    );
 
     gate.shutdown().await;
     a.shutdown().await;

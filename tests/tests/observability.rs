@@ -232,3 +232,137 @@ async fn a_node_serves_its_ops_routes_on_its_ops_listener() {
     })
     .await;
 }
+
+/// The value of the sample `name{node="<node>"}` in `node`'s metrics.
+fn node_sample(node: &Node, name: &str) -> f64 {
+    let series = format!(r#"{name}{{node="{}"}}"#, node.id());
+    sample(&node.metrics_text(), &series).unwrap_or(-1.0)
+}
+
+/// `node_sample` summed over `nodes`.
+fn cluster_sample(nodes: &[&Node], name: &str) -> f64 {
+    nodes.iter().map(|node| node_sample(node, name)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_remote_frames_storage_batches_replays_queues_moves_and_failovers() {
+    use goverse_tests::processes::{Vault, VaultClient};
+
+    let store = goverse::cluster::MemoryStore::new();
+    let storage = std::sync::Arc::new(goverse::storage::MemoryStorage::new());
+    let start = |id: &'static str| {
+        let (store, storage) = (store.clone(), storage.clone());
+        async move {
+            let options = goverse::cluster::ClusterOptions::default()
+                .prefix("/ops-meters")
+                .lease_ttl(Duration::from_secs(1));
+            Node::builder()
+                .register::<Vault>()
+                .node_id(id)
+                .shard_count(16)
+                .listen("127.0.0.1:0".parse().expect("address"))
+                .storage(storage)
+                .coordinator(goverse::cluster::ClusterCoordinator::in_memory(
+                    &store, options,
+                ))
+                .start()
+                .await
+                .expect("node starts")
+        }
+    };
+    let (a, b) = (start("meters-a").await, start("meters-b").await);
+    wait_until("both nodes own shards", PATIENCE, || {
+        let (a, b) = (a.stats().shards, b.stats().shards);
+        async move { a > 0 && b > 0 && a + b == 16 }
+    })
+    .await;
+
+    // Twenty deposits from `a`: those on `b` go as frames; each is one
+    // state write, committed in batches.
+    for i in 0..20 {
+        VaultClient::new(&a, format!("v{i}"))
+            .deposit(Int64Value { value: 1 })
+            .await
+            .expect("deposit");
+    }
+    let nodes = [&a, &b];
+    assert!(node_sample(&a, "goverse_remote_calls_total") >= 1.0);
+    assert!(node_sample(&a, "goverse_remote_batch_size_count") >= 1.0);
+    assert_eq!(cluster_sample(&nodes, "goverse_storage_writes_total"), 20.0);
+    let batches = cluster_sample(&nodes, "goverse_storage_batch_size_count");
+    assert!((1.0..=20.0).contains(&batches), "{batches} batches");
+    assert_eq!(
+        cluster_sample(&nodes, "goverse_storage_commit_seconds_count"),
+        batches
+    );
+
+    // A reliable call sent twice runs once; the second is a replay.
+    let reliable = VaultClient::new(&a, "r".to_string()).reliable("deposit-1");
+    for _ in 0..2 {
+        reliable
+            .deposit(Int64Value { value: 1 })
+            .await
+            .expect("reliable");
+    }
+    assert_eq!(
+        cluster_sample(&nodes, "goverse_reliable_replays_total"),
+        1.0
+    );
+
+    // Calls behind a slow one wait in the object's mailbox.
+    let slow = VaultClient::new(&a, "slow".to_string());
+    let mut waiting = Vec::new();
+    waiting.push(tokio::spawn({
+        let slow = slow.clone();
+        async move { slow.slow_deposit(Int64Value { value: 1 }).await }
+    }));
+    for _ in 0..3 {
+        let slow = slow.clone();
+        waiting.push(tokio::spawn(async move {
+            slow.deposit(Int64Value { value: 1 }).await
+        }));
+    }
+    wait_until(
+        "calls wait in the slow vault's mailbox",
+        PATIENCE,
+        || async { cluster_sample(&nodes, "goverse_mailbox_depth") >= 1.0 },
+    )
+    .await;
+    for call in waiting {
+        call.await.expect("task").expect("deposit");
+    }
+    assert_eq!(cluster_sample(&nodes, "goverse_mailbox_depth"), 0.0);
+
+    // Leases are renewed every third of their time to live.
+    wait_until("the nodes renew their leases", PATIENCE, || async {
+        node_sample(&a, "goverse_lease_renewals_total") >= 1.0
+    })
+    .await;
+    assert_eq!(node_sample(&a, "goverse_coordinator_errors_total"), 0.0);
+
+    // A third node takes shards over by handoff; when it dies, the
+    // others see one failover.
+    let c = start("meters-c").await;
+    wait_until(
+        "shards are handed over to the new node",
+        PATIENCE,
+        || async {
+            cluster_sample(&nodes, "goverse_shard_moves_total") >= 1.0 && c.stats().shards > 0
+        },
+    )
+    .await;
+    assert_eq!(
+        cluster_sample(&nodes, "goverse_shard_handoff_seconds_count"),
+        cluster_sample(&nodes, "goverse_shard_moves_total")
+    );
+    assert_eq!(node_sample(&a, "goverse_failovers_total"), 0.0);
+    c.crash();
+    wait_until("the survivors see the failover", PATIENCE, || async {
+        node_sample(&a, "goverse_failovers_total") == 1.0
+            && node_sample(&b, "goverse_failovers_total") == 1.0
+    })
+    .await;
+
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -31,9 +31,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::store::{
-    ClusterKey, Compare, KeyValue, Keys, LeaseId, NodeRecord, Op, ShardRecord, Store, WatchEvent,
+    ClusterKey, Compare, Counted, KeyValue, Keys, LeaseId, NodeRecord, Op, ShardRecord, Store,
+    WatchEvent,
 };
-use super::{ClusterView, Coordinator, Member, Membership, MemoryStore, NodeInfo, ShardState};
+use super::{
+    ClusterView, Coordinator, CoordinatorCounts, Member, Membership, MemoryStore, NodeInfo,
+    ShardState,
+};
 use crate::error::{Error, Result};
 use crate::placement::{self, ShardPlacement};
 use crate::sync::MutexExt;
@@ -104,7 +108,7 @@ impl fmt::Debug for ClusterCoordinator {
 }
 
 struct Shared {
-    store: Arc<dyn Store>,
+    store: Arc<Counted>,
     options: ClusterOptions,
     keys: Keys,
     session: OnceLock<Arc<Session>>,
@@ -143,7 +147,7 @@ impl ClusterCoordinator {
         let keys = Keys::new(&options.prefix);
         Self {
             shared: Arc::new(Shared {
-                store,
+                store: Arc::new(Counted::new(store)),
                 options,
                 keys,
                 session: OnceLock::new(),
@@ -328,6 +332,14 @@ impl Coordinator for ClusterCoordinator {
             None => Err(Error::Unavailable(format!(
                 "shard {shard} changed while pinning it; try again"
             ))),
+        }
+    }
+
+    fn counts(&self) -> CoordinatorCounts {
+        let store = &self.shared.store;
+        CoordinatorCounts {
+            errors: store.errors.load(Ordering::Relaxed),
+            lease_renewals: store.renewals.load(Ordering::Relaxed),
         }
     }
 

@@ -149,6 +149,17 @@ pub struct Membership {
     pub view: watch::Receiver<Arc<ClusterView>>,
 }
 
+/// What a coordinator's work with its store came to since it started,
+/// for the node's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CoordinatorCounts {
+    /// Operations on the store (etcd) that failed.
+    pub errors: u64,
+    /// Times the node's lease was renewed.
+    pub lease_renewals: u64,
+}
+
 /// Membership and shard ownership for one node.
 ///
 /// A node owns its coordinator: one coordinator per node. Implement the
@@ -228,6 +239,12 @@ pub trait Coordinator: Send + Sync + 'static {
         )))
     }
 
+    /// How the coordinator's work with its store went so far (default:
+    /// nothing counted, for a coordinator without a store).
+    fn counts(&self) -> CoordinatorCounts {
+        CoordinatorCounts::default()
+    }
+
     /// Stops all activity at once without deregistering, as if the process
     /// died: the cluster notices when the node's lease expires. For tests
     /// of failover (feature `test-util`).
@@ -248,6 +265,8 @@ pub(crate) trait ErasedCoordinator: Send + Sync + 'static {
     fn leave(&self) -> BoxFuture<'_, Result<()>>;
     fn pin<'a>(&'a self, shard: u32, node: Option<&'a str>) -> BoxFuture<'a, Result<()>>;
     fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>>;
+    #[cfg_attr(not(feature = "ops"), allow(dead_code))]
+    fn counts(&self) -> CoordinatorCounts;
     #[cfg(feature = "test-util")]
     fn crash(&self);
 }
@@ -279,6 +298,10 @@ impl<C: Coordinator> ErasedCoordinator for C {
 
     fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>> {
         Box::pin(Coordinator::raise_epoch(self, shard, at_least))
+    }
+
+    fn counts(&self) -> CoordinatorCounts {
+        Coordinator::counts(self)
     }
 
     #[cfg(feature = "test-util")]

@@ -102,6 +102,65 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
 }
 
+/// A store that counts its failed operations and renewed leases, for a
+/// node's metrics.
+pub(crate) struct Counted {
+    inner: Arc<dyn Store>,
+    pub(crate) errors: std::sync::atomic::AtomicU64,
+    pub(crate) renewals: std::sync::atomic::AtomicU64,
+}
+
+impl Counted {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            errors: Default::default(),
+            renewals: Default::default(),
+        }
+    }
+
+    /// Passes `result` on, counting it if it is an error.
+    fn count<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Store for Counted {
+    fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<(LeaseId, Duration)>> {
+        Box::pin(async move { self.count(self.inner.grant(ttl).await) })
+    }
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Option<Duration>>> {
+        Box::pin(async move {
+            let renewed = self.count(self.inner.keep_alive(lease).await);
+            if let Ok(Some(_)) = renewed {
+                self.renewals
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            renewed
+        })
+    }
+    fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.count(self.inner.revoke(lease).await) })
+    }
+    fn get_prefix<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<(Vec<KeyValue>, i64)>> {
+        Box::pin(async move { self.count(self.inner.get_prefix(prefix).await) })
+    }
+    fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move { self.count(self.inner.txn(compares, ops).await) })
+    }
+    fn watch_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+        from: i64,
+    ) -> BoxFuture<'a, Result<WatchStream>> {
+        Box::pin(async move { self.count(self.inner.watch_prefix(prefix, from).await) })
+    }
+}
+
 /// The keys of one cluster under its prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {

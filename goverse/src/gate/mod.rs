@@ -404,6 +404,7 @@ impl Gate {
             per_client: options.rate_limit_per_client.map(security::Limiter::new),
             per_object: options.rate_limit_per_object.map(security::Limiter::new),
             sessions: sessions.clone(),
+            meters: node.inner.meters.clone(),
         });
         let http_state = Arc::new(http::HttpState {
             node: node.clone(),

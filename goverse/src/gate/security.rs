@@ -246,6 +246,8 @@ pub(crate) struct Guard {
     pub(crate) per_client: Option<Limiter>,
     pub(crate) per_object: Option<Limiter>,
     pub(crate) sessions: Arc<Sessions>,
+    /// Where refusals by a rate limit are counted.
+    pub(crate) meters: Arc<crate::meters::Meters>,
 }
 
 impl Guard {
@@ -305,7 +307,13 @@ impl Guard {
         };
         limiter
             .take(&key)
-            .map_err(|wait| too_many("this client", wait))
+            .map_err(|wait| self.too_many("this client", wait))
+    }
+
+    /// A refusal by a rate limit, counted.
+    fn too_many(&self, who: &str, wait: Duration) -> GateError {
+        crate::meters::bump(&self.meters.rate_limited);
+        too_many(who, wait)
     }
 
     /// Applies the rate limits to a call of `target` (`Type/id`) by the
@@ -324,7 +332,7 @@ impl Guard {
             crate::placement::validate_id(id, u32::MAX).map_err(GateError::from)?;
             limiter
                 .take(target)
-                .map_err(|wait| too_many(&format!("object {target}"), wait))?;
+                .map_err(|wait| self.too_many(&format!("object {target}"), wait))?;
         }
         Ok(())
     }

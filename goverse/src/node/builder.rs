@@ -317,7 +317,8 @@ impl NodeBuilder {
             storage.unwrap_or_else(|| Arc::new(MemoryStorage::new())),
             config.storage_timeout,
         ));
-        let committer = Committer::start(storage.clone());
+        let meters = Arc::new(crate::meters::Meters::default());
+        let committer = Committer::start(storage.clone(), Some(meters.clone()));
         let shard_count = config.shard_count;
         let inner = Arc::new_cyclic(|weak: &Weak<NodeInner>| {
             let mut by_name = HashMap::new();
@@ -334,7 +335,7 @@ impl NodeBuilder {
                 leader: None,
                 online: false,
             }));
-            let peers = Peers::new(&config.node_id);
+            let peers = Peers::new(&config.node_id, meters.clone());
             NodeInner {
                 config,
                 runtime: Handle::current(),
@@ -350,6 +351,7 @@ impl NodeBuilder {
                 peers,
                 started: Instant::now(),
                 stats: Stats::default(),
+                meters,
                 ops_address: std::sync::OnceLock::new(),
                 in_flight: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),

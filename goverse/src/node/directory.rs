@@ -71,6 +71,15 @@ impl<V> Directory<V> {
         self.shards.iter().map(|shard| shard.locked().len()).sum()
     }
 
+    /// The sum of `measure` over the entries, shard by shard.
+    #[cfg_attr(not(feature = "ops"), allow(dead_code))]
+    pub(crate) fn sum(&self, measure: impl Fn(&V) -> usize) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.locked().values().map(|v| measure(v)).sum::<usize>())
+            .sum()
+    }
+
     /// The entries matching `keep`, collected shard by shard so no lock is
     /// held for long.
     pub(crate) fn collect(&self, mut keep: impl FnMut(&V) -> bool) -> Vec<Arc<V>> {

@@ -526,6 +526,8 @@ pub(crate) struct NodeInner {
     peers: Peers,
     started: Instant,
     pub(crate) stats: Stats,
+    /// What the node's parts outside its turns have done, for `/metrics`.
+    pub(crate) meters: Arc<crate::meters::Meters>,
     /// Where the ops routes are served, once bound.
     ops_address: std::sync::OnceLock<SocketAddr>,
     /// Calls from outside the node's own code running or waiting on it

@@ -38,6 +38,7 @@ pub(super) fn start(node: &Arc<NodeInner>, mut view: watch::Receiver<Arc<Cluster
     let current = view.borrow_and_update().clone();
     apply(node, &weak, &current, &leaving, &poke);
     let task = node.runtime.spawn(async move {
+        let mut before = current;
         loop {
             tokio::select! {
                 changed = view.changed() => if changed.is_err() { break },
@@ -47,10 +48,30 @@ pub(super) fn start(node: &Arc<NodeInner>, mut view: watch::Receiver<Arc<Cluster
             let Some(node) = weak.upgrade() else {
                 break;
             };
+            count_failovers(&node, &before, &current);
             apply(&node, &weak, &current, &leaving, &poke);
+            before = current;
         }
     });
     node.add_background(task);
+}
+
+/// Counts the nodes that were in the cluster `before` and are gone from
+/// it `after` without having said they were leaving: their lease ran out.
+fn count_failovers(node: &NodeInner, before: &ClusterView, after: &ClusterView) {
+    if Arc::ptr_eq(&before.nodes, &after.nodes) {
+        return;
+    }
+    let failed = before
+        .nodes
+        .iter()
+        .filter(|(id, info)| !info.leaving && &***id != node.id() && !after.nodes.contains_key(*id))
+        .count();
+    if failed > 0 {
+        node.meters
+            .failovers
+            .fetch_add(failed as u64, Ordering::Relaxed);
+    }
 }
 
 /// Brings the serving table in line with `view`.
@@ -144,6 +165,7 @@ fn apply(
             let Some(node) = weak.upgrade() else {
                 return;
             };
+            let started = std::time::Instant::now();
             if drain {
                 let shards = shard_set(node.config.shard_count, batch.iter().map(|(s, _)| *s));
                 for host in node.by_name.values() {
@@ -153,9 +175,20 @@ fn apply(
                 }
             }
             let handed = node.coordinator.hand_over(&batch).await;
-            if let Err(error) = &handed {
-                tracing::warn!(%error, "handing shards over failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            match &handed {
+                Ok(()) => {
+                    let meters = &node.meters;
+                    meters
+                        .shard_moves
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    for _ in &batch {
+                        meters.handoff.record_duration(started.elapsed());
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "handing shards over failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
             let mut out = leaving.locked();
             for (shard, _) in &batch {

@@ -93,6 +93,7 @@ impl Collector for NodeCollector {
         }
 
         encode_calls(&mut encoder, &node)?;
+        encode_meters(&mut encoder, &node)?;
         encode_cluster(&mut encoder, &node)?;
         encode_gate(&mut encoder, &node)?;
 
@@ -107,6 +108,108 @@ impl Collector for NodeCollector {
             .encode_gauge(&node.shards_served())?;
         Ok(())
     }
+}
+
+/// What the node's parts outside its turns have counted: frames sent,
+/// storage batches, shard moves, failovers, replays, refusals, and the
+/// coordinator's work with etcd.
+fn encode_meters(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::fmt::Result {
+    let meters = &node.meters;
+    let labels = [("node", node.id())];
+    let coordinator = node.coordinator.counts();
+    let counters: [(&str, &str, u64); 8] = [
+        (
+            "goverse_remote_calls",
+            "Frames this node sent to other nodes: calls, creates, deletes and pushes.",
+            meters.remote_calls.load(Ordering::Relaxed),
+        ),
+        (
+            "goverse_shard_moves",
+            "Shards this node drained and handed over to another node.",
+            meters.shard_moves.load(Ordering::Relaxed),
+        ),
+        (
+            "goverse_failovers",
+            "Nodes this node saw drop out of the cluster without leaving (their lease ran out).",
+            meters.failovers.load(Ordering::Relaxed),
+        ),
+        (
+            "goverse_storage_writes",
+            "Object states this node wrote to storage through its group committer.",
+            meters.storage_writes.load(Ordering::Relaxed),
+        ),
+        (
+            "goverse_reliable_replays",
+            "Reliable calls answered from their recorded outcome instead of running again.",
+            meters.reliable_replays.load(Ordering::Relaxed),
+        ),
+        (
+            "goverse_gate_rate_limited",
+            "Requests this node's gate refused with RATE_LIMITED.",
+            meters.rate_limited.load(Ordering::Relaxed),
+        ),
+        (
+            "goverse_coordinator_errors",
+            "Operations on the coordination store (etcd) that failed.",
+            coordinator.errors,
+        ),
+        (
+            "goverse_lease_renewals",
+            "Times this node renewed its membership lease.",
+            coordinator.lease_renewals,
+        ),
+    ];
+    for (name, help, value) in counters {
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, u64, f64>(&value, None)?;
+    }
+    let histograms = [
+        (
+            "goverse_remote_batch_size",
+            "Frames per batch written to another node's stream.",
+            &meters.remote_batch,
+        ),
+        (
+            "goverse_shard_handoff_seconds",
+            "How long each shard handed over took, from the start of its drain.",
+            &meters.handoff,
+        ),
+        (
+            "goverse_storage_batch_size",
+            "Object states per storage batch.",
+            &meters.storage_batch,
+        ),
+        (
+            "goverse_storage_commit_seconds",
+            "How long each storage batch took to commit.",
+            &meters.storage_commit,
+        ),
+    ];
+    for (name, help, histogram) in histograms {
+        let snapshot = histogram.snapshot();
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Histogram)?
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                snapshot.sum,
+                snapshot.count,
+                &snapshot.buckets,
+                None,
+            )?;
+    }
+    let queued: usize = node.by_name.values().map(|host| host.queued()).sum();
+    encoder
+        .encode_descriptor(
+            "goverse_mailbox_depth",
+            "Exclusive calls waiting for their object's turn on this node now.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&labels)?
+        .encode_gauge(&(queued as u64))?;
+    Ok(())
 }
 
 /// The counts of the gate running on this node, if one does.

@@ -21,6 +21,7 @@ use tokio::task::{Id, JoinSet};
 use super::{Claim, ErasedStorage, StateWrite, StoredState};
 use crate::error::{Error, Result};
 use crate::future::BoxFuture;
+use crate::meters::Meters;
 
 /// Writes in one batch at most.
 const BATCH: usize = 512;
@@ -105,13 +106,14 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer tasks for `storage` on the current runtime.
-    pub(crate) fn start(storage: Arc<dyn ErasedStorage>) -> Self {
+    /// Starts the committer tasks for `storage` on the current runtime;
+    /// the state writes' batches are counted and timed in `meters`.
+    pub(crate) fn start(storage: Arc<dyn ErasedStorage>, meters: Option<Arc<Meters>>) -> Self {
         let depth = storage.concurrent_batches().clamp(1, 8);
         let (writes, queue) = mpsc::unbounded_channel();
-        tokio::spawn(Pipeline::new(storage.clone(), depth).run(queue));
+        tokio::spawn(Pipeline::new(storage.clone(), depth, meters).run(queue));
         let (claims, queue) = mpsc::unbounded_channel();
-        tokio::spawn(Pipeline::new(storage, depth).run(queue));
+        tokio::spawn(Pipeline::new(storage, depth, None).run(queue));
         Self { writes, claims }
     }
 
@@ -165,10 +167,12 @@ struct Pipeline<J: Job> {
     busy: HashSet<Key>,
     /// Writes taken from the queue, in arrival order, not yet in a batch.
     ready: VecDeque<Pending<J>>,
+    /// Where the batches are counted and timed, if anywhere.
+    meters: Option<Arc<Meters>>,
 }
 
 impl<J: Job> Pipeline<J> {
-    fn new(storage: Arc<dyn ErasedStorage>, depth: usize) -> Self {
+    fn new(storage: Arc<dyn ErasedStorage>, depth: usize, meters: Option<Arc<Meters>>) -> Self {
         Self {
             storage,
             depth,
@@ -176,6 +180,7 @@ impl<J: Job> Pipeline<J> {
             objects: HashMap::new(),
             busy: HashSet::new(),
             ready: VecDeque::new(),
+            meters,
         }
     }
 
@@ -284,9 +289,19 @@ impl<J: Job> Pipeline<J> {
         }
         self.busy.extend(in_batch.iter().cloned());
         let storage = self.storage.clone();
+        let meters = self.meters.clone();
         let task = self.in_flight.spawn(async move {
             let (jobs, waiters): (Vec<J>, Vec<_>) = batch.into_iter().unzip();
+            let size = jobs.len();
+            let started = std::time::Instant::now();
             let mut answers = J::write(storage, jobs).await.into_iter();
+            if let Some(meters) = meters {
+                meters
+                    .storage_writes
+                    .fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed);
+                meters.storage_batch.record_count(size);
+                meters.storage_commit.record_duration(started.elapsed());
+            }
             for waiter in waiters {
                 let _ = waiter.send(answers.next().unwrap_or_else(J::unanswered));
             }
@@ -383,7 +398,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_objects_writes_land_in_order_and_never_in_two_batches_at_once() {
         let storage = Arc::new(Watched::default());
-        let committer = Committer::start(storage.clone());
+        let committer = Committer::start(storage.clone(), None);
         let objects: Vec<Arc<str>> = (0..40).map(|i| Arc::from(format!("o-{i}"))).collect();
         let mut waiting = Vec::new();
         for round in 0..30 {

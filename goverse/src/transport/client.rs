@@ -46,6 +46,8 @@ pub(crate) struct Peers {
     live: std::sync::RwLock<HashMap<Arc<str>, Arc<Peer>>>,
     /// Per address, the lock that makes one caller connect while others wait.
     peers: Mutex<HashMap<Arc<str>, Arc<PeerSlot>>>,
+    /// Where the frames sent and their batches are counted.
+    meters: Arc<crate::meters::Meters>,
 }
 
 /// The connection to one address, connected by the first call that needs it.
@@ -66,11 +68,12 @@ struct Peer {
 
 impl Peers {
     /// No connections yet; calls will say they come from node `local`.
-    pub(crate) fn new(local: &str) -> Self {
+    pub(crate) fn new(local: &str, meters: Arc<crate::meters::Meters>) -> Self {
         Self {
             local: local.into(),
             live: std::sync::RwLock::default(),
             peers: Mutex::default(),
+            meters,
         }
     }
 
@@ -117,13 +120,16 @@ impl Peers {
         let connect_within = deadline
             .saturating_duration_since(Instant::now())
             .min(Duration::from_secs(3));
-        let peer = tokio::time::timeout(connect_within, Peer::connect(address, &self.local))
-            .await
-            .map_err(|_| {
-                RemoteFailure::NotRun(Error::Unavailable(format!(
-                    "connecting to node at {address} timed out"
-                )))
-            })??;
+        let peer = tokio::time::timeout(
+            connect_within,
+            Peer::connect(address, &self.local, self.meters.clone()),
+        )
+        .await
+        .map_err(|_| {
+            RemoteFailure::NotRun(Error::Unavailable(format!(
+                "connecting to node at {address} timed out"
+            )))
+        })??;
         *slot = Some(peer.clone());
         self.live
             .write_locked()
@@ -133,7 +139,11 @@ impl Peers {
 }
 
 impl Peer {
-    async fn connect(address: &str, local: &str) -> Result<Arc<Peer>, RemoteFailure> {
+    async fn connect(
+        address: &str,
+        local: &str,
+        meters: Arc<crate::meters::Meters>,
+    ) -> Result<Arc<Peer>, RemoteFailure> {
         let unreachable = |what: String| {
             RemoteFailure::NotRun(Error::Unavailable(format!(
                 "node at {address} is unreachable: {what}"
@@ -157,7 +167,13 @@ impl Peer {
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
         let (outbound, frames) = mpsc::channel(OUTBOUND_QUEUE);
-        let batches = Batches::new(frames).map(|calls| proto::CallBatch { calls });
+        let batches = Batches::new(frames).map(move |calls| {
+            meters
+                .remote_calls
+                .fetch_add(calls.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            meters.remote_batch.record_count(calls.len());
+            proto::CallBatch { calls }
+        });
         let mut request = tonic::Request::new(batches);
         if let Ok(node) = tonic::metadata::MetadataValue::try_from(local) {
             request.metadata_mut().insert("goverse-caller-node", node);

@@ -9,6 +9,9 @@ pub(crate) trait ErasedHost: Send + Sync {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn idle_timeout(&self) -> Duration;
     fn len(&self) -> usize;
+    /// Exclusive calls waiting in the mailboxes of this type's objects.
+    #[cfg(feature = "ops")]
+    fn queued(&self) -> usize;
     /// The totals of each method's calls served, by method name; `None`
     /// when the node does not count calls.
     #[cfg(feature = "ops")]
@@ -56,6 +59,12 @@ impl<O: Object> ErasedHost for TypeHost<O> {
 
     fn len(&self) -> usize {
         self.directory.len()
+    }
+
+    #[cfg(feature = "ops")]
+    fn queued(&self) -> usize {
+        self.directory
+            .sum(|activation| activation.mailbox().queue.len())
     }
 
     #[cfg(feature = "ops")]

@@ -391,7 +391,10 @@ impl<O: Object> TypeHost<O> {
                         ),
                     }));
                 }
-                Ok(Some(record)) => return Some(work.replay(record)),
+                Ok(Some(record)) => {
+                    crate::meters::bump(&node.meters.reliable_replays);
+                    return Some(work.replay(record));
+                }
                 Ok(None) => {}
                 Err(error) => return Some(Err(error)),
             }
