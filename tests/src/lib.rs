@@ -183,6 +183,17 @@ pub async fn http_post(
 ///
 /// When `address` cannot be reached.
 pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    let (status, body) = http_get_bytes(address, path).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `GET path` from the HTTP server at `address`, for a binary body (a
+/// profile); returns the status and the body's bytes.
+///
+/// # Panics
+///
+/// When `address` cannot be reached.
+pub async fn http_get_bytes(address: &str, path: &str) -> (u16, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
@@ -191,14 +202,17 @@ pub async fn http_get(address: &str, path: &str) -> (u16, String) {
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response);
-    let status = text
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |at| at + 4);
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
+    (status, response[head_end..].to_vec())
 }
 
 /// A key prefix no other test (or run) uses.

@@ -366,3 +366,72 @@ async fn metrics_count_remote_frames_storage_batches_replays_queues_moves_and_fa
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_cpu_profile_under_load_parses_as_pprof_and_draws_as_svg() {
+    use pprof::protos::Message as _;
+
+    let node = Node::builder()
+        .register::<Counter>()
+        .profiling(true)
+        .start()
+        .await
+        .expect("node starts");
+    let ops = serve_ops(&node).await;
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = tokio::spawn({
+        let (node, busy) = (node.clone(), busy.clone());
+        async move {
+            while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in 0..16 {
+                    let _ = CounterClient::new(&node, id.to_string())
+                        .add(Int32Value { value: 1 })
+                        .await;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+
+    let address = ops.to_string();
+    let (status, body) =
+        goverse_tests::http_get_bytes(&address, "/debug/pprof/profile?seconds=1").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let profile = pprof::protos::Profile::decode(body.as_slice()).expect("a pprof protobuf");
+    assert!(
+        !profile.sample.is_empty(),
+        "a second under load has samples"
+    );
+    assert!(
+        profile.string_table.iter().any(|s| s.contains("goverse")),
+        "goverse's own functions are named"
+    );
+    let (status, svg) =
+        goverse_tests::http_get(&address, "/debug/pprof/profile?seconds=1&format=svg").await;
+    assert_eq!(status, 200, "{svg}");
+    assert!(svg.contains("<svg"), "{svg}");
+    // Bad input is refused with a reason.
+    for bad in ["seconds=0", "seconds=soon", "seconds=1&format=gif"] {
+        let (status, reason) =
+            goverse_tests::http_get(&address, &format!("/debug/pprof/profile?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {reason}");
+    }
+
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    load.await.expect("load");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn profiles_are_off_unless_turned_on_and_sampling_is_a_share() {
+    let node = Node::builder().start().await.expect("node starts");
+    let ops = serve_ops(&node).await;
+    let (status, _) = get(ops, "/debug/pprof/profile?seconds=1").await;
+    assert_eq!(status, 404);
+    node.shutdown().await;
+    let refused = Node::builder().trace_sampling(1.5).start().await;
+    assert_eq!(
+        refused.map(|_| ()).expect_err("refused").code(),
+        "INVALID_CONFIG"
+    );
+}

@@ -70,6 +70,11 @@ pub struct NodeArgs {
     /// trace, from 0 to 1 [default: 0] (feature `otel`).
     #[arg(long, env = "GOVERSE_TRACE_SAMPLING", value_name = "RATIO")]
     pub trace_sampling: Option<f64>,
+    /// Serve CPU profiles at /debug/pprof/profile on the ops listener
+    /// (feature `profiling`; `--profiling` alone: true).
+    #[arg(long, env = "GOVERSE_PROFILING", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub profiling: Option<bool>,
     /// The cluster's shard count, the same on every node [default: 8192].
     #[arg(long, env = "GOVERSE_SHARD_COUNT", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -255,6 +260,7 @@ impl NodeArgs {
         set(&mut file.advertise, self.advertise);
         set(&mut file.ops_listen, self.ops_listen);
         set(&mut file.trace_sampling, self.trace_sampling);
+        set(&mut file.profiling, self.profiling);
         set(&mut file.shard_count, self.shard_count);
         set(&mut file.call_timeout, self.call_timeout);
         set(&mut file.idle_timeout, self.idle_timeout);

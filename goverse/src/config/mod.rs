@@ -6,6 +6,7 @@
 //! advertise: 10.0.0.5:7001        # what other nodes dial (default: listen)
 //! ops_listen: 0.0.0.0:9464         # /metrics, /healthz, /ready (feature `ops`)
 //! trace_sampling: 0.01             # calls without a traceparent traced (feature `otel`)
+//! profiling: true                  # /debug/pprof/profile on the ops listener (feature `profiling`)
 //! shard_count: 8192
 //! call_timeout: 30s
 //! idle_timeout: 15m
@@ -69,6 +70,8 @@ pub struct NodeFile {
     pub ops_listen: Option<SocketAddr>,
     /// The share of calls without a `traceparent` that start a trace (0 to 1).
     pub trace_sampling: Option<f64>,
+    /// Whether the ops routes serve CPU profiles.
+    pub profiling: Option<bool>,
     /// The cluster's shard count.
     pub shard_count: Option<u32>,
     /// The default call timeout (`30s`).
@@ -405,6 +408,19 @@ mod tests {
             file.ops_listen,
             Some("127.0.0.1:9464".parse().expect("address"))
         );
+    }
+
+    #[cfg(feature = "cli")]
+    #[test]
+    fn tracing_and_profiling_are_flags() {
+        let file =
+            NodeFile::from_args(["--trace-sampling", "0.01", "--profiling"].map(String::from))
+                .expect("parses");
+        assert_eq!(file.trace_sampling, Some(0.01));
+        assert_eq!(file.profiling, Some(true));
+        let file = NodeFile::parse("trace_sampling: 1\nprofiling: false\n").expect("parses");
+        assert_eq!(file.trace_sampling, Some(1.0));
+        assert_eq!(file.profiling, Some(false));
     }
 
     #[cfg(feature = "cli")]

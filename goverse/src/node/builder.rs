@@ -162,6 +162,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether the ops routes serve CPU profiles at `/debug/pprof/profile`
+    /// (default `false`; see [`NodeConfig::profiling`]). Turning it on
+    /// without the `profiling` feature fails [`start`](NodeBuilder::start)
+    /// with `INVALID_CONFIG`.
+    pub fn profiling(mut self, enabled: bool) -> Self {
+        self.config.profiling = enabled;
+        self
+    }
+
     /// Serves the node's ops routes (`/metrics`, `/healthz`, `/ready`) on
     /// `address` from the start of [`start`](NodeBuilder::start) until
     /// shutdown; port 0 picks a free port ([`Node::ops_address`] tells
@@ -196,6 +205,9 @@ impl NodeBuilder {
         }
         if let Some(ops_listen) = file.ops_listen {
             config.ops_listen = Some(ops_listen);
+        }
+        if let Some(profiling) = file.profiling {
+            config.profiling = profiling;
         }
         if let Some(ratio) = file.trace_sampling {
             config.trace_sampling = ratio;
@@ -307,6 +319,12 @@ impl NodeBuilder {
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
         crate::call::check_duration("call timeout", config.call_timeout)?;
         crate::call::check_duration("storage timeout", config.storage_timeout)?;
+        if config.profiling && !cfg!(feature = "profiling") {
+            return Err(Error::Config(
+                "the configuration turns profiling on, but goverse was built without its `profiling` feature"
+                    .into(),
+            ));
+        }
         if !(0.0..=1.0).contains(&config.trace_sampling) {
             return Err(Error::Config(format!(
                 "trace sampling is a share of calls, from 0 to 1, not {}",

@@ -9,6 +9,8 @@ mod builder;
 mod call_metrics;
 mod directory;
 mod host;
+#[cfg(feature = "profiling")]
+mod profiling;
 mod push;
 mod routing;
 mod shards;
@@ -82,6 +84,10 @@ pub struct NodeConfig {
     /// sampled `traceparent` are traced). Needs the `otel` feature and the
     /// `tracing-opentelemetry` layer in the program's subscriber.
     pub trace_sampling: f64,
+    /// Whether the ops routes serve CPU profiles at
+    /// `/debug/pprof/profile` (default `false`; needs the `profiling`
+    /// feature). A profile costs the process its sampling while it runs.
+    pub profiling: bool,
     /// Objects activated as soon as their shard is served, without waiting
     /// for a call.
     pub auto_load: Vec<AutoLoad>,
@@ -125,6 +131,7 @@ impl Default for NodeConfig {
             ops_listen: None,
             call_metrics: false,
             trace_sampling: 0.0,
+            profiling: false,
             auto_load: Vec::new(),
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
             access_rules: None,

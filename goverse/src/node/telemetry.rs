@@ -394,6 +394,8 @@ pub(crate) fn router(node: Weak<NodeInner>) -> axum::Router {
     use axum::response::IntoResponse;
     use axum::routing::get;
 
+    #[cfg(feature = "profiling")]
+    let profiling = node.upgrade().is_some_and(|node| node.config.profiling);
     let scraped = node.clone();
     let metrics = move || {
         let node = scraped.clone();
@@ -419,9 +421,14 @@ pub(crate) fn router(node: Weak<NodeInner>) -> axum::Router {
             }
         }
     };
-    axum::Router::new()
+    let router = axum::Router::new()
         .route("/metrics", get(metrics))
         // The process answers: the liveness probe needs nothing more.
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
+        .route("/ready", get(ready));
+    #[cfg(feature = "profiling")]
+    if profiling {
+        return router.route("/debug/pprof/profile", get(super::profiling::profile));
+    }
+    router
 }
