@@ -40,10 +40,13 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(message) = logging::init() {
-        eprintln!("goverse-gate: {message}");
-        return ExitCode::FAILURE;
-    }
+    let _telemetry = match logging::init("goverse-gate") {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("goverse-gate: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -49,10 +49,13 @@ struct StorageCommand {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    if let Err(message) = logging::init() {
-        eprintln!("goverse: {message}");
-        return ExitCode::FAILURE;
-    }
+    let _telemetry = match logging::init("goverse") {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("goverse: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Migrate(args) => run(args, true).await,

@@ -9,11 +9,77 @@ use goverse::Node;
 use goverse_tests::etcd::Etcd;
 use goverse_tests::processes::Vault;
 use goverse_tests::{PATIENCE, curl_post, curl_post_with, unique_prefix};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+/// An OTLP trace collector on a free loopback port, keeping what it is sent.
+struct Collector {
+    endpoint: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Span>>>,
+}
+
+#[derive(Clone, Default)]
+struct Received(std::sync::Arc<std::sync::Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        self.0.lock().expect("spans").extend(spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let received = Received::default();
+        let spans = received.0.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(received))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Self { endpoint, spans }
+    }
+
+    /// The names of the spans received in trace `trace` (hex).
+    fn names_in(&self, trace: &str) -> Vec<String> {
+        self.spans
+            .lock()
+            .expect("spans")
+            .iter()
+            .filter(|span| hex(&span.trace_id) == trace)
+            .map(|span| span.name.clone())
+            .collect()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_process_routes_to_the_owners() {
+    let collector = Collector::start().await;
     let dir = std::env::temp_dir().join(unique_prefix("gate-process").replace('/', "_"));
     std::fs::create_dir_all(&dir).expect("dir");
     let etcd = Etcd::start(&dir).await;
@@ -70,6 +136,7 @@ async fn a_gate_process_routes_to_the_owners() {
             "2s",
         ])
         .env("GOVERSE_LOG_FORMAT", "json")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -145,8 +212,15 @@ async fn a_gate_process_routes_to_the_owners() {
         curl_post_with(&call("Deposit"), r#""2""#, &alice).await,
         serde_json::json!({"response": "7"})
     );
+    // A traced call: the gate's spans reach the collector in the
+    // client's trace.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traced = [
+        alice[0],
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ];
     assert_eq!(
-        curl_post_with(&call("Total"), "", &alice).await,
+        curl_post_with(&call("Total"), "", &traced).await,
         serde_json::json!({"response": "7"})
     );
     assert_eq!(
@@ -200,6 +274,19 @@ async fn a_gate_process_routes_to_the_owners() {
         .expect("exits")
         .expect("status");
     assert!(exit.success(), "{exit}");
+    // Sent by the time it exits: the gate's request, the call it routed
+    // and the frame that carried it to the worker.
+    let mut names = collector.names_in(trace);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "call Vault.Total",
+            "gate POST /api/v1/objects/call",
+            "remote Total"
+        ],
+        "{names:?}"
+    );
     worker.shutdown().await;
     drop(etcd);
     std::fs::remove_dir_all(&dir).ok();
