@@ -126,3 +126,47 @@ impl echo::echo_server::Echo for Echoer {
         Ok(tonic::Response::new(Box::pin(stream)))
     }
 }
+
+/// Installs, for the whole process, what a traced deployment runs: the
+/// `tracing-opentelemetry` layer over goverse's spans, feeding the SDK's
+/// batch processor, whose exporter here drops every batch (a collector's
+/// cost is the collector's). Nodes then trace what their
+/// `trace_sampling` says.
+pub fn install_tracing() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// Takes every batch and keeps nothing.
+    #[derive(Debug)]
+    struct Discard;
+
+    impl opentelemetry_sdk::trace::SpanExporter for Discard {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            drop(batch);
+            Ok(())
+        }
+    }
+
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(Discard)
+        .build();
+    // ANCHOR: layer
+    let spans = tracing_subscriber::filter::Targets::new()
+        .with_target("goverse::trace", tracing::Level::INFO);
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("goverse-bench"))
+        // What goverse's spans do not need, each an allocation or a
+        // clock read per span or per poll.
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(spans);
+    // ANCHOR_END: layer
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        .expect("the benchmark installs the only subscriber");
+}

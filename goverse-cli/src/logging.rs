@@ -105,6 +105,12 @@ fn otlp(
         .with_target("goverse::trace", tracing::Level::INFO);
     let layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("goverse"))
+        // What goverse's spans do not need, each an allocation or a
+        // clock read per span or per poll.
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(spans)
         .boxed();
     Ok(Some((layer, provider)))

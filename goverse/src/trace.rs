@@ -240,6 +240,15 @@ fn adopt(span: &tracing::Span, parent: Option<&Arc<str>>) -> Option<Arc<str>> {
         ) else {
             return None;
         };
+        // A parent in this process is the span the new one was opened
+        // in: the layer links them itself, as a local parent.
+        let current = tracing::Span::current().context();
+        let opened_in = current.span().span_context().clone();
+        let local =
+            opened_in.is_valid() && opened_in.span_id() == span_id && opened_in.trace_id() == trace;
+        if local {
+            return child_of(span);
+        }
         let flags = if sampled(parent) {
             TraceFlags::SAMPLED
         } else {
@@ -250,6 +259,16 @@ fn adopt(span: &tracing::Span, parent: Option<&Arc<str>>) -> Option<Arc<str>> {
         // Fails only without the layer, which `context` below shows too.
         let _ = span.set_parent(context);
     }
+    child_of(span)
+}
+
+/// The `traceparent` naming `span`, or `None` without the OpenTelemetry
+/// layer.
+#[cfg(feature = "otel")]
+fn child_of(span: &tracing::Span) -> Option<Arc<str>> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
     let context = span.context();
     let own = context.span().span_context().clone();
     own.is_valid().then(|| {

@@ -55,6 +55,7 @@ impl Clerk {
 fn exporter() -> &'static InMemorySpanExporter {
     static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
     EXPORTER.get_or_init(|| {
+        // ANCHOR: layer
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
@@ -62,6 +63,7 @@ fn exporter() -> &'static InMemorySpanExporter {
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("goverse-tests")));
         tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        // ANCHOR_END: layer
         exporter
     })
 }
@@ -85,6 +87,30 @@ fn span<'a>(spans: &'a [SpanData], prefix: &str) -> &'a SpanData {
     let names: Vec<_> = spans.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(found.len(), 1, "one `{prefix}` span among {names:?}");
     found[0]
+}
+
+/// A chain of spans as a tree, one line each: name, kind, and whether its
+/// parent came from another process.
+fn draw(trace: TraceId, chain: &[&SpanData]) -> String {
+    let mut text = format!("trace {trace}, from the client's traceparent\n");
+    for (depth, span) in chain.iter().enumerate() {
+        let indent = if depth == 0 {
+            String::new()
+        } else {
+            format!("{}└─ ", "   ".repeat(depth - 1))
+        };
+        let kind = format!("{:?}", span.span_kind).to_lowercase();
+        let remote = if span.parent_span_is_remote {
+            "   parent from another process"
+        } else {
+            ""
+        };
+        let name = format!("{indent}{}", span.name);
+        let line = format!("{name:<44}{kind:<8}{remote}");
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
 }
 
 /// Asserts that `child` is a child of `parent`.
@@ -177,10 +203,19 @@ async fn a_call_through_a_gate_is_one_trace_across_two_nodes<S: Storage>(
         assert_child(pair[1], pair[0]);
     }
     // The safe's turn ran on the other node, under the frame's span.
-    assert!(
-        hops[5].parent_span_is_remote,
-        "the turn's parent came over the wire"
-    );
+    // Parents from another process: the client's, at the gate, and the
+    // calling node's, at the safe's turn; every other hop's is local.
+    let remote: Vec<bool> = hops.iter().map(|s| s.parent_span_is_remote).collect();
+    assert_eq!(remote, [true, false, false, false, false, true, false]);
+    // The book shows this very trace (the one under its trace id).
+    let drawn = draw(trace, &hops);
+    if drawn.starts_with("trace 4bf92f3577b34da6a3ce929d0e0e4736") {
+        assert_eq!(
+            drawn,
+            include_str!("../../book/src/traces-example.txt"),
+            "the book's trace example:\n{drawn}"
+        );
+    }
 
     gate.shutdown().await;
     front.shutdown().await;

@@ -109,6 +109,18 @@ async fn main() -> goverse::Result<()> {
         .call_metrics(true)
         .start()
         .await?;
+    // Nodes tracing 1% and all of their calls through OpenTelemetry, for
+    // the cost of traces. The untraced nodes draw nothing and make no span.
+    goverse_benches::install_tracing();
+    let traced = |ratio: f64| {
+        Node::builder()
+            .register::<Counter>()
+            .call_timeout(Duration::from_secs(60))
+            .trace_sampling(ratio)
+            .start()
+    };
+    let sampled = traced(0.01).await?;
+    let all_traced = traced(1.0).await?;
     println!(
         "local calls: one target, {total_calls} calls per configuration (best of 3 runs each)"
     );
@@ -118,8 +130,14 @@ async fn main() -> goverse::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok());
     if let Some(callers) = profile {
+        // BENCH_PROFILE_TRACED=1: the node that traces every call instead.
+        let profiled = if std::env::var_os("BENCH_PROFILE_TRACED").is_some() {
+            &all_traced
+        } else {
+            &node
+        };
         for _ in 0..10 {
-            goverse_calls(&node, callers, total_calls / callers).await;
+            goverse_calls(profiled, callers, total_calls / callers).await;
         }
         node.shutdown().await;
         return Ok(());
@@ -127,13 +145,16 @@ async fn main() -> goverse::Result<()> {
     let mut summary = Vec::new();
     for callers in [1usize, 64] {
         let calls = total_calls / callers;
-        let mut best = [None::<Measurement>; 4];
+        let mut best = [None::<Measurement>; 6];
         for _round in 0..3 {
             let results = [
                 raw(callers, calls).await,
                 kameo(callers, calls).await,
                 goverse_calls(&node, callers, calls).await,
                 goverse_calls(&counted, callers, calls).await,
+                goverse_calls(&sampled, callers, calls).await,
+                // A tenth as many: a traced call costs far more.
+                goverse_calls(&all_traced, callers, calls / 10).await,
             ];
 
             for (slot, result) in best.iter_mut().zip(results) {
@@ -142,7 +163,15 @@ async fn main() -> goverse::Result<()> {
                 }
             }
         }
-        let [Some(raw), Some(kameo), Some(ours), Some(metered)] = best else {
+        let [
+            Some(raw),
+            Some(kameo),
+            Some(ours),
+            Some(metered),
+            Some(sampled),
+            Some(all_traced),
+        ] = best
+        else {
             unreachable!("three rounds ran")
         };
         println!("\n{callers} caller(s):");
@@ -150,6 +179,8 @@ async fn main() -> goverse::Result<()> {
         print_row("kameo ask", &kameo);
         print_row("goverse typed proxy", &ours);
         print_row("goverse, call metrics on", &metered);
+        print_row("goverse, 1% of calls traced", &sampled);
+        print_row("goverse, every call traced", &all_traced);
         let vs_raw = ours.per_second / raw.per_second;
         let vs_kameo = ours.per_second / kameo.per_second;
         println!("  ratio goverse/raw   = {vs_raw:.2}x   (target >= 0.50x: within 2x of raw)");
@@ -158,6 +189,12 @@ async fn main() -> goverse::Result<()> {
         println!("  p99 goverse/raw     = {tail:.2}x   (target <= 3.00x at 64 callers)");
         let cost = metered.per_second / ours.per_second;
         println!("  metrics on/off      = {cost:.2}x   (target >= 0.95x: under 5% for metrics)");
+        let sampling = sampled.per_second / ours.per_second;
+        println!(
+            "  tracing 1%/off      = {sampling:.2}x   (target >= 0.95x: under 5% at 1% sampling)"
+        );
+        let full = all_traced.per_second / ours.per_second;
+        println!("  tracing 100%/off    = {full:.2}x   (what tracing every call costs)");
         summary.push((callers, vs_raw, vs_kameo, tail));
     }
     println!("\nsummary:");
@@ -175,5 +212,7 @@ async fn main() -> goverse::Result<()> {
     }
     node.shutdown().await;
     counted.shutdown().await;
+    sampled.shutdown().await;
+    all_traced.shutdown().await;
     Ok(())
 }
