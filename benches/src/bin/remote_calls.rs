@@ -34,10 +34,16 @@ fn options(prefix: &str) -> ClusterOptions {
         .lease_ttl(Duration::from_secs(5))
 }
 
-/// The child process: a node hosting counters, and the echo server.
-async fn serve(etcd: &str, prefix: &str) -> Result<(), Failure> {
+/// The child process: a node hosting counters, and the echo server. An
+/// `observed` one counts and times its calls and traces what arrives
+/// sampled, through the OpenTelemetry layer.
+async fn serve(etcd: &str, prefix: &str, observed: bool) -> Result<(), Failure> {
+    if observed {
+        goverse_benches::install_tracing();
+    }
     let node = Node::builder()
         .register::<Counter>()
+        .call_metrics(observed)
         .node_id("server")
         .shard_count(SHARDS)
         .listen("127.0.0.1:0".parse()?)
@@ -58,6 +64,50 @@ async fn serve(etcd: &str, prefix: &str) -> Result<(), Failure> {
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
     node.shutdown().await;
     Ok(())
+}
+
+/// A server process and a caller node in the cluster at `prefix`, once the
+/// server owns every shard; `observed`: both count and time their calls,
+/// and the caller traces 1% of its calls.
+async fn cluster(
+    etcd: &str,
+    prefix: &str,
+    observed: bool,
+) -> Result<(tokio::process::Child, String, Node), Failure> {
+    let mut server = Command::new(std::env::current_exe()?)
+        .args(["--serve", etcd, prefix])
+        .args(observed.then_some("observed"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(server.stdout.take().ok_or("no stdout")?).lines();
+    let ready = lines.next_line().await?.ok_or("the server exited")?;
+    let echo_address = ready
+        .strip_prefix("ready ")
+        .ok_or("unexpected output")?
+        .to_string();
+    let client = Node::builder()
+        .node_id("caller")
+        .shard_count(SHARDS)
+        .call_timeout(Duration::from_secs(60))
+        .call_metrics(observed)
+        .trace_sampling(if observed { 0.01 } else { 0.0 })
+        .coordinator(ClusterCoordinator::etcd(&[etcd], options(prefix)).await?)
+        .start()
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = client.cluster_view();
+        if (0..SHARDS).all(|s| view.current_owner(s).is_some_and(|n| &*n.id == "server")) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("the server never owned the shards".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((server, echo_address, client))
 }
 
 async fn tonic_unary(channel: &Channel, callers: usize, calls: usize) -> Measurement {
@@ -93,7 +143,12 @@ async fn goverse_remote(node: &Node, callers: usize, calls: usize) -> Measuremen
 async fn main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve") {
-        return serve(&args[2], &args[3]).await;
+        return serve(
+            &args[2],
+            &args[3],
+            args.get(4).is_some_and(|a| a == "observed"),
+        )
+        .await;
     }
     let scale: usize = std::env::var("BENCH_CALLS")
         .ok()
@@ -106,44 +161,20 @@ async fn main() -> Result<(), Failure> {
     let endpoint = etcd.endpoint();
     let prefix = format!("/goverse-bench/{}", std::process::id());
 
-    let mut server = Command::new(std::env::current_exe()?)
-        .args(["--serve", &endpoint, &prefix])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(server.stdout.take().ok_or("no stdout")?).lines();
-    let ready = lines.next_line().await?.ok_or("the server exited")?;
-    let echo_address = ready
-        .strip_prefix("ready ")
-        .ok_or("unexpected output")?
-        .to_string();
-
-    let client = Node::builder()
-        .node_id("caller")
-        .shard_count(SHARDS)
-        .call_timeout(Duration::from_secs(60))
-        .coordinator(ClusterCoordinator::etcd(&[endpoint.as_str()], options(&prefix)).await?)
-        .start()
-        .await?;
-    // Wait until the server owns every shard.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let view = client.cluster_view();
-        if (0..SHARDS).all(|s| view.current_owner(s).is_some_and(|n| &*n.id == "server")) {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err("the server never owned the shards".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Two clusters of a server and a caller: one plain, one observed
+    // (call metrics on both sides, 1% of calls traced), for their cost.
+    goverse_benches::install_tracing();
+    let (mut server, echo_address, client) =
+        cluster(&endpoint, &format!("{prefix}/plain"), false).await?;
+    let (mut observed_server, _, observed) =
+        cluster(&endpoint, &format!("{prefix}/observed"), true).await?;
     let channel = Endpoint::from_shared(format!("http://{echo_address}"))?
         .tcp_nodelay(true)
         .connect()
         .await?;
     // Warm up both paths.
     goverse_remote(&client, 64, 50).await;
+    goverse_remote(&observed, 64, 50).await;
     tonic_unary(&channel, 64, 50).await;
 
     // Profiling aid: BENCH_PROFILE=1 runs only goverse at 64 in flight.
@@ -162,26 +193,30 @@ async fn main() -> Result<(), Failure> {
         } else {
             scale * 16 / callers.max(1)
         };
-        let mut best_tonic: Option<Measurement> = None;
-        let mut best_goverse: Option<Measurement> = None;
+        let mut best = [None::<Measurement>; 3];
         for _ in 0..3 {
-            let bare = tonic_unary(&channel, callers, calls).await;
-            let ours = goverse_remote(&client, callers, calls).await;
-            if best_tonic.is_none_or(|b| bare.per_second > b.per_second) {
-                best_tonic = Some(bare);
-            }
-            if best_goverse.is_none_or(|b| ours.per_second > b.per_second) {
-                best_goverse = Some(ours);
+            let results = [
+                tonic_unary(&channel, callers, calls).await,
+                goverse_remote(&client, callers, calls).await,
+                goverse_remote(&observed, callers, calls).await,
+            ];
+            for (slot, result) in best.iter_mut().zip(results) {
+                if slot.is_none_or(|b| result.per_second > b.per_second) {
+                    *slot = Some(result);
+                }
             }
         }
-        let (Some(bare), Some(ours)) = (best_tonic, best_goverse) else {
+        let [Some(bare), Some(ours), Some(watched)] = best else {
             unreachable!("three rounds ran")
         };
         println!("\n{callers} call(s) in flight:");
         print_row("tonic unary echo (bare)", &bare);
         print_row("goverse remote typed call", &ours);
+        print_row("goverse, metrics + 1% traced", &watched);
         let ratio = ours.per_second / bare.per_second;
         println!("  ratio goverse/tonic unary = {ratio:.2}x");
+        let cost = watched.per_second / ours.per_second;
+        println!("  observed/plain            = {cost:.2}x   (target >= 0.95x)");
         summary.push((callers, ratio));
     }
     println!("\nsummary:");
@@ -199,8 +234,11 @@ async fn main() -> Result<(), Failure> {
     }
 
     client.shutdown().await;
-    drop(server.stdin.take());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+    observed.shutdown().await;
+    for server in [&mut server, &mut observed_server] {
+        drop(server.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+    }
     drop(etcd);
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
