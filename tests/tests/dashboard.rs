@@ -127,7 +127,7 @@ fn the_dashboard_has_its_rows_and_panels() {
         "Storage batch size",
         "Storage commit latency p99",
         "Stale writes/s",
-        "Gate sessions",
+        "Gate sessions and buffered pushes",
         "Gate pushes/s",
         "Dropped pushes and overflows/s",
         "Rate-limited requests/s",

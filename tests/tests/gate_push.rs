@@ -234,6 +234,7 @@ async fn pushes_arrive_in_order_and_broadcasts_reach_everyone() {
     for (series, value) in [
         ("goverse_gate_clients", 2),
         ("goverse_gate_pushes_total", 202),
+        ("goverse_gate_pushes_buffered", 0),
         ("goverse_gate_pushes_dropped_total", 0),
         ("goverse_gate_overflows_total", 0),
     ] {

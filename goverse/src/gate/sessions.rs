@@ -28,6 +28,9 @@ pub struct GateStats {
     pub clients: u64,
     /// Messages put in a client's buffer.
     pub pushed: u64,
+    /// Messages in clients' buffers now, not yet handed to their
+    /// connections (a client that is away, or slow to read).
+    pub buffered: u64,
     /// Messages dropped: buffered for a client that overflowed or did not
     /// come back within its grace.
     pub dropped: u64,
@@ -166,8 +169,13 @@ impl Sessions {
     }
 
     pub(crate) fn stats(&self) -> GateStats {
+        let sessions: Vec<Arc<Session>> = self.live().values().cloned().collect();
         GateStats {
-            clients: self.live().len() as u64,
+            clients: sessions.len() as u64,
+            buffered: sessions
+                .iter()
+                .map(|session| session.state().queue.len() as u64)
+                .sum(),
             pushed: self.pushed.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             overflows: self.overflows.load(Ordering::Relaxed),
@@ -418,12 +426,14 @@ impl ClientSink for Sessions {
         let GateStats {
             clients,
             pushed,
+            buffered,
             dropped,
             overflows,
         } = self.stats();
         crate::node::ClientCounts {
             clients,
             pushed,
+            buffered,
             dropped,
             overflows,
         }
@@ -508,6 +518,7 @@ mod tests {
         assert!(id.starts_with("gate/c-"), "{id}");
         sessions.deliver(&id, message(1)).expect("buffered");
         sessions.deliver(&id, message(2)).expect("buffered");
+        assert_eq!(sessions.stats().buffered, 2, "two wait for the client");
         let error = sessions.deliver(&id, message(3)).unwrap_err();
         assert_eq!(error.code(), "CLIENT_OVERFLOW");
         assert!(matches!(

@@ -79,6 +79,7 @@ pub(crate) trait ClientSink: Send + Sync {
 pub(crate) struct ClientCounts {
     pub(crate) clients: u64,
     pub(crate) pushed: u64,
+    pub(crate) buffered: u64,
     pub(crate) dropped: u64,
     pub(crate) overflows: u64,
 }

@@ -228,6 +228,15 @@ fn encode_gate(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::fm
         )?
         .encode_family(&labels)?
         .encode_gauge(&counts.clients)?;
+    encoder
+        .encode_descriptor(
+            "goverse_gate_pushes_buffered",
+            "Messages in clients' buffers at this node's gate now, not yet handed to their connections.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&labels)?
+        .encode_gauge(&counts.buffered)?;
     let counters = [
         (
             "goverse_gate_pushes",
