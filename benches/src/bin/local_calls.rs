@@ -130,11 +130,12 @@ async fn main() -> goverse::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok());
     if let Some(callers) = profile {
-        // BENCH_PROFILE_TRACED=1: the node that traces every call instead.
-        let profiled = if std::env::var_os("BENCH_PROFILE_TRACED").is_some() {
-            &all_traced
-        } else {
-            &node
+        // BENCH_PROFILE_NODE=counted or traced: the node that counts, or
+        // traces, every call instead.
+        let profiled = match std::env::var("BENCH_PROFILE_NODE").as_deref() {
+            Ok("counted") => &counted,
+            Ok("traced") => &all_traced,
+            _ => &node,
         };
         for _ in 0..10 {
             goverse_calls(profiled, callers, total_calls / callers).await;
