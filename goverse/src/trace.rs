@@ -123,6 +123,24 @@ impl Hop<'_> {
 
     fn span(self) -> tracing::Span {
         use tracing::field::Empty;
+        /// The span of one side of a call: the caller's or the turn's.
+        macro_rules! rpc_span {
+            ($name:literal, $verb:literal, $kind:literal, $type_name:ident, $method:ident, $id:ident) => {
+                tracing::info_span!(
+                    target: TARGET,
+                    $name,
+                    otel.name = %format_args!("{} {}.{}", $verb, $type_name, $method),
+                    otel.kind = $kind,
+                    rpc.system = "goverse",
+                    rpc.service = $type_name,
+                    rpc.method = $method,
+                    object_id = $id,
+                    trace_id = Empty,
+                    otel.status_code = Empty,
+                    error.code = Empty,
+                )
+            };
+        }
         match self {
             #[cfg(feature = "gate")]
             Hop::Gate { route } => tracing::info_span!(
@@ -140,19 +158,7 @@ impl Hop<'_> {
                 type_name,
                 method,
                 id,
-            } => tracing::info_span!(
-                target: TARGET,
-                "goverse.call",
-                otel.name = %format_args!("call {type_name}.{method}"),
-                otel.kind = "client",
-                rpc.system = "goverse",
-                rpc.service = type_name,
-                rpc.method = method,
-                object_id = id,
-                trace_id = Empty,
-                otel.status_code = Empty,
-                error.code = Empty,
-            ),
+            } => rpc_span!("goverse.call", "call", "client", type_name, method, id),
             Hop::Remote { method, peer } => tracing::info_span!(
                 target: TARGET,
                 "goverse.remote",
@@ -167,19 +173,7 @@ impl Hop<'_> {
                 type_name,
                 method,
                 id,
-            } => tracing::info_span!(
-                target: TARGET,
-                "goverse.turn",
-                otel.name = %format_args!("turn {type_name}.{method}"),
-                otel.kind = "server",
-                rpc.system = "goverse",
-                rpc.service = type_name,
-                rpc.method = method,
-                object_id = id,
-                trace_id = Empty,
-                otel.status_code = Empty,
-                error.code = Empty,
-            ),
+            } => rpc_span!("goverse.turn", "turn", "server", type_name, method, id),
             Hop::Commit { type_name, id } => tracing::info_span!(
                 target: TARGET,
                 "goverse.commit",
