@@ -78,9 +78,12 @@ impl Context<'_> {
         self.deadline
     }
 
-    /// The W3C `traceparent` this turn's call carried, if its caller gave
-    /// one. Nested calls made with this context carry it on, across nodes,
-    /// so their logs and spans can be joined to the caller's trace.
+    /// The W3C `traceparent` of this turn's trace, if its call is in one:
+    /// when the turn is traced through OpenTelemetry (feature `otel`), one
+    /// naming the turn's own span; otherwise the one its call carried.
+    /// Nested calls made with this context carry it on, across nodes, and
+    /// a request this turn sends elsewhere can carry it too, so their logs
+    /// and spans join the caller's trace.
     pub fn traceparent(&self) -> Option<&str> {
         self.trace.map(|trace| &**trace)
     }
