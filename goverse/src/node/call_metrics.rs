@@ -2,9 +2,11 @@
 //! how many ended with each code, and how long they took.
 //!
 //! Many callers of one object run on several cores at once, so every
-//! thread records into a cell of its own (chosen once per thread) and a
-//! scrape adds the cells up: a call touches no count another core writes.
+//! thread records into cells of its own, which no other thread writes: a
+//! call's counts are plain additions, with no locked instruction and no
+//! cache line another core writes, and a scrape adds the cells up.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -31,8 +33,9 @@ const BUCKET_NANOS: [u64; 12] = [
     5_000_000_000,
 ];
 
-/// Cells per method: enough that the threads of a runtime rarely share one.
-const CELLS: usize = 16;
+/// Threads that get cells of their own (runtime workers come first); any
+/// later thread records into cells shared by all of them.
+const OWN_SLOTS: usize = 64;
 
 /// The outcome labels, by index: `OK`, every built-in code, and one label
 /// for all of the applications' own codes (their number is unbounded).
@@ -75,9 +78,35 @@ impl Default for Cell {
     }
 }
 
+/// Adds `n` to a count only this thread writes: a load and a store, where
+/// a shared count needs a locked read-modify-write.
+fn add_own(count: &AtomicU64, n: u64) {
+    count.store(
+        count.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+fn add_shared(count: &AtomicU64, n: u64) {
+    count.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Cell {
+    fn add(&self, add: fn(&AtomicU64, u64), outcome: usize, bucket: usize, nanos: u64) {
+        add(&self.outcomes[outcome], 1);
+        add(&self.buckets[bucket], 1);
+        add(&self.sum_nanos, nanos);
+    }
+}
+
 /// The calls of one object type, by method.
 pub(crate) struct CallMetrics {
-    methods: Box<[Box<[Cell]>]>,
+    methods: usize,
+    /// By thread slot, that thread's cell for each method, made at its
+    /// first call.
+    own: Box<[OnceLock<Box<[Cell]>>]>,
+    /// For each method, the cell of the threads past [`OWN_SLOTS`].
+    shared: Box<[Cell]>,
 }
 
 /// What a scrape reads for one method.
@@ -92,35 +121,41 @@ pub(crate) struct MethodTotals {
 impl CallMetrics {
     pub(crate) fn new(methods: usize) -> Self {
         Self {
-            methods: (0..methods)
-                .map(|_| (0..CELLS).map(|_| Cell::default()).collect())
-                .collect(),
+            methods,
+            own: (0..OWN_SLOTS).map(|_| OnceLock::new()).collect(),
+            shared: (0..methods).map(|_| Cell::default()).collect(),
         }
     }
 
     /// Records one call of method `method` that took `took` and ended with
     /// `code` (`None`: it succeeded).
     pub(crate) fn record(&self, method: usize, took: Duration, code: Option<&Code>) {
-        let Some(cells) = self.methods.get(method) else {
+        if method >= self.methods {
             return;
-        };
-        let cell = &cells[this_thread_cell()];
-        cell.outcomes[outcome_index(code)].fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = outcome_index(code);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
-        cell.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        cell.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        match this_thread_slot().and_then(|slot| self.own.get(slot)) {
+            Some(own) => {
+                let cells =
+                    own.get_or_init(|| (0..self.methods).map(|_| Cell::default()).collect());
+                cells[method].add(add_own, outcome, bucket, nanos);
+            }
+            None => self.shared[method].add(add_shared, outcome, bucket, nanos),
+        }
     }
 
     /// The totals of method `method` over every thread.
     pub(crate) fn totals(&self, method: usize) -> Option<MethodTotals> {
-        let cells = self.methods.get(method)?;
+        let shared = self.shared.get(method)?;
         let mut totals = MethodTotals {
             outcomes: [0; OUTCOMES],
             buckets: [0; BUCKETS.len() + 1],
             sum: Duration::ZERO,
         };
-        for cell in cells.iter() {
+        let own = self.own.iter().filter_map(|cells| cells.get()?.get(method));
+        for cell in own.chain([shared]) {
             for (total, count) in totals.outcomes.iter_mut().zip(&cell.outcomes) {
                 *total += count.load(Ordering::Relaxed);
             }
@@ -133,13 +168,16 @@ impl CallMetrics {
     }
 }
 
-/// The cell this thread records into, chosen round-robin at its first call.
-fn this_thread_cell() -> usize {
+/// This thread's own slot, given at its first call while any are left.
+fn this_thread_slot() -> Option<usize> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static CELL: usize = NEXT.fetch_add(1, Ordering::Relaxed) % CELLS;
+        static SLOT: Option<usize> = {
+            let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+            (slot < OWN_SLOTS).then_some(slot)
+        };
     }
-    CELL.with(|cell| *cell)
+    SLOT.with(|slot| *slot)
 }
 
 #[cfg(test)]
@@ -161,6 +199,30 @@ mod tests {
         let totals = metrics.totals(0).expect("method 0");
         assert_eq!(totals.buckets[0], 1);
         assert_eq!(totals.buckets[1], 1);
+    }
+
+    #[test]
+    fn threads_past_the_own_slots_share_cells_and_lose_nothing() {
+        let metrics = std::sync::Arc::new(CallMetrics::new(1));
+        let threads: Vec<_> = (0..OWN_SLOTS + 8)
+            .map(|_| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        metrics.record(0, Duration::from_micros(1), None);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("joins");
+        }
+        let totals = metrics.totals(0).expect("method 0");
+        assert_eq!(totals.outcomes[0], (OWN_SLOTS as u64 + 8) * 100);
+        assert_eq!(
+            totals.sum,
+            Duration::from_micros(1) * (OWN_SLOTS as u32 + 8) * 100
+        );
     }
 
     #[test]
