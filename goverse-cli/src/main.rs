@@ -1,8 +1,10 @@
-//! `goverse`: operations on a goverse deployment's storage.
+//! `goverse`: operations on a goverse deployment's storage and cluster.
 //!
 //! ```text
 //! goverse migrate --postgres <url> | --sqlite <file> | --config <node.yaml>
 //! goverse check   --postgres <url> | --config <node.yaml>
+//! goverse status  --etcd <url,...> [--prefix /goverse] [--json]
+//! goverse shards  [SHARD | --object <id>] --etcd <url,...> [--json]
 //! ```
 //!
 //! `migrate` applies the embedded schema migrations (idempotent, safe to
@@ -10,8 +12,10 @@
 //! schema is missing or older than this build. The storage flags are a
 //! node's (`goverse::config::StorageArgs`, each also read from its
 //! `GOVERSE_*` variable), so a node's own `--config` file works as it is.
-//! `goverse <command> --help` lists them.
+//! `goverse <command> --help` lists them. `status` and `shards` read the
+//! cluster's state from etcd without joining it.
 
+mod admin;
 mod logging;
 
 use std::path::PathBuf;
@@ -20,7 +24,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use goverse::config::{NodeFile, StorageArgs};
 
-/// Operations on a goverse deployment's storage.
+/// Operations on a goverse deployment's storage and cluster.
 #[derive(Debug, Parser)]
 #[command(name = "goverse", version)]
 struct Cli {
@@ -36,6 +40,12 @@ enum Command {
     /// Exits with status 1, saying why, when the schema is missing or older
     /// than this build.
     Check(StorageCommand),
+    /// The cluster in one screen: its nodes and their shards, the leader,
+    /// and the shards moving, pinned or without an owner.
+    Status(admin::AdminArgs),
+    /// The owner, target, epoch and pin of a shard, of an object's shard
+    /// (`--object`), or of every shard.
+    Shards(admin::ShardsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +70,8 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Migrate(args) => run(args, true).await,
         Command::Check(args) => run(args, false).await,
+        Command::Status(args) => admin::status(args).await,
+        Command::Shards(args) => admin::shards(args).await,
     };
     match outcome {
         Ok(message) => {

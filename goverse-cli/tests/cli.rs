@@ -155,3 +155,111 @@ fn sqlite_files_are_created_and_migrated() {
     assert!(path.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `goverse status` and `goverse shards` against a two-node cluster on the
+/// test etcd, read without joining it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_shards_read_a_live_cluster_from_etcd() {
+    use goverse::Node;
+    use goverse_tests::processes::{Vault, VaultClient};
+    use goverse_tests::{Backend, PATIENCE, wait_until};
+
+    let backend = Backend::etcd();
+    let Backend::Etcd(endpoint) = &backend else {
+        unreachable!("an etcd backend")
+    };
+    let prefix = unique_prefix("admin");
+    let start = |id: &'static str| {
+        let (backend, prefix) = (backend.clone(), prefix.clone());
+        async move {
+            Node::builder()
+                .register::<Vault>()
+                .node_id(id)
+                .shard_count(16)
+                .listen("127.0.0.1:0".parse().expect("address"))
+                .coordinator(
+                    backend
+                        .coordinator(&prefix, std::time::Duration::from_secs(2))
+                        .await,
+                )
+                .start()
+                .await
+                .expect("node starts")
+        }
+    };
+    let (a, b) = (start("admin-a").await, start("admin-b").await);
+    wait_until("both nodes own shards", PATIENCE, || {
+        let (a, b) = (a.stats().shards, b.stats().shards);
+        async move { a > 0 && b > 0 && a + b == 16 }
+    })
+    .await;
+    let env = [
+        ("GOVERSE_ETCD", endpoint.as_str()),
+        ("GOVERSE_PREFIX", &prefix),
+    ];
+
+    let (ok, text) = goverse_with(&["status", "--json"], &env);
+    assert!(ok, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(status["shard_count"], 16, "{status}");
+    assert_eq!(status["unowned"], 0, "{status}");
+    let nodes = status["nodes"].as_array().expect("nodes");
+    let ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+    assert_eq!(ids, ["admin-a", "admin-b"], "{status}");
+    for node in nodes {
+        let id = node["id"].as_str().expect("id");
+        let served = if id == "admin-a" { &a } else { &b };
+        assert_eq!(node["shards"], served.stats().shards, "{status}");
+        assert_eq!(node["address"], &*served.address(), "{status}");
+    }
+    assert!(
+        status["leader"]
+            .as_str()
+            .is_some_and(|leader| ids.contains(&leader)),
+        "{status}"
+    );
+    let (ok, text) = goverse_with(&["status"], &env);
+    assert!(
+        ok && text.contains("2 nodes") && text.contains("admin-b"),
+        "{text}"
+    );
+
+    // An object's shard is owned by the node the object runs on.
+    let host = VaultClient::new(&a, "v7")
+        .host(goverse::types::Empty {})
+        .await
+        .expect("host")
+        .value;
+    let (ok, text) = goverse_with(&["shards", "--object", "v7", "--json"], &env);
+    assert!(ok, "{text}");
+    let shards: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let row = &shards["shards"][0];
+    assert_eq!(
+        row["shard"],
+        goverse::placement::shard_of("v7", 16),
+        "{shards}"
+    );
+    assert_eq!(row["owner"], host.as_str(), "{shards}");
+    assert!(row["epoch"].as_u64().is_some_and(|e| e >= 1), "{shards}");
+    let (ok, text) = goverse_with(&["shards", "--json"], &env);
+    assert!(ok, "{text}");
+    let all: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(all["shards"].as_array().map(Vec::len), Some(16));
+
+    // Bad input is refused with a reason.
+    let (ok, text) = goverse_with(&["shards", "16"], &env);
+    assert!(!ok && text.contains("no shard 16"), "{text}");
+    let (ok, text) = goverse_with(&["shards", "--object", ""], &env);
+    assert!(!ok && text.contains("INVALID_OBJECT_ID"), "{text}");
+    let elsewhere = [
+        ("GOVERSE_ETCD", endpoint.as_str()),
+        ("GOVERSE_PREFIX", "/nobody-here"),
+    ];
+    let (ok, text) = goverse_with(&["status"], &elsewhere);
+    assert!(!ok && text.contains("no cluster has started"), "{text}");
+    let (ok, text) = goverse_with(&["status"], &[]);
+    assert!(!ok && text.contains("--etcd"), "{text}");
+
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -797,6 +797,30 @@ impl Session {
     }
 }
 
+/// The cluster as `found` (every key under its prefix) shows it, for an
+/// observer that has not joined: `online` is false. `None` when no
+/// cluster has started there (no shard count is stored).
+pub(super) fn view_of(keys: &Keys, found: Vec<KeyValue>) -> Option<ClusterView> {
+    let count_key = keys.shard_count();
+    let shard_count: u32 = found
+        .iter()
+        .find(|kv| kv.key == count_key)
+        .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok())?;
+    let mut state = State {
+        nodes: Arc::default(),
+        shards: Arc::new(vec![ShardState::default(); shard_count as usize]),
+        leader: None,
+        revision: 0,
+    };
+    state.reset(keys, found);
+    Some(ClusterView {
+        nodes: state.nodes,
+        shards: state.shards,
+        leader: state.leader,
+        online: false,
+    })
+}
+
 impl State {
     /// Replaces everything with a full read.
     fn reset(&mut self, keys: &Keys, found: Vec<KeyValue>) {

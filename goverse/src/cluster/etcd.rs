@@ -10,6 +10,7 @@ use etcd_client::{
 };
 use tokio::sync::{Mutex, mpsc};
 
+use super::admin::ClusterAdmin;
 use super::coordinator::{ClusterCoordinator, ClusterOptions};
 use super::store::{Compare, KeyValue, LeaseId, Op, Store, WatchEvent, WatchStream};
 use crate::error::{Error, Result};
@@ -42,24 +43,41 @@ impl ClusterCoordinator {
     ///
     /// `UNAVAILABLE` when no endpoint can be reached.
     pub async fn etcd(endpoints: &[impl AsRef<str>], options: ClusterOptions) -> Result<Self> {
-        let connect = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
-        if endpoints.is_empty() {
-            return Err(Error::Config("no etcd endpoints given".into()));
-        }
-        let client = Client::connect(&endpoints, Some(connect))
-            .await
-            .map_err(unavailable)?;
-        let store = EtcdStore {
-            client,
-            keepers: Mutex::new(HashMap::new()),
-        };
-        Ok(Self::over(Arc::new(store), options))
+        Ok(Self::over(Arc::new(connect(endpoints).await?), options))
     }
+}
+
+impl ClusterAdmin {
+    /// An operator's handle on the cluster under `prefix` on etcd, reached
+    /// at any of `endpoints` (`http://host:2379`). Connects before
+    /// returning.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when no endpoint can be reached.
+    pub async fn etcd(endpoints: &[impl AsRef<str>], prefix: &str) -> Result<Self> {
+        Ok(Self::over(Arc::new(connect(endpoints).await?), prefix))
+    }
+}
+
+/// A client of etcd at any of `endpoints`.
+async fn connect(endpoints: &[impl AsRef<str>]) -> Result<EtcdStore> {
+    let connect = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
+    if endpoints.is_empty() {
+        return Err(Error::Config("no etcd endpoints given".into()));
+    }
+    let client = Client::connect(&endpoints, Some(connect))
+        .await
+        .map_err(unavailable)?;
+    Ok(EtcdStore {
+        client,
+        keepers: Mutex::new(HashMap::new()),
+    })
 }
 
 impl Store for EtcdStore {

@@ -10,9 +10,13 @@
 //!   etcd (feature `etcd`) in production, or a [`MemoryStore`] shared by
 //!   several nodes in one process for tests and demos.
 //!
+//! An operator reads a cluster's state without joining it through
+//! [`ClusterAdmin`].
+//!
 //! Everything above this seam (routing, turns, storage fencing, proxies) is
 //! the same code in every mode.
 
+mod admin;
 mod coordinator;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -20,6 +24,7 @@ mod local;
 mod memory;
 mod store;
 
+pub use admin::ClusterAdmin;
 pub use coordinator::{ClusterCoordinator, ClusterOptions};
 pub use local::LocalCoordinator;
 pub use memory::MemoryStore;
