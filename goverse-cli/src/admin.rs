@@ -1,6 +1,7 @@
 //! `goverse status` and `goverse shards`: a cluster's state, read from
 //! etcd without joining it, as text for an operator or `--json` for a
-//! script.
+//! script; and `move`, `pin`, `unpin`, `drain` and `undrain`, which change
+//! it through the same fenced shard-map writes as the cluster's own moves.
 
 use std::collections::BTreeMap;
 
@@ -40,15 +41,152 @@ pub(crate) struct ShardsArgs {
     admin: AdminArgs,
 }
 
-async fn view(args: &AdminArgs) -> Result<ClusterView, String> {
+/// A shard, by number or by an object id in it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ShardArgs {
+    /// The shard's number.
+    #[arg(value_name = "SHARD", required_unless_present = "object")]
+    shard: Option<u32>,
+    /// The shard of this object id, instead of a number.
+    #[arg(long, value_name = "ID", conflicts_with = "shard")]
+    object: Option<String>,
+}
+
+/// `goverse move`: a shard and the node it goes to.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MoveArgs {
+    #[command(flatten)]
+    which: ShardArgs,
+    /// The node it moves to (and is pinned to).
+    #[arg(long, value_name = "NODE")]
+    to: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// `goverse pin` and `goverse unpin`: a shard.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PinArgs {
+    #[command(flatten)]
+    which: ShardArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// `goverse drain` and `goverse undrain`: a node.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// The node's id.
+    #[arg(value_name = "NODE")]
+    node: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+fn failed(error: goverse::Error) -> String {
+    format!("[{}] {error}", error.code())
+}
+
+async fn connect(args: &AdminArgs) -> Result<ClusterAdmin, String> {
     let prefix = args.prefix.as_deref().unwrap_or("/goverse");
-    let admin = ClusterAdmin::etcd(&args.etcd, prefix)
-        .await
-        .map_err(|e| format!("[{}] {e}", e.code()))?;
-    admin
-        .view()
-        .await
-        .map_err(|e| format!("[{}] {e}", e.code()))
+    ClusterAdmin::etcd(&args.etcd, prefix).await.map_err(failed)
+}
+
+async fn view(args: &AdminArgs) -> Result<ClusterView, String> {
+    connect(args).await?.view().await.map_err(failed)
+}
+
+/// The shard `which` names in `view`'s cluster.
+fn shard_of(which: &ShardArgs, view: &ClusterView) -> Result<u32, String> {
+    let count = view.shard_count();
+    let shard = match (&which.object, which.shard) {
+        (Some(id), _) => {
+            goverse::placement::validate_id(id, count).map_err(failed)?;
+            if let Some(address) = goverse::placement::pinned_node(id) {
+                return Err(format!(
+                    "object `{id}` is pinned to the node at {address}, in no shard"
+                ));
+            }
+            goverse::placement::shard_of(id, count)
+        }
+        (None, Some(shard)) => shard,
+        (None, None) => return Err("give a shard number or --object <id>".into()),
+    };
+    if shard >= count {
+        return Err(format!(
+            "no shard {shard}: the cluster has {count} (0 to {})",
+            count - 1
+        ));
+    }
+    Ok(shard)
+}
+
+/// What an action did, as text or JSON.
+fn done(json: bool, answer: serde_json::Value, text: String) -> String {
+    if json { answer.to_string() } else { text }
+}
+
+/// Moves a shard to a node and pins it there.
+pub(crate) async fn move_shard(args: MoveArgs) -> Result<String, String> {
+    let admin = connect(&args.admin).await?;
+    let shard = shard_of(&args.which, &admin.view().await.map_err(failed)?)?;
+    admin.pin(shard, &args.to).await.map_err(failed)?;
+    Ok(done(
+        args.admin.json,
+        json!({ "shard": shard, "to": args.to, "pinned": true }),
+        format!(
+            "shard {shard} moves to {} and stays there until unpinned",
+            args.to
+        ),
+    ))
+}
+
+/// Pins a shard where it is, or unpins it (`pin` false).
+pub(crate) async fn pin(args: PinArgs, pin: bool) -> Result<String, String> {
+    let admin = connect(&args.admin).await?;
+    let view = admin.view().await.map_err(failed)?;
+    let shard = shard_of(&args.which, &view)?;
+    if !pin {
+        admin.unpin(shard).await.map_err(failed)?;
+        return Ok(done(
+            args.admin.json,
+            json!({ "shard": shard, "pinned": false }),
+            format!("shard {shard} is unpinned: balancing places it again"),
+        ));
+    }
+    let Some(owner) = view.current_owner(shard).map(|n| n.id.clone()) else {
+        return Err(format!(
+            "shard {shard} has no live owner to pin it to; use `goverse move --to <node>`"
+        ));
+    };
+    admin.pin(shard, &owner).await.map_err(failed)?;
+    Ok(done(
+        args.admin.json,
+        json!({ "shard": shard, "to": &*owner, "pinned": true }),
+        format!("shard {shard} is pinned to {owner}"),
+    ))
+}
+
+/// Drains a node, or ends its drain (`drain` false).
+pub(crate) async fn drain(args: NodeArgs, drain: bool) -> Result<String, String> {
+    let admin = connect(&args.admin).await?;
+    if drain {
+        admin.drain(&args.node).await.map_err(failed)?;
+    } else {
+        admin.undrain(&args.node).await.map_err(failed)?;
+    }
+    Ok(done(
+        args.admin.json,
+        json!({ "node": args.node, "draining": drain }),
+        if drain {
+            format!(
+                "{} is draining: its shards move to the other nodes (`goverse status` shows them go)",
+                args.node
+            )
+        } else {
+            format!("{} takes shards again", args.node)
+        },
+    ))
 }
 
 /// One screen of the cluster: its nodes with their shards, the leader,
@@ -90,6 +228,7 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
                     "address": &*node.address,
                     "hosts_objects": node.hosts_objects,
                     "leaving": node.leaving,
+                    "draining": node.draining,
                     "shards": shards,
                     "moving_away": moving_away,
                     "pinned": pinned,
@@ -117,10 +256,11 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
         "NODE", "ADDRESS", "SHARDS", "MOVING", "PINNED", "STATE"
     ));
     for (node, shards, moving_away, pinned) in &nodes {
-        let state = match (node.hosts_objects, node.leaving) {
-            (_, true) => "leaving",
-            (true, false) => "live",
-            (false, false) => "live, routes only (a gate)",
+        let state = match (node.hosts_objects, node.leaving, node.draining) {
+            (_, true, _) => "leaving",
+            (_, false, true) => "draining",
+            (true, false, false) => "live",
+            (false, false, false) => "live, routes only (a gate)",
         };
         text.push_str(&format!(
             "{:<24} {:<22} {shards:>7} {moving_away:>7} {pinned:>7}  {state}\n",

@@ -5,6 +5,11 @@
 //! goverse check   --postgres <url> | --config <node.yaml>
 //! goverse status  --etcd <url,...> [--prefix /goverse] [--json]
 //! goverse shards  [SHARD | --object <id>] --etcd <url,...> [--json]
+//! goverse move    SHARD | --object <id> --to <node> --etcd <url,...>
+//! goverse pin     SHARD | --object <id> --etcd <url,...>
+//! goverse unpin   SHARD | --object <id> --etcd <url,...>
+//! goverse drain   NODE --etcd <url,...>
+//! goverse undrain NODE --etcd <url,...>
 //! ```
 //!
 //! `migrate` applies the embedded schema migrations (idempotent, safe to
@@ -46,6 +51,17 @@ enum Command {
     /// The owner, target, epoch and pin of a shard, of an object's shard
     /// (`--object`), or of every shard.
     Shards(admin::ShardsArgs),
+    /// Moves a shard to a node and pins it there (until `unpin`).
+    Move(admin::MoveArgs),
+    /// Pins a shard to the node serving it: balancing leaves it there.
+    Pin(admin::PinArgs),
+    /// Unpins a shard: balancing places it again.
+    Unpin(admin::PinArgs),
+    /// Moves every shard of a node to the others and gives it none (before
+    /// a restart); its next incarnation takes shards again.
+    Drain(admin::NodeArgs),
+    /// Ends a node's drain.
+    Undrain(admin::NodeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +88,11 @@ async fn main() -> ExitCode {
         Command::Check(args) => run(args, false).await,
         Command::Status(args) => admin::status(args).await,
         Command::Shards(args) => admin::shards(args).await,
+        Command::Move(args) => admin::move_shard(args).await,
+        Command::Pin(args) => admin::pin(args, true).await,
+        Command::Unpin(args) => admin::pin(args, false).await,
+        Command::Drain(args) => admin::drain(args, true).await,
+        Command::Undrain(args) => admin::drain(args, false).await,
     };
     match outcome {
         Ok(message) => {

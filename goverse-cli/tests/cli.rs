@@ -156,10 +156,11 @@ fn sqlite_files_are_created_and_migrated() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// `goverse status` and `goverse shards` against a two-node cluster on the
-/// test etcd, read without joining it.
+/// The admin commands against a two-node cluster on the test etcd:
+/// `status` and `shards` read it without joining; `move`, `pin`, `unpin`,
+/// `drain` and `undrain` change it, and refuse what cannot be done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_and_shards_read_a_live_cluster_from_etcd() {
+async fn the_admin_commands_read_and_change_a_live_cluster_on_etcd() {
     use goverse::Node;
     use goverse_tests::processes::{Vault, VaultClient};
     use goverse_tests::{Backend, PATIENCE, wait_until};
@@ -259,6 +260,62 @@ async fn status_and_shards_read_a_live_cluster_from_etcd() {
     assert!(!ok && text.contains("no cluster has started"), "{text}");
     let (ok, text) = goverse_with(&["status"], &[]);
     assert!(!ok && text.contains("--etcd"), "{text}");
+
+    // move: a shard `a` serves goes to `b`, pinned; not to a stranger.
+    let shard = (0..16)
+        .find(|&s| {
+            a.cluster_view()
+                .current_owner(s)
+                .is_some_and(|n| &*n.id == "admin-a")
+        })
+        .expect("a serves shards")
+        .to_string();
+    let (ok, text) = goverse_with(&["move", &shard, "--to", "nobody"], &env);
+    assert!(
+        !ok && text.contains("INVALID_CONFIG") && text.contains("nobody"),
+        "{text}"
+    );
+    let (ok, text) = goverse_with(&["move", &shard, "--to", "admin-b", "--json"], &env);
+    assert!(ok, "{text}");
+    let shard_now = |shard: &str| {
+        let (ok, text) = goverse_with(&["shards", shard, "--json"], &env);
+        assert!(ok, "{text}");
+        let answer: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        answer["shards"][0].clone()
+    };
+    wait_until("the moved shard is on b, pinned", PATIENCE, || async {
+        let row = shard_now(&shard);
+        row["owner"] == "admin-b" && row["pinned"] == true && row["moving"] == false
+    })
+    .await;
+    let (ok, text) = goverse_with(&["unpin", &shard], &env);
+    assert!(ok && text.contains("unpinned"), "{text}");
+    assert_eq!(shard_now(&shard)["pinned"], false);
+    let (ok, text) = goverse_with(&["pin", "--object", "v7"], &env);
+    assert!(ok && text.contains("pinned to"), "{text}");
+    let v7 = goverse::placement::shard_of("v7", 16).to_string();
+    assert_eq!(shard_now(&v7)["pinned"], true);
+    let (ok, text) = goverse_with(&["unpin", "--object", "v7"], &env);
+    assert!(ok, "{text}");
+
+    // drain: b hands everything to a; a, then the last, cannot be drained.
+    let (ok, text) = goverse_with(&["drain", "admin-b"], &env);
+    assert!(ok && text.contains("draining"), "{text}");
+    wait_until("b has handed every shard over", PATIENCE, || async {
+        b.stats().shards == 0 && a.stats().shards == 16
+    })
+    .await;
+    let (ok, text) = goverse_with(&["drain", "admin-a"], &env);
+    assert!(!ok && text.contains("last node"), "{text}");
+    let (ok, text) = goverse_with(&["status", "--json"], &env);
+    assert!(ok, "{text}");
+    assert!(text.contains(r#""draining":true"#), "{text}");
+    let (ok, text) = goverse_with(&["undrain", "admin-b"], &env);
+    assert!(ok, "{text}");
+    wait_until("b takes shards again", PATIENCE, || async {
+        b.stats().shards > 0
+    })
+    .await;
 
     a.shutdown().await;
     b.shutdown().await;

@@ -95,6 +95,24 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// An operator's handle on the cluster at `prefix`.
+    ///
+    /// # Panics
+    ///
+    /// When etcd cannot be reached.
+    pub async fn admin(&self, prefix: &str) -> goverse::cluster::ClusterAdmin {
+        match self {
+            Backend::Memory(store) => goverse::cluster::ClusterAdmin::in_memory(store, prefix),
+            Backend::Etcd(endpoint) => {
+                goverse::cluster::ClusterAdmin::etcd(&[endpoint.as_str()], prefix)
+                    .await
+                    .expect("etcd is reachable")
+            }
+        }
+    }
+}
+
 /// POSTs `body` (JSON) to `url` with curl, as a user of the HTTP gate
 /// would, and returns the JSON answer.
 ///

@@ -334,6 +334,89 @@ async fn a_node_leaving_gracefully_hands_over_without_caller_errors(backend: Bac
     }
 }
 
+async fn an_operator_drains_a_node_and_undrains_it_without_caller_errors(backend: Backend) {
+    let cluster = TestCluster::new(backend, "drain");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let admin = cluster.backend.admin(&cluster.prefix).await;
+    let driver = Driver::start(&a, ids(24));
+    driver.wait_for_calls(100).await;
+
+    admin.drain("b").await.expect("drain");
+    wait_until(
+        "the drained node has handed every shard over",
+        PATIENCE,
+        || async { b.stats().shards == 0 && a.stats().shards == u64::from(SHARDS) },
+    )
+    .await;
+    let view = admin.view().await.expect("view");
+    assert!(view.nodes["b"].draining && !view.nodes["a"].draining);
+    driver.wait_for_calls(100).await;
+    // The last node taking shards, a node nobody knows, and a drained
+    // node as a shard's new home are refused.
+    for refused in [
+        admin.drain("a").await,
+        admin.drain("nobody").await,
+        admin.pin(0, "b").await,
+    ] {
+        assert_eq!(refused.expect_err("refused").code(), "INVALID_CONFIG");
+    }
+
+    admin.undrain("b").await.expect("undrain");
+    wait_balanced(&[&a, &b]).await;
+    driver.wait_for_calls(100).await;
+    let (errors, done) = driver.stop().await;
+    assert!(
+        errors.is_empty(),
+        "callers saw errors during the drain: {errors:?}"
+    );
+    assert_ledgers(&a, &done).await;
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
+async fn an_operator_pins_a_shard_to_a_node_and_unpins_it(backend: Backend) {
+    let cluster = TestCluster::new(backend, "admin-pin");
+    let a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    let admin = cluster.backend.admin(&cluster.prefix).await;
+    // A shard `a` serves, pinned to `b`, moves there and stays.
+    let shard = (0..SHARDS)
+        .find(|&s| {
+            a.cluster_view()
+                .current_owner(s)
+                .is_some_and(|n| &*n.id == "a")
+        })
+        .expect("a serves shards");
+    admin.pin(shard, "b").await.expect("pin");
+    wait_until("the pinned shard is on b", PATIENCE, || async {
+        let view = b.cluster_view();
+        view.current_owner(shard).is_some_and(|n| &*n.id == "b") && !view.is_moving(shard)
+    })
+    .await;
+    assert!(admin.view().await.expect("view").shards[shard as usize].pinned);
+    assert_eq!(
+        admin
+            .pin(SHARDS, "b")
+            .await
+            .expect_err("no such shard")
+            .code(),
+        "INVALID_CONFIG"
+    );
+    admin.unpin(shard).await.expect("unpin");
+    wait_until("the shard is unpinned", PATIENCE, || async {
+        !b.cluster_view().shards[shard as usize].pinned
+    })
+    .await;
+    wait_balanced(&[&a, &b]).await;
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
 async fn a_crashed_nodes_shards_move_within_the_lease(backend: Backend) {
     let cluster = TestCluster::new(backend, "crash");
     let a = cluster.node("a").await;
@@ -920,6 +1003,8 @@ on_both_backends!(
     errors_match_the_same_for_local_and_remote_objects,
     a_joining_node_takes_shards_without_caller_errors,
     a_node_leaving_gracefully_hands_over_without_caller_errors,
+    an_operator_drains_a_node_and_undrains_it_without_caller_errors,
+    an_operator_pins_a_shard_to_a_node_and_unpins_it,
     a_crashed_nodes_shards_move_within_the_lease,
     a_node_with_another_shard_count_is_refused,
     special_ids_land_where_they_say,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::ClusterView;
 use super::MemoryStore;
-use super::coordinator::view_of;
-use super::store::{Keys, Store};
+use super::coordinator::{pin_write, view_of, write_shards};
+use super::store::{Keys, Op, Store};
 use crate::error::{Error, Result};
 
 /// Reads a cluster's state (its live nodes, its leader, every shard's
@@ -68,5 +68,88 @@ impl ClusterAdmin {
                 self.prefix
             ))
         })
+    }
+
+    /// Moves `shard` to `node` and pins it there: the cluster's leader
+    /// hands it over as it does any move (drained, then fenced by a new
+    /// epoch), and balancing leaves it there while `node` lives.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for a shard the cluster does not have or a node
+    /// that is not live, hosting objects and staying; `UNAVAILABLE` when
+    /// the shard changed meanwhile (try again) or the store cannot be
+    /// reached.
+    pub async fn pin(&self, shard: u32, node: &str) -> Result<()> {
+        self.write_pin(shard, Some(node)).await
+    }
+
+    /// Unpins `shard`: balancing places it again.
+    ///
+    /// # Errors
+    ///
+    /// As for [`pin`](ClusterAdmin::pin).
+    pub async fn unpin(&self, shard: u32) -> Result<()> {
+        self.write_pin(shard, None).await
+    }
+
+    /// Drains `node`: the cluster gives it no shards and moves its own to
+    /// the other nodes, the way a leaving node's move, while it keeps
+    /// running (and routing calls). Shards pinned to it move too. The
+    /// drain ends with [`undrain`](ClusterAdmin::undrain), or when the
+    /// node restarts: its next incarnation takes shards again.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for a node that is not live or hosts no objects,
+    /// or when no other node would take its shards; `UNAVAILABLE` when the
+    /// store cannot be reached.
+    pub async fn drain(&self, node: &str) -> Result<()> {
+        let view = self.view().await?;
+        let Some(info) = view.nodes.get(node).filter(|n| n.hosts_objects) else {
+            return Err(Error::Config(format!(
+                "node `{node}` is not a live node hosting objects"
+            )));
+        };
+        if !view
+            .nodes
+            .values()
+            .any(|other| other.id != info.id && other.takes_shards())
+        {
+            return Err(Error::Config(format!(
+                "node `{node}` is the last node taking shards: draining it would leave its shards nowhere to go"
+            )));
+        }
+        let put = Op::Put {
+            key: self.keys.drain(node),
+            value: info.since.to_string().into_bytes(),
+            lease: None,
+        };
+        self.store.txn(Vec::new(), vec![put]).await?;
+        Ok(())
+    }
+
+    /// Ends a drain: the node takes shards again as balancing gives them.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the store cannot be reached.
+    pub async fn undrain(&self, node: &str) -> Result<()> {
+        let delete = Op::Delete {
+            key: self.keys.drain(node),
+        };
+        self.store.txn(Vec::new(), vec![delete]).await?;
+        Ok(())
+    }
+
+    async fn write_pin(&self, shard: u32, node: Option<&str>) -> Result<()> {
+        let view = self.view().await?;
+        let write = pin_write(&view, shard, node)?;
+        match write_shards(&*self.store, &self.keys, vec![write]).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Unavailable(format!(
+                "shard {shard} changed while it was being pinned; try again"
+            ))),
+        }
     }
 }

@@ -131,6 +131,8 @@ struct Session {
 /// The master copy of the cluster state, rebuilt from the store's watch.
 struct State {
     nodes: Arc<BTreeMap<Arc<str>, NodeInfo>>,
+    /// Drained nodes, by id, with the incarnation drained.
+    drains: BTreeMap<Arc<str>, i64>,
     shards: Arc<Vec<ShardState>>,
     leader: Option<Arc<str>>,
     revision: i64,
@@ -201,6 +203,7 @@ impl Coordinator for ClusterCoordinator {
         let (initial, revision) = shared.store.get_prefix(&shared.keys.root()).await?;
         let mut state = State {
             nodes: Arc::default(),
+            drains: BTreeMap::new(),
             shards: Arc::new(vec![ShardState::default(); shard_count as usize]),
             leader: None,
             revision,
@@ -267,7 +270,9 @@ impl Coordinator for ClusterCoordinator {
                 },
             ));
         }
-        write_shards(&self.shared, writes).await.map(|_| ())
+        write_shards(&*self.shared.store, &self.shared.keys, writes)
+            .await
+            .map(|_| ())
     }
 
     async fn begin_leave(&self) -> Result<()> {
@@ -296,38 +301,8 @@ impl Coordinator for ClusterCoordinator {
     async fn pin(&self, shard: u32, node: Option<&str>) -> Result<()> {
         let session = self.session()?;
         let view = session.view.borrow().clone();
-        let Some(state) = view.shard(shard) else {
-            return Err(Error::Config(format!(
-                "no shard {shard}: the cluster has {}",
-                view.shard_count()
-            )));
-        };
-        let record = match node {
-            Some(node) => {
-                if !view
-                    .nodes
-                    .get(node)
-                    .is_some_and(|n| n.hosts_objects && !n.leaving)
-                {
-                    return Err(Error::Config(format!(
-                        "node `{node}` is not a live node hosting objects"
-                    )));
-                }
-                ShardRecord {
-                    owner: state.owner.clone(),
-                    target: Some(node.into()),
-                    epoch: state.epoch,
-                    pinned: true,
-                }
-            }
-            None => ShardRecord {
-                owner: state.owner.clone(),
-                target: state.target.clone(),
-                epoch: state.epoch,
-                pinned: false,
-            },
-        };
-        match write_shards(&self.shared, vec![(shard, state.revision, record)]).await? {
+        let write = pin_write(&view, shard, node)?;
+        match write_shards(&*self.shared.store, &self.shared.keys, vec![write]).await? {
             Some(_) => Ok(()),
             None => Err(Error::Unavailable(format!(
                 "shard {shard} changed while pinning it; try again"
@@ -342,7 +317,6 @@ impl Coordinator for ClusterCoordinator {
             lease_renewals: store.renewals.load(Ordering::Relaxed),
         }
     }
-
     async fn raise_epoch(&self, shard: u32, at_least: u64) -> Result<()> {
         let session = self.session()?;
         let moved = || Error::ShardMoved {
@@ -393,7 +367,13 @@ impl Coordinator for ClusterCoordinator {
             epoch: at_least,
             ..record
         };
-        match write_shards(&self.shared, vec![(shard, stored.mod_revision, raised)]).await? {
+        match write_shards(
+            &*self.shared.store,
+            &self.shared.keys,
+            vec![(shard, stored.mod_revision, raised)],
+        )
+        .await?
+        {
             Some(_) => Ok(()),
             None => Err(Error::Unavailable(format!(
                 "shard {shard} changed while raising its epoch; try again"
@@ -416,6 +396,44 @@ impl Coordinator for ClusterCoordinator {
         let lease = *session.lease.locked();
         self.shared.store.revoke(lease).await
     }
+}
+
+/// The write that pins `shard` to `node` in `view` (it moves there and
+/// stays while that node lives), or unpins it with `None`: the record
+/// and the revision it replaces.
+pub(super) fn pin_write(
+    view: &ClusterView,
+    shard: u32,
+    node: Option<&str>,
+) -> Result<(u32, i64, ShardRecord)> {
+    let Some(state) = view.shard(shard) else {
+        return Err(Error::Config(format!(
+            "no shard {shard}: the cluster has {}",
+            view.shard_count()
+        )));
+    };
+    let record = match node {
+        Some(node) => {
+            if !view.nodes.get(node).is_some_and(NodeInfo::takes_shards) {
+                return Err(Error::Config(format!(
+                    "node `{node}` is not a live node taking shards (hosting objects, not leaving or drained)"
+                )));
+            }
+            ShardRecord {
+                owner: state.owner.clone(),
+                target: Some(node.into()),
+                epoch: state.epoch,
+                pinned: true,
+            }
+        }
+        None => ShardRecord {
+            owner: state.owner.clone(),
+            target: state.target.clone(),
+            epoch: state.epoch,
+            pinned: false,
+        },
+    };
+    Ok((shard, state.revision, record))
 }
 
 /// Stores the shard count at the first start; refuses a different one.
@@ -669,7 +687,7 @@ async fn rebalance(shared: &Shared, view: &ClusterView) -> Result<Option<i64>> {
     let live: Vec<Arc<str>> = view
         .nodes
         .values()
-        .filter(|n| n.hosts_objects && !n.leaving)
+        .filter(|n| n.takes_shards())
         .map(|n| n.id.clone())
         .collect();
     if live.is_empty() {
@@ -678,7 +696,7 @@ async fn rebalance(shared: &Shared, view: &ClusterView) -> Result<Option<i64>> {
     let is_live = |id: &Option<Arc<str>>| {
         id.as_ref()
             .and_then(|id| view.nodes.get(id))
-            .is_some_and(|n| n.hosts_objects && !n.leaving)
+            .is_some_and(NodeInfo::takes_shards)
     };
     let shard_count = view.shard_count();
     let mut placements = Vec::with_capacity(shard_count as usize);
@@ -737,14 +755,15 @@ async fn rebalance(shared: &Shared, view: &ClusterView) -> Result<Option<i64>> {
         };
         writes.push((shard, state.revision, record));
     }
-    write_shards(shared, writes).await
+    write_shards(&*shared.store, &shared.keys, writes).await
 }
 
 /// Writes shard records as compare-and-swaps in batches; a batch that lost
 /// a race is dropped (the next view change plans again). Returns the
 /// store's revision after the last successful batch.
-async fn write_shards(
-    shared: &Shared,
+pub(super) async fn write_shards(
+    store: &dyn Store,
+    keys: &Keys,
     writes: Vec<(u32, i64, ShardRecord)>,
 ) -> Result<Option<i64>> {
     let mut last = None;
@@ -752,19 +771,19 @@ async fn write_shards(
         let compares = batch
             .iter()
             .map(|(shard, revision, _)| Compare {
-                key: shared.keys.shard(*shard),
+                key: keys.shard(*shard),
                 mod_revision: *revision,
             })
             .collect();
         let ops = batch
             .iter()
             .map(|(shard, _, record)| Op::Put {
-                key: shared.keys.shard(*shard),
+                key: keys.shard(*shard),
                 value: record.encode(),
                 lease: None,
             })
             .collect();
-        if let Some(revision) = shared.store.txn(compares, ops).await? {
+        if let Some(revision) = store.txn(compares, ops).await? {
             last = Some(revision);
         }
     }
@@ -808,6 +827,7 @@ pub(super) fn view_of(keys: &Keys, found: Vec<KeyValue>) -> Option<ClusterView> 
         .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok())?;
     let mut state = State {
         nodes: Arc::default(),
+        drains: BTreeMap::new(),
         shards: Arc::new(vec![ShardState::default(); shard_count as usize]),
         leader: None,
         revision: 0,
@@ -822,9 +842,24 @@ pub(super) fn view_of(keys: &Keys, found: Vec<KeyValue>) -> Option<ClusterView> 
 }
 
 impl State {
+    /// Brings node `id`'s `draining` in line with the drains recorded.
+    fn mark_draining(&mut self, id: &str) {
+        let drained = self.drains.get(id).copied();
+        let Some(node) = self.nodes.get(id) else {
+            return;
+        };
+        let draining = drained == Some(node.since);
+        if node.draining != draining
+            && let Some(node) = Arc::make_mut(&mut self.nodes).get_mut(id)
+        {
+            node.draining = draining;
+        }
+    }
+
     /// Replaces everything with a full read.
     fn reset(&mut self, keys: &Keys, found: Vec<KeyValue>) {
         self.nodes = Arc::default();
+        self.drains.clear();
         let count = self.shards.len();
         self.shards = Arc::new(vec![ShardState::default(); count]);
         self.leader = None;
@@ -860,6 +895,7 @@ impl State {
                     Arc::make_mut(&mut self.nodes).insert(
                         id.clone(),
                         NodeInfo {
+                            draining: self.drains.get(&id) == Some(&kv.create_revision),
                             id,
                             address: record.address,
                             hosts_objects: record.hosts_objects,
@@ -899,6 +935,22 @@ impl State {
                 self.leader = std::str::from_utf8(&kv.value).ok().map(Arc::from);
             }
             (ClusterKey::Leader, WatchEvent::Delete { .. }) => self.leader = None,
+            (ClusterKey::Drain(id), WatchEvent::Put(kv)) => {
+                match std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
+                    Some(since) => {
+                        self.drains.insert(id.into(), since);
+                    }
+                    None => tracing::warn!(key, "ignoring a malformed drain record"),
+                }
+                self.mark_draining(id);
+            }
+            (ClusterKey::Drain(id), WatchEvent::Delete { .. }) => {
+                self.drains.remove(id);
+                self.mark_draining(id);
+            }
             (ClusterKey::ShardCount, _) => {}
         }
     }

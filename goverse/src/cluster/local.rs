@@ -57,6 +57,7 @@ impl Coordinator for LocalCoordinator {
             address: address.into(),
             hosts_objects: true,
             leaving: false,
+            draining: false,
             since: state.incarnation,
         };
         let (sender, view) = watch::channel(Arc::new(ClusterView::single(node, shard_count)));

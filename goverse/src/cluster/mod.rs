@@ -49,10 +49,22 @@ pub struct NodeInfo {
     pub hosts_objects: bool,
     /// It is shutting down: it gets no new shards and hands its own over.
     pub leaving: bool,
+    /// An operator drained it (before a restart, say): like a leaving
+    /// node it gets no shards and hands its own over, but it keeps
+    /// running. Its next incarnation takes shards again.
+    pub draining: bool,
     /// The coordination revision at which this incarnation of the node
     /// registered. Ownership recorded before it belonged to an earlier
     /// incarnation with the same id and is not trusted.
     pub since: i64,
+}
+
+impl NodeInfo {
+    /// Whether the cluster gives this node shards: it hosts objects, and
+    /// is neither leaving nor drained.
+    pub fn takes_shards(&self) -> bool {
+        self.hosts_objects && !self.leaving && !self.draining
+    }
 }
 
 /// One shard's ownership.

@@ -191,6 +191,12 @@ impl Keys {
         format!("{}/nodes/{id}", self.prefix)
     }
 
+    /// An operator's drain of a node: its value is the incarnation (the
+    /// `since` revision) drained, so a restarted node takes shards again.
+    pub(crate) fn drain(&self, id: &str) -> String {
+        format!("{}/drains/{id}", self.prefix)
+    }
+
     pub(crate) fn shard(&self, shard: u32) -> String {
         format!("{}/shards/{shard:05}", self.prefix)
     }
@@ -210,6 +216,9 @@ impl Keys {
         if let Some(number) = rest.strip_prefix("shards/") {
             return number.parse().ok().map(ClusterKey::Shard);
         }
+        if let Some(id) = rest.strip_prefix("drains/") {
+            return Some(ClusterKey::Drain(id));
+        }
         None
     }
 }
@@ -221,6 +230,7 @@ pub(crate) enum ClusterKey<'k> {
     Leader,
     Node(&'k str),
     Shard(u32),
+    Drain(&'k str),
 }
 
 /// A shard record as stored: `owner|target|epoch|pinned`, empty owner or

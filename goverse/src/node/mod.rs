@@ -703,7 +703,7 @@ impl NodeInner {
                 let others = current
                     .nodes
                     .values()
-                    .any(|n| &*n.id != self.id() && n.hosts_objects && !n.leaving);
+                    .any(|n| &*n.id != self.id() && n.takes_shards());
                 let owns = (0..current.shard_count()).any(|s| {
                     current.shard(s).and_then(|st| st.owner.as_deref()) == Some(self.id())
                 });

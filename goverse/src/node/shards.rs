@@ -65,7 +65,9 @@ fn count_failovers(node: &NodeInner, before: &ClusterView, after: &ClusterView) 
     let failed = before
         .nodes
         .iter()
-        .filter(|(id, info)| !info.leaving && &***id != node.id() && !after.nodes.contains_key(*id))
+        .filter(|(id, info)| {
+            !info.leaving && !info.draining && &***id != node.id() && !after.nodes.contains_key(*id)
+        })
         .count();
     if failed > 0 {
         node.meters
