@@ -320,3 +320,142 @@ async fn the_admin_commands_read_and_change_a_live_cluster_on_etcd() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A rolling restart of a three-node cluster on the test etcd, driven
+/// through the command line as an operator would: each node is drained
+/// first, restarted once it serves nothing, and takes shards again; a
+/// caller calling throughout sees no error and loses no deposit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_with_drains_fails_no_call() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use goverse::Node;
+    use goverse::types::{Empty, Int64Value};
+    use goverse_tests::processes::{Vault, VaultClient};
+    use goverse_tests::{Backend, PATIENCE, wait_until};
+
+    let backend = Backend::etcd();
+    let Backend::Etcd(endpoint) = &backend else {
+        unreachable!("an etcd backend")
+    };
+    let prefix = unique_prefix("rolling");
+    let storage = Arc::new(goverse::storage::MemoryStorage::new());
+    let start = |id: String, hosts: bool| {
+        let (backend, prefix, storage) = (backend.clone(), prefix.clone(), storage.clone());
+        async move {
+            let builder = Node::builder()
+                .node_id(id)
+                .shard_count(16)
+                .listen("127.0.0.1:0".parse().expect("address"))
+                .storage(storage)
+                .call_timeout(std::time::Duration::from_secs(20))
+                .coordinator(
+                    backend
+                        .coordinator(&prefix, std::time::Duration::from_secs(2))
+                        .await,
+                );
+            let builder = if hosts {
+                builder.register::<Vault>()
+            } else {
+                builder
+            };
+            builder.start().await.expect("node starts")
+        }
+    };
+    let names = ["roll-a", "roll-b", "roll-c"];
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(start(name.to_string(), true).await);
+    }
+    // The caller hosts nothing: it routes every call to the three.
+    let caller = start("roll-caller".to_string(), false).await;
+    let owned = |nodes: &[Node]| nodes.iter().map(|n| n.stats().shards).collect::<Vec<_>>();
+    wait_until("every node serves shards", PATIENCE, || {
+        let counts = owned(&nodes);
+        async move { counts.iter().all(|&c| c > 0) && counts.iter().sum::<u64>() == 16 }
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let done: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let driver = tokio::spawn({
+        let (caller, stop, errors, done, calls) = (
+            caller.clone(),
+            stop.clone(),
+            errors.clone(),
+            done.clone(),
+            calls.clone(),
+        );
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                for i in 0..24 {
+                    let id = format!("roll-{i}");
+                    match VaultClient::new(&caller, id.clone())
+                        .deposit(Int64Value { value: 1 })
+                        .await
+                    {
+                        Ok(_) => *done.lock().expect("done").entry(id).or_default() += 1,
+                        Err(error) => errors.lock().expect("errors").push(error.to_string()),
+                    }
+                    calls.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    let env = [
+        ("GOVERSE_ETCD", endpoint.as_str()),
+        ("GOVERSE_PREFIX", &prefix),
+    ];
+    // Calls made meanwhile, so every step of the restart is called through.
+    let calls_go_on = || async {
+        let from = calls.load(Ordering::SeqCst);
+        wait_until("calls go on", PATIENCE, || {
+            let now = calls.load(Ordering::SeqCst);
+            async move { now >= from + 48 }
+        })
+        .await;
+    };
+    calls_go_on().await;
+    for (index, name) in names.iter().enumerate() {
+        let (ok, text) = goverse_with(&["drain", name], &env);
+        assert!(ok, "{text}");
+        calls_go_on().await;
+        wait_until("the drained node serves nothing", PATIENCE, || {
+            let shards = nodes[index].stats().shards;
+            async move { shards == 0 }
+        })
+        .await;
+        let old = nodes.remove(index);
+        old.shutdown().await;
+        calls_go_on().await;
+        nodes.insert(index, start(name.to_string(), true).await);
+        wait_until("the restarted node serves shards again", PATIENCE, || {
+            let counts = owned(&nodes);
+            async move { counts.iter().all(|&c| c > 0) && counts.iter().sum::<u64>() == 16 }
+        })
+        .await;
+        calls_go_on().await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    driver.await.expect("driver");
+    let errors = errors.lock().expect("errors").clone();
+    assert!(errors.is_empty(), "callers saw errors: {errors:?}");
+    let done = done.lock().expect("done").clone();
+    assert_eq!(done.len(), 24, "every vault was called");
+    for (id, deposits) in done {
+        let total = VaultClient::new(&caller, id.clone())
+            .total(Empty {})
+            .await
+            .expect("total")
+            .value;
+        assert_eq!(total, deposits, "{id} kept every acknowledged deposit");
+    }
+    caller.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

@@ -363,13 +363,26 @@ async fn an_operator_drains_a_node_and_undrains_it_without_caller_errors(backend
         assert_eq!(refused.expect_err("refused").code(), "INVALID_CONFIG");
     }
 
+    // Restarted, the drained node takes shards again without an undrain.
+    b.shutdown().await;
+    let b = cluster.node("b").await;
+    wait_balanced(&[&a, &b]).await;
+    assert!(!admin.view().await.expect("view").nodes["b"].draining);
+    driver.wait_for_calls(100).await;
+
+    // A drain that ends by undrain.
+    admin.drain("b").await.expect("drain again");
+    wait_until("b is empty again", PATIENCE, || async {
+        b.stats().shards == 0
+    })
+    .await;
     admin.undrain("b").await.expect("undrain");
     wait_balanced(&[&a, &b]).await;
     driver.wait_for_calls(100).await;
     let (errors, done) = driver.stop().await;
     assert!(
         errors.is_empty(),
-        "callers saw errors during the drain: {errors:?}"
+        "callers saw errors during the drains: {errors:?}"
     );
     assert_ledgers(&a, &done).await;
     for node in [&a, &b] {
