@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use goverse::cluster::{ClusterAdmin, ClusterView};
+use goverse::cluster::{ClusterAdmin, ClusterView, NodeSummary};
 use serde_json::json;
 
 /// Where the cluster is, and how to answer.
@@ -192,7 +192,16 @@ pub(crate) async fn drain(args: NodeArgs, drain: bool) -> Result<String, String>
 /// One screen of the cluster: its nodes with their shards, the leader,
 /// and what is moving, pinned or without an owner.
 pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
-    let view = view(&args).await?;
+    let admin = connect(&args).await?;
+    let view = admin.view().await.map_err(failed)?;
+    // What each node last said of itself: objects, calls, readiness.
+    let summaries: BTreeMap<String, NodeSummary> = admin
+        .summaries()
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .map(|summary| (summary.node.clone(), summary))
+        .collect();
     let mut owned: BTreeMap<std::sync::Arc<str>, (usize, usize, usize)> = BTreeMap::new();
     let (mut moving, mut pinned, mut unowned) = (0, 0, 0);
     for shard in 0..view.shard_count() {
@@ -232,6 +241,7 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
                     "shards": shards,
                     "moving_away": moving_away,
                     "pinned": pinned,
+                    "summary": summaries.get(&*node.id),
                 })
             })
             .collect();
@@ -252,8 +262,8 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
         view.shard_count(),
     );
     text.push_str(&format!(
-        "{:<24} {:<22} {:>7} {:>7} {:>7}  {}\n",
-        "NODE", "ADDRESS", "SHARDS", "MOVING", "PINNED", "STATE"
+        "{:<24} {:<22} {:>7} {:>7} {:>7} {:>9} {:>10}  {}\n",
+        "NODE", "ADDRESS", "SHARDS", "MOVING", "PINNED", "OBJECTS", "CALLS", "STATE"
     ));
     for (node, shards, moving_away, pinned) in &nodes {
         let state = match (node.hosts_objects, node.leaving, node.draining) {
@@ -262,8 +272,19 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
             (true, false, false) => "live",
             (false, false, false) => "live, routes only (a gate)",
         };
+        let summary = summaries.get(&*node.id);
+        let objects = summary.map_or("-".to_string(), |s| {
+            s.objects.values().sum::<u64>().to_string()
+        });
+        let calls = summary
+            .and_then(|s| s.calls)
+            .map_or("-".to_string(), |calls| calls.to_string());
+        let state = match summary {
+            Some(summary) if !summary.ready => format!("{state}, not ready"),
+            _ => state.to_string(),
+        };
         text.push_str(&format!(
-            "{:<24} {:<22} {shards:>7} {moving_away:>7} {pinned:>7}  {state}\n",
+            "{:<24} {:<22} {shards:>7} {moving_away:>7} {pinned:>7} {objects:>9} {calls:>10}  {state}\n",
             node.id, node.address
         ));
     }

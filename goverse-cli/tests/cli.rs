@@ -178,6 +178,7 @@ async fn the_admin_commands_read_and_change_a_live_cluster_on_etcd() {
                 .node_id(id)
                 .shard_count(16)
                 .listen("127.0.0.1:0".parse().expect("address"))
+                .summary_interval(std::time::Duration::from_millis(100))
                 .coordinator(
                     backend
                         .coordinator(&prefix, std::time::Duration::from_secs(2))
@@ -242,6 +243,19 @@ async fn the_admin_commands_read_and_change_a_live_cluster_on_etcd() {
     );
     assert_eq!(row["owner"], host.as_str(), "{shards}");
     assert!(row["epoch"].as_u64().is_some_and(|e| e >= 1), "{shards}");
+    // Each node's summary says how many objects it holds.
+    wait_until("the vault's node reports it active", PATIENCE, || async {
+        let (ok, text) = goverse_with(&["status", "--json"], &env);
+        let status: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        ok && status["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|node| node["id"] == host.as_str() && node["summary"]["objects"]["Vault"] == 1)
+        })
+    })
+    .await;
+    let (ok, text) = goverse_with(&["status"], &env);
+    assert!(ok && text.contains("OBJECTS"), "{text}");
     let (ok, text) = goverse_with(&["shards", "--json"], &env);
     assert!(ok, "{text}");
     let all: serde_json::Value = serde_json::from_str(&text).expect("JSON");

@@ -430,6 +430,76 @@ async fn an_operator_pins_a_shard_to_a_node_and_unpins_it(backend: Backend) {
     }
 }
 
+async fn nodes_publish_summaries_that_wake_no_view(backend: Backend) {
+    let cluster = TestCluster::new(backend, "summaries");
+    let start = |id: &'static str| {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .builder(id, SHARDS)
+                .await
+                .summary_interval(Duration::from_millis(20))
+                .start()
+                .await
+                .expect("node starts")
+        }
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    wait_balanced(&[&a, &b]).await;
+    LedgerClient::new(&a, "summarized".to_string())
+        .add(Int64Value { value: 1 })
+        .await
+        .expect("add");
+    let admin = cluster.backend.admin(&cluster.prefix).await;
+    let latest = || async {
+        admin
+            .summaries()
+            .await
+            .expect("summaries")
+            .into_iter()
+            .map(|s| (s.node.clone(), s))
+            .collect::<BTreeMap<_, _>>()
+    };
+    wait_until("both nodes have published summaries", PATIENCE, || async {
+        let summaries = latest().await;
+        summaries.len() == 2
+            && summaries
+                .values()
+                .map(|s| s.objects.get("Ledger").copied().unwrap_or(0))
+                .sum::<u64>()
+                == 1
+    })
+    .await;
+    let summaries = latest().await;
+    let (ledger_a, ledger_b) = (
+        summaries["a"].objects["Ledger"],
+        summaries["b"].objects["Ledger"],
+    );
+    assert_eq!(ledger_a + ledger_b, 1, "{summaries:?}");
+    assert!(
+        summaries.values().all(|s| s.ready && s.shards > 0),
+        "{summaries:?}"
+    );
+    assert_eq!(
+        summaries["a"].shards + summaries["b"].shards,
+        u64::from(SHARDS)
+    );
+
+    // Many summaries later, the nodes still hold the same view: a summary
+    // changes nothing they route by.
+    let before = (a.cluster_view(), b.cluster_view());
+    let since = summaries["b"].at_unix_ms;
+    wait_until("b publishes five more summaries", PATIENCE, || async {
+        latest().await["b"].at_unix_ms >= since + 100
+    })
+    .await;
+    assert!(Arc::ptr_eq(&before.0, &a.cluster_view()));
+    assert!(Arc::ptr_eq(&before.1, &b.cluster_view()));
+    for node in [&a, &b] {
+        node.shutdown().await;
+    }
+}
+
 async fn a_crashed_nodes_shards_move_within_the_lease(backend: Backend) {
     let cluster = TestCluster::new(backend, "crash");
     let a = cluster.node("a").await;
@@ -1018,6 +1088,7 @@ on_both_backends!(
     a_node_leaving_gracefully_hands_over_without_caller_errors,
     an_operator_drains_a_node_and_undrains_it_without_caller_errors,
     an_operator_pins_a_shard_to_a_node_and_unpins_it,
+    nodes_publish_summaries_that_wake_no_view,
     a_crashed_nodes_shards_move_within_the_lease,
     a_node_with_another_shard_count_is_refused,
     special_ids_land_where_they_say,

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use super::ClusterView;
 use super::MemoryStore;
 use super::coordinator::{pin_write, view_of, write_shards};
 use super::store::{Keys, Op, Store};
+use super::{ClusterView, NodeSummary};
 use crate::error::{Error, Result};
 
 /// Reads a cluster's state (its live nodes, its leader, every shard's
@@ -68,6 +68,20 @@ impl ClusterAdmin {
                 self.prefix
             ))
         })
+    }
+
+    /// The latest summary of every live node (a node's goes with its
+    /// lease), by node id. A summary that cannot be read is left out.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the store cannot be read.
+    pub async fn summaries(&self) -> Result<Vec<NodeSummary>> {
+        let (found, _) = self.store.get_prefix(&self.keys.summaries()).await?;
+        Ok(found
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
     }
 
     /// Moves `shard` to `node` and pins it there: the cluster's leader

@@ -36,7 +36,7 @@ use super::store::{
 };
 use super::{
     ClusterView, Coordinator, CoordinatorCounts, Member, Membership, MemoryStore, NodeInfo,
-    ShardState,
+    NodeSummary, ShardState,
 };
 use crate::error::{Error, Result};
 use crate::placement::{self, ShardPlacement};
@@ -308,6 +308,20 @@ impl Coordinator for ClusterCoordinator {
                 "shard {shard} changed while pinning it; try again"
             ))),
         }
+    }
+
+    async fn publish_summary(&self, summary: &NodeSummary) -> Result<()> {
+        let session = self.session()?;
+        let lease = *session.lease.locked();
+        let value = serde_json::to_vec(summary)
+            .map_err(|error| Error::Internal(format!("a summary did not encode: {error}")))?;
+        let put = Op::Put {
+            key: self.shared.keys.summary(&session.id),
+            value,
+            lease: Some(lease),
+        };
+        self.shared.store.txn(Vec::new(), vec![put]).await?;
+        Ok(())
     }
 
     fn counts(&self) -> CoordinatorCounts {
@@ -608,10 +622,12 @@ async fn watch_cluster(shared: Arc<Shared>, session: Arc<Session>, mut from: i64
                     };
                     backoff = Duration::from_millis(50);
                     let mut state = session.state.locked();
-                    state.apply(&shared.keys, events);
+                    let changed = state.apply(&shared.keys, events);
                     from = state.revision + 1;
                     drop(state);
-                    session.publish();
+                    if changed {
+                        session.publish();
+                    }
                 }
             }
             Err(error) => tracing::debug!(%error, "watch failed"),
@@ -869,15 +885,24 @@ impl State {
         }
     }
 
-    fn apply(&mut self, keys: &Keys, events: Vec<WatchEvent>) {
+    /// Applies watched changes; whether any of them is in the view (nodes'
+    /// summaries are not: they change every few seconds and move nothing).
+    fn apply(&mut self, keys: &Keys, events: Vec<WatchEvent>) -> bool {
+        let mut changed = false;
         for event in events {
             let revision = match &event {
                 WatchEvent::Put(kv) => kv.mod_revision,
                 WatchEvent::Delete { mod_revision, .. } => *mod_revision,
             };
             self.revision = self.revision.max(revision);
+            let key = match &event {
+                WatchEvent::Put(kv) => kv.key.as_str(),
+                WatchEvent::Delete { key, .. } => key.as_str(),
+            };
+            changed |= keys.parse(key) != Some(ClusterKey::Summary);
             self.apply_one(keys, event);
         }
+        changed
     }
 
     fn apply_one(&mut self, keys: &Keys, event: WatchEvent) {
@@ -951,7 +976,7 @@ impl State {
                 self.drains.remove(id);
                 self.mark_draining(id);
             }
-            (ClusterKey::ShardCount, _) => {}
+            (ClusterKey::ShardCount | ClusterKey::Summary, _) => {}
         }
     }
 }

@@ -67,6 +67,32 @@ impl NodeInfo {
     }
 }
 
+/// What a node last said of itself: published by every node of a
+/// cluster at its `summary_interval` (one small write per node per
+/// interval, never one per call), read by `goverse status` and
+/// [`ClusterAdmin::summaries`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct NodeSummary {
+    /// The node's id.
+    pub node: String,
+    /// The goverse version the node runs.
+    pub version: String,
+    /// When the summary was made, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Objects active on the node now, by type.
+    pub objects: BTreeMap<String, u64>,
+    /// Objects activated since the node started.
+    pub activations: u64,
+    /// Calls the node served since it started, when it counts them (call
+    /// metrics on).
+    pub calls: Option<u64>,
+    /// Shards the node serves now.
+    pub shards: u64,
+    /// Whether the node should be sent traffic (what `/ready` answers).
+    pub ready: bool,
+}
+
 /// One shard's ownership.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardState {
@@ -262,6 +288,17 @@ pub trait Coordinator: Send + Sync + 'static {
         CoordinatorCounts::default()
     }
 
+    /// Publishes the node's summary for operators, replacing its last one
+    /// (default: nowhere, for a coordinator without a store).
+    ///
+    /// # Errors
+    ///
+    /// When the coordinator cannot be reached.
+    fn publish_summary(&self, summary: &NodeSummary) -> impl Future<Output = Result<()>> + Send {
+        let _ = summary;
+        std::future::ready(Ok(()))
+    }
+
     /// Stops all activity at once without deregistering, as if the process
     /// died: the cluster notices when the node's lease expires. For tests
     /// of failover (feature `test-util`).
@@ -284,6 +321,7 @@ pub(crate) trait ErasedCoordinator: Send + Sync + 'static {
     fn raise_epoch(&self, shard: u32, at_least: u64) -> BoxFuture<'_, Result<()>>;
     #[cfg_attr(not(feature = "ops"), allow(dead_code))]
     fn counts(&self) -> CoordinatorCounts;
+    fn publish_summary<'a>(&'a self, summary: &'a NodeSummary) -> BoxFuture<'a, Result<()>>;
     #[cfg(feature = "test-util")]
     fn crash(&self);
 }
@@ -319,6 +357,10 @@ impl<C: Coordinator> ErasedCoordinator for C {
 
     fn counts(&self) -> CoordinatorCounts {
         Coordinator::counts(self)
+    }
+
+    fn publish_summary<'a>(&'a self, summary: &'a NodeSummary) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Coordinator::publish_summary(self, summary))
     }
 
     #[cfg(feature = "test-util")]

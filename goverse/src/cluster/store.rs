@@ -197,6 +197,16 @@ impl Keys {
         format!("{}/drains/{id}", self.prefix)
     }
 
+    /// A node's latest summary, under its lease.
+    pub(crate) fn summary(&self, id: &str) -> String {
+        format!("{}/summaries/{id}", self.prefix)
+    }
+
+    /// Every node's summary.
+    pub(crate) fn summaries(&self) -> String {
+        format!("{}/summaries/", self.prefix)
+    }
+
     pub(crate) fn shard(&self, shard: u32) -> String {
         format!("{}/shards/{shard:05}", self.prefix)
     }
@@ -219,6 +229,9 @@ impl Keys {
         if let Some(id) = rest.strip_prefix("drains/") {
             return Some(ClusterKey::Drain(id));
         }
+        if rest.starts_with("summaries/") {
+            return Some(ClusterKey::Summary);
+        }
         None
     }
 }
@@ -231,6 +244,8 @@ pub(crate) enum ClusterKey<'k> {
     Node(&'k str),
     Shard(u32),
     Drain(&'k str),
+    /// A node's summary: nothing the view holds.
+    Summary,
 }
 
 /// A shard record as stored: `owner|target|epoch|pinned`, empty owner or

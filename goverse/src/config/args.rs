@@ -91,6 +91,9 @@ pub struct NodeArgs {
     /// How long one storage operation may take [default: 10s].
     #[arg(long, env = "GOVERSE_STORAGE_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub storage_timeout: Option<String>,
+    /// How often the node publishes its summary for operators [default: 5s].
+    #[arg(long, env = "GOVERSE_SUMMARY_INTERVAL", value_name = "DURATION", value_parser = duration)]
+    pub summary_interval: Option<String>,
     /// Calls one object may have waiting [default: 10000].
     #[arg(long, env = "GOVERSE_MAX_QUEUED_PER_OBJECT", value_name = "N")]
     pub max_queued_per_object: Option<usize>,
@@ -269,6 +272,7 @@ impl NodeArgs {
             self.reliable_call_retention,
         );
         set(&mut file.storage_timeout, self.storage_timeout);
+        set(&mut file.summary_interval, self.summary_interval);
         set(&mut file.max_queued_per_object, self.max_queued_per_object);
         set(&mut file.max_calls_in_flight, self.max_calls_in_flight);
         set(&mut file.access_rules, self.access_rules);

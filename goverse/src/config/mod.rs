@@ -22,6 +22,7 @@
 //!   max_connections: 16
 //!   acquire_timeout: 10s
 //! storage_timeout: 10s             # one storage operation at most
+//! summary_interval: 5s             # how often the node tells operators how it is
 //! max_queued_per_object: 10000
 //! max_calls_in_flight: 100000
 //! auto_load:
@@ -82,6 +83,8 @@ pub struct NodeFile {
     pub reliable_call_retention: Option<String>,
     /// How long one storage operation may take before it fails (`10s`).
     pub storage_timeout: Option<String>,
+    /// How often the node publishes its summary for operators (`5s`).
+    pub summary_interval: Option<String>,
     /// Calls one object may have waiting (default 10 000).
     pub max_queued_per_object: Option<usize>,
     /// Calls the node may have in flight (default 100 000).
@@ -317,6 +320,7 @@ impl NodeFile {
             &self.idle_timeout,
             &self.reliable_call_retention,
             &self.storage_timeout,
+            &self.summary_interval,
         ]
         .into_iter()
         .chain(self.cluster.as_ref().map(|c| &c.lease_ttl))

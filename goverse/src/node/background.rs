@@ -114,6 +114,65 @@ impl NodeInner {
         self.add_background(task);
     }
 
+    /// Publishes the node's summary at every summary interval, from the
+    /// start.
+    pub(super) fn start_summaries(self: &Arc<Self>) {
+        let node = Arc::downgrade(self);
+        let period = self.config.summary_interval;
+        let task = self.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(node) = node.upgrade() else {
+                    break;
+                };
+                let summary = node.summary();
+                if let Err(error) = node.coordinator.publish_summary(&summary).await {
+                    tracing::debug!(%error, "publishing the node's summary failed");
+                }
+            }
+        });
+        self.add_background(task);
+    }
+
+    /// What the node says of itself to operators now.
+    pub(crate) fn summary(&self) -> crate::cluster::NodeSummary {
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        crate::cluster::NodeSummary {
+            node: self.id().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            at_unix_ms,
+            objects: self
+                .by_name
+                .iter()
+                .map(|(name, host)| (name.to_string(), host.len() as u64))
+                .collect(),
+            activations: self.stats.activations(),
+            calls: self.calls_served(),
+            shards: self.shards_served(),
+            ready: self.unready().is_none(),
+        }
+    }
+
+    /// Calls served since the start, when the node counts them.
+    fn calls_served(&self) -> Option<u64> {
+        #[cfg(feature = "ops")]
+        if self.config.call_metrics {
+            let total = self
+                .by_name
+                .values()
+                .filter_map(|host| host.call_totals())
+                .flatten()
+                .map(|(_, totals)| totals.outcomes.iter().sum::<u64>())
+                .sum();
+            return Some(total);
+        }
+        None
+    }
+
     /// Scans for idle objects at a quarter of the shortest idle timeout.
     pub(super) fn start_idle_collector(self: &Arc<Self>) {
         let Some(shortest) = self.by_name.values().map(|h| h.idle_timeout()).min() else {

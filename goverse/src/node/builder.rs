@@ -92,6 +92,13 @@ impl NodeBuilder {
         self
     }
 
+    /// How often the node publishes its summary for operators (default
+    /// 5 s; see [`NodeConfig::summary_interval`]).
+    pub fn summary_interval(mut self, interval: Duration) -> Self {
+        self.config.summary_interval = interval;
+        self
+    }
+
     /// Sets how long one storage operation may take before it fails with
     /// `STORAGE_ERROR` (default 10 s).
     pub fn storage_timeout(mut self, timeout: Duration) -> Self {
@@ -230,6 +237,9 @@ impl NodeBuilder {
         if let Some(timeout) = &file.idle_timeout {
             config.idle_timeout = parse_duration(timeout)?;
         }
+        if let Some(interval) = &file.summary_interval {
+            config.summary_interval = parse_duration(interval)?;
+        }
         if let Some(timeout) = &file.storage_timeout {
             config.storage_timeout = parse_duration(timeout)?;
         }
@@ -319,6 +329,7 @@ impl NodeBuilder {
         let coordinator = coordinator.unwrap_or_else(|| Arc::new(LocalCoordinator::new()));
         crate::call::check_duration("call timeout", config.call_timeout)?;
         crate::call::check_duration("storage timeout", config.storage_timeout)?;
+        crate::call::check_duration("summary interval", config.summary_interval)?;
         if config.profiling && !cfg!(feature = "profiling") {
             return Err(Error::Config(
                 "the configuration turns profiling on, but goverse was built without its `profiling` feature"
@@ -414,6 +425,7 @@ impl NodeBuilder {
         inner.set_view(membership.view.clone());
         inner.start_idle_collector();
         inner.start_purger();
+        inner.start_summaries();
         shards::start(&inner, membership.view);
         inner.auto_load_per_node();
         Ok(Node { inner })

@@ -104,6 +104,11 @@ pub struct NodeConfig {
     /// 10 s): a database that stops answering fails the calls waiting on
     /// it within this bound and releases their objects.
     pub storage_timeout: Duration,
+    /// How often the node publishes a summary of itself (objects per
+    /// type, activations, calls, shards, readiness) through its
+    /// coordinator, for `goverse status` and inspectors: one small write
+    /// per interval, none per call (default 5 s).
+    pub summary_interval: Duration,
     /// How many exclusive calls may wait for one object (default 10 000);
     /// more are refused with `OVERLOADED`.
     pub max_queued_per_object: usize,
@@ -137,6 +142,7 @@ impl Default for NodeConfig {
             reliable_call_retention: Duration::from_secs(24 * 60 * 60),
             access_rules: None,
             storage_timeout: Duration::from_secs(10),
+            summary_interval: Duration::from_secs(5),
             max_queued_per_object: 10_000,
             max_calls_in_flight: 100_000,
         }
@@ -173,6 +179,9 @@ pub(crate) struct Stats {
 impl Stats {
     pub(crate) fn activated(&self) {
         self.activations.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn activations(&self) -> u64 {
+        self.activations.load(Ordering::Relaxed)
     }
     pub(crate) fn deactivated(&self) {
         self.deactivations.fetch_add(1, Ordering::Relaxed);
@@ -552,6 +561,26 @@ pub(crate) struct NodeInner {
 impl NodeInner {
     pub(crate) fn id(&self) -> &str {
         &self.config.node_id
+    }
+
+    /// Why the node should not be sent traffic now, or `None` when it should:
+    /// it must be up, able to prove its membership (its lease is alive), and
+    /// every shard must have a live owner to route to.
+    pub(crate) fn unready(&self) -> Option<String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Some("the node is shutting down".into());
+        }
+        let view = self.view();
+        if !view.online {
+            return Some("the node cannot prove its membership of the cluster".into());
+        }
+        let orphaned = (0..view.shard_count())
+            .filter(|&shard| view.current_owner(shard).is_none())
+            .count();
+        if orphaned > 0 {
+            return Some(format!("{orphaned} shards have no live owner yet"));
+        }
+        None
     }
 
     /// How many shards this node serves now.

@@ -376,24 +376,9 @@ fn encode_calls(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::f
     Ok(())
 }
 
-/// Why the node should not be sent traffic now, or `None` when it should:
-/// it must be up, able to prove its membership (its lease is alive), and
-/// every shard must have a live owner to route to.
+/// Why the node should not be sent traffic now, or `None` when it should.
 pub(crate) fn unready(node: &NodeInner) -> Option<String> {
-    if node.shutting_down.load(Ordering::SeqCst) {
-        return Some("the node is shutting down".into());
-    }
-    let view = node.view();
-    if !view.online {
-        return Some("the node cannot prove its membership of the cluster".into());
-    }
-    let orphaned = (0..view.shard_count())
-        .filter(|&shard| view.current_owner(shard).is_none())
-        .count();
-    if orphaned > 0 {
-        return Some(format!("{orphaned} shards have no live owner yet"));
-    }
-    None
+    node.unready()
 }
 
 /// `/metrics`, `/healthz` and `/ready`, for a node's own ops listener or a
