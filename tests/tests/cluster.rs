@@ -342,6 +342,15 @@ async fn an_operator_drains_a_node_and_undrains_it_without_caller_errors(backend
     let admin = cluster.backend.admin(&cluster.prefix).await;
     let driver = Driver::start(&a, ids(24));
     driver.wait_for_calls(100).await;
+    // A shard pinned to b moves with the drain too.
+    let pinned = (0..SHARDS)
+        .find(|&s| {
+            b.cluster_view()
+                .current_owner(s)
+                .is_some_and(|n| &*n.id == "b")
+        })
+        .expect("b serves shards");
+    admin.pin(pinned, "b").await.expect("pin");
 
     admin.drain("b").await.expect("drain");
     wait_until(
@@ -352,6 +361,11 @@ async fn an_operator_drains_a_node_and_undrains_it_without_caller_errors(backend
     .await;
     let view = admin.view().await.expect("view");
     assert!(view.nodes["b"].draining && !view.nodes["a"].draining);
+    assert_eq!(
+        view.current_owner(pinned).map(|n| n.id.clone()).as_deref(),
+        Some("a"),
+        "the pinned shard left the drained node"
+    );
     driver.wait_for_calls(100).await;
     // The last node taking shards, a node nobody knows, and a drained
     // node as a shard's new home are refused.
