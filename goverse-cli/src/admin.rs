@@ -83,11 +83,11 @@ pub(crate) struct NodeArgs {
     admin: AdminArgs,
 }
 
-fn failed(error: goverse::Error) -> String {
+pub(crate) fn failed(error: goverse::Error) -> String {
     format!("[{}] {error}", error.code())
 }
 
-async fn connect(args: &AdminArgs) -> Result<ClusterAdmin, String> {
+pub(crate) async fn connect(args: &AdminArgs) -> Result<ClusterAdmin, String> {
     let prefix = args.prefix.as_deref().unwrap_or("/goverse");
     ClusterAdmin::etcd(&args.etcd, prefix).await.map_err(failed)
 }

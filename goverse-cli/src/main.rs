@@ -10,6 +10,7 @@
 //! goverse unpin   SHARD | --object <id> --etcd <url,...>
 //! goverse drain   NODE --etcd <url,...>
 //! goverse undrain NODE --etcd <url,...>
+//! goverse inspector --etcd <url,...> [--listen 127.0.0.1:8090] [--tokens <file>]
 //! ```
 //!
 //! `migrate` applies the embedded schema migrations (idempotent, safe to
@@ -21,6 +22,7 @@
 //! cluster's state from etcd without joining it.
 
 mod admin;
+mod inspector;
 mod logging;
 
 use std::path::PathBuf;
@@ -62,6 +64,9 @@ enum Command {
     Drain(admin::NodeArgs),
     /// Ends a node's drain.
     Undrain(admin::NodeArgs),
+    /// Serves the cluster's state, and the operators' actions on it, as a
+    /// JSON API (and, with `--tokens`, takes actions).
+    Inspector(inspector::InspectorArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +98,7 @@ async fn main() -> ExitCode {
         Command::Unpin(args) => admin::pin(args, false).await,
         Command::Drain(args) => admin::drain(args, true).await,
         Command::Undrain(args) => admin::drain(args, false).await,
+        Command::Inspector(args) => inspector::run(args).await,
     };
     match outcome {
         Ok(message) => {

@@ -133,9 +133,10 @@ impl TokenFile {
         self.tokens.is_empty()
     }
 
-    /// The identity `token` stands for. Every known token is compared, in
-    /// time independent of where they differ and of their lengths.
-    fn identity_of(&self, token: &str) -> Option<&Identity> {
+    /// The identity `token` stands for, if it is one of the file's. Every
+    /// known token is compared, in time independent of where they differ
+    /// and of their lengths.
+    pub fn identity_of(&self, token: &str) -> Option<&Identity> {
         let mut found = None;
         for (known, identity) in &self.tokens {
             if known.matches(token) && found.is_none() {

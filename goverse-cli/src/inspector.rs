@@ -1,0 +1,307 @@
+//! `goverse inspector`: a cluster's state for a browser and for scripts,
+//! read from etcd (the shard map and the nodes' summaries) without
+//! joining, and the operator's actions on it (move, pin, unpin, drain,
+//! undrain), each made with an operator token and written to a log of who
+//! did what.
+//!
+//! The JSON API:
+//!
+//! | route | answers |
+//! | --- | --- |
+//! | `GET /api/cluster` | nodes with their summaries, and every shard's owner, target, epoch and pin |
+//! | `GET /api/objects/{id}` | the shard and node of an object id |
+//! | `POST /api/actions` | an action, with `Authorization: Bearer <operator token>` |
+//! | `GET /api/actions` | the actions taken, newest last |
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use goverse::cluster::{ClusterAdmin, NodeSummary};
+use goverse::gate::TokenFile;
+use serde_json::json;
+
+use crate::admin::AdminArgs;
+
+/// Actions kept in the log, at most.
+const LOG_LENGTH: usize = 500;
+
+/// `goverse inspector`'s flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InspectorArgs {
+    /// Where to serve the page and the API.
+    #[arg(
+        long,
+        env = "GOVERSE_INSPECTOR_LISTEN",
+        value_name = "ADDRESS",
+        default_value = "127.0.0.1:8090"
+    )]
+    listen: SocketAddr,
+    /// The operators' tokens, in the gate's token file format; without
+    /// it, the inspector only shows.
+    #[arg(long, env = "GOVERSE_INSPECTOR_TOKENS", value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// One action an operator took.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Taken {
+    at_unix_ms: u64,
+    user: String,
+    action: Action,
+    /// `OK`, or the error's code and message.
+    outcome: String,
+}
+
+/// What an operator asks.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+enum Action {
+    /// Moves a shard to a node and pins it there.
+    Move { shard: u32, node: String },
+    /// Pins a shard to the node serving it.
+    Pin { shard: u32 },
+    /// Unpins a shard.
+    Unpin { shard: u32 },
+    /// Drains a node.
+    Drain { node: String },
+    /// Ends a node's drain.
+    Undrain { node: String },
+}
+
+struct Inspector {
+    admin: ClusterAdmin,
+    tokens: Option<TokenFile>,
+    log: Mutex<VecDeque<Taken>>,
+}
+
+type Shared = State<Arc<Inspector>>;
+
+/// Serves the inspector until the process is stopped.
+pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
+    let admin = crate::admin::connect(&args.admin).await?;
+    // Fail at start, not at the first request, for a wrong prefix.
+    admin.view().await.map_err(crate::admin::failed)?;
+    let tokens = match &args.tokens {
+        Some(path) => Some(TokenFile::load(path).map_err(crate::admin::failed)?),
+        None => None,
+    };
+    let inspector = Arc::new(Inspector {
+        admin,
+        tokens,
+        log: Mutex::new(VecDeque::new()),
+    });
+    let router = axum::Router::new()
+        .route("/api/cluster", get(cluster))
+        .route("/api/objects/{id}", get(object))
+        .route("/api/actions", post(act).get(actions))
+        .with_state(inspector);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| format!("cannot read the listening address: {error}"))?;
+    // The line a supervisor (or a test) waits for.
+    println!("ready http://{bound}");
+    tracing::info!(listen = %bound, "inspector ready");
+    axum::serve(listener, router)
+        .await
+        .map_err(|error| format!("the inspector stopped: {error}"))?;
+    Ok(String::new())
+}
+
+/// An error as the API answers it: a status, a stable code, a message.
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "code": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+fn refuse_error(error: &goverse::Error) -> Response {
+    let code = error.code();
+    let status = match code.as_str() {
+        "INVALID_CONFIG" | "INVALID_OBJECT_ID" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    refuse(status, code.as_str(), error.to_string())
+}
+
+async fn cluster(State(inspector): Shared) -> Response {
+    let view = match inspector.admin.view().await {
+        Ok(view) => view,
+        Err(error) => return refuse_error(&error),
+    };
+    let summaries: BTreeMap<String, NodeSummary> = inspector
+        .admin
+        .summaries()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|summary| (summary.node.clone(), summary))
+        .collect();
+    let nodes: Vec<_> = view
+        .nodes
+        .values()
+        .map(|node| {
+            let shards = (0..view.shard_count())
+                .filter(|&s| view.current_owner(s).is_some_and(|o| o.id == node.id))
+                .count();
+            json!({
+                "id": &*node.id,
+                "address": &*node.address,
+                "hosts_objects": node.hosts_objects,
+                "leaving": node.leaving,
+                "draining": node.draining,
+                "leader": view.leader.as_ref() == Some(&node.id),
+                "shards": shards,
+                "summary": summaries.get(&*node.id),
+            })
+        })
+        .collect();
+    // Every shard, as columns: 8192 rows as objects would be most of the
+    // answer's size.
+    let count = view.shard_count();
+    let owner: Vec<Option<&str>> = (0..count)
+        .map(|s| view.current_owner(s).map(|n| &*n.id))
+        .collect();
+    let target: Vec<Option<&str>> = (0..count)
+        .map(|s| view.shard(s).and_then(|st| st.target.as_deref()))
+        .collect();
+    let epoch: Vec<u64> = (0..count)
+        .map(|s| view.shard(s).map_or(0, |st| st.epoch))
+        .collect();
+    let pinned: Vec<u32> = (0..count)
+        .filter(|&s| view.shard(s).is_some_and(|st| st.pinned))
+        .collect();
+    let moving: Vec<u32> = (0..count).filter(|&s| view.is_moving(s)).collect();
+    Json(json!({
+        "leader": view.leader.as_deref(),
+        "shard_count": count,
+        "nodes": nodes,
+        "shards": {
+            "owner": owner,
+            "target": target,
+            "epoch": epoch,
+            "pinned": pinned,
+            "moving": moving,
+        },
+    }))
+    .into_response()
+}
+
+async fn object(State(inspector): Shared, Path(id): Path<String>) -> Response {
+    let view = match inspector.admin.view().await {
+        Ok(view) => view,
+        Err(error) => return refuse_error(&error),
+    };
+    let count = view.shard_count();
+    if let Err(error) = goverse::placement::validate_id(&id, count) {
+        return refuse_error(&error);
+    }
+    if let Some(address) = goverse::placement::pinned_node(&id) {
+        let node = view
+            .nodes
+            .values()
+            .find(|n| &*n.address == address)
+            .map(|n| &*n.id);
+        return Json(
+            json!({ "object": id, "shard": null, "node": node, "pinned_to_address": address }),
+        )
+        .into_response();
+    }
+    let shard = goverse::placement::shard_of(&id, count);
+    let node = view.current_owner(shard).map(|n| n.id.to_string());
+    Json(json!({ "object": id, "shard": shard, "node": node })).into_response()
+}
+
+async fn actions(State(inspector): Shared) -> Response {
+    let log: Vec<Taken> = inspector
+        .log
+        .lock()
+        .map(|log| log.iter().cloned().collect())
+        .unwrap_or_default();
+    Json(json!({ "actions": log })).into_response()
+}
+
+async fn act(State(inspector): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(tokens) = &inspector.tokens else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "ACCESS_DENIED",
+            "this inspector has no operator tokens (--tokens): it only shows",
+        );
+    };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(user) = token
+        .and_then(|token| tokens.identity_of(token))
+        .map(|identity| identity.user_id.to_string())
+    else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "an operator token is required (Authorization: Bearer <token>)",
+        );
+    };
+    let action: Action = match serde_json::from_slice(&body) {
+        Ok(action) => action,
+        Err(error) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "INVALID_JSON",
+                format!("not an action: {error}"),
+            );
+        }
+    };
+    let admin = &inspector.admin;
+    let done = match &action {
+        Action::Move { shard, node } => admin.pin(*shard, node).await,
+        Action::Pin { shard } => match admin.view().await {
+            Ok(view) => match view.current_owner(*shard) {
+                Some(owner) => admin.pin(*shard, &owner.id).await,
+                None => Err(goverse::Error::Config(format!(
+                    "shard {shard} has no live owner to pin it to"
+                ))),
+            },
+            Err(error) => Err(error),
+        },
+        Action::Unpin { shard } => admin.unpin(*shard).await,
+        Action::Drain { node } => admin.drain(node).await,
+        Action::Undrain { node } => admin.undrain(node).await,
+    };
+    let outcome = match &done {
+        Ok(()) => "OK".to_string(),
+        Err(error) => format!("{}: {error}", error.code()),
+    };
+    tracing::info!(%user, ?action, %outcome, "operator action");
+    if let Ok(mut log) = inspector.log.lock() {
+        if log.len() >= LOG_LENGTH {
+            log.pop_front();
+        }
+        log.push_back(Taken {
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            user: user.clone(),
+            action: action.clone(),
+            outcome,
+        });
+    }
+    match done {
+        Ok(()) => Json(json!({ "ok": true, "user": user, "action": action })).into_response(),
+        Err(error) => refuse_error(&error),
+    }
+}

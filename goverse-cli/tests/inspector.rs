@@ -1,0 +1,199 @@
+//! `goverse inspector` against a two-node cluster on the test etcd: its
+//! JSON API shows the nodes, their summaries and every shard; an operator
+//! with a token moves a shard, which lands where asked, and the log says
+//! who did it; requests without a valid token, and actions that cannot be
+//! done, are refused with a stable code.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use goverse::Node;
+use goverse_tests::processes::{Vault, VaultClient};
+use goverse_tests::{Backend, PATIENCE, http_get, http_post, unique_prefix, wait_until};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// `GET path` as JSON.
+async fn get_json(address: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_get(address, path).await;
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_shows_the_cluster_and_takes_an_operators_actions() {
+    let backend = Backend::etcd();
+    let Backend::Etcd(endpoint) = &backend else {
+        unreachable!("an etcd backend")
+    };
+    let prefix = unique_prefix("inspector");
+    let start = |id: &'static str| {
+        let (backend, prefix) = (backend.clone(), prefix.clone());
+        async move {
+            Node::builder()
+                .register::<Vault>()
+                .node_id(id)
+                .shard_count(16)
+                .listen("127.0.0.1:0".parse().expect("address"))
+                .summary_interval(Duration::from_millis(100))
+                .coordinator(backend.coordinator(&prefix, Duration::from_secs(2)).await)
+                .start()
+                .await
+                .expect("node starts")
+        }
+    };
+    let (a, b) = (start("insp-a").await, start("insp-b").await);
+    wait_until("both nodes own shards", PATIENCE, || {
+        let (a, b) = (a.stats().shards, b.stats().shards);
+        async move { a > 0 && b > 0 && a + b == 16 }
+    })
+    .await;
+    VaultClient::new(&a, "seen")
+        .deposit(goverse::types::Int64Value { value: 1 })
+        .await
+        .expect("deposit");
+
+    let dir = std::env::temp_dir().join(prefix.replace('/', "_"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let tokens = dir.join("operators.yaml");
+    std::fs::write(
+        &tokens,
+        "tokens:\n  - { token: ops-alice-0123456789abcdef, user: alice, roles: [operator] }\n",
+    )
+    .expect("tokens");
+    let mut inspector = Command::new(env!("CARGO_BIN_EXE_goverse"))
+        .args(["inspector", "--listen", "127.0.0.1:0", "--tokens"])
+        .arg(&tokens)
+        .env("GOVERSE_ETCD", endpoint)
+        .env("GOVERSE_PREFIX", &prefix)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("goverse inspector starts");
+    let mut lines = BufReader::new(inspector.stdout.take().expect("stdout")).lines();
+    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("ready in time")
+        .expect("stdout")
+        .expect("a line");
+    let address = ready
+        .strip_prefix("ready http://")
+        .unwrap_or_else(|| panic!("unexpected: {ready}"))
+        .to_string();
+
+    // The cluster: both nodes with their summaries, every shard owned.
+    wait_until(
+        "the vault shows in its node's summary",
+        PATIENCE,
+        || async {
+            let (_, cluster) = get_json(&address, "/api/cluster").await;
+            cluster["nodes"].as_array().is_some_and(|nodes| {
+                nodes.len() == 2
+                    && nodes
+                        .iter()
+                        .map(|n| n["summary"]["objects"]["Vault"].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                        == 1
+            })
+        },
+    )
+    .await;
+    let (status, cluster) = get_json(&address, "/api/cluster").await;
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(cluster["shard_count"], 16);
+    let owners = cluster["shards"]["owner"].as_array().expect("owners");
+    assert_eq!(owners.len(), 16);
+    assert!(
+        owners.iter().all(|o| o == "insp-a" || o == "insp-b"),
+        "{cluster}"
+    );
+    let shards: u64 = cluster["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["shards"].as_u64().expect("shards"))
+        .sum();
+    assert_eq!(shards, 16);
+
+    // Which shard and node hold an object.
+    let (status, found) = get_json(&address, "/api/objects/seen").await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["shard"], goverse::placement::shard_of("seen", 16));
+    let host = VaultClient::new(&a, "seen")
+        .host(goverse::types::Empty {})
+        .await
+        .expect("host")
+        .value;
+    assert_eq!(found["node"], host.as_str());
+    let (status, bad) = get_json(&address, "/api/objects/%07").await;
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (400, Some("INVALID_OBJECT_ID"))
+    );
+
+    // Actions need an operator's token.
+    let shard = (0..16)
+        .find(|&s| owners[s] == "insp-a")
+        .expect("a serves shards");
+    let moving = format!(r#"{{"action": "move", "shard": {shard}, "node": "insp-b"}}"#);
+    let (status, refused) = http_post(&address, "/api/actions", &[], &moving).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
+    let mallory = [("authorization", "Bearer mallory-0123456789abcdef")];
+    let (status, _) = http_post(&address, "/api/actions", &mallory, &moving).await;
+    assert_eq!(status, 401);
+    let alice = [("authorization", "Bearer ops-alice-0123456789abcdef")];
+    let (status, answer) = http_post(&address, "/api/actions", &alice, &moving).await;
+    assert_eq!(status, 200, "{answer}");
+    wait_until("the shard lands on b, pinned", PATIENCE, || async {
+        let (_, cluster) = get_json(&address, "/api/cluster").await;
+        cluster["shards"]["owner"][shard] == "insp-b"
+            && cluster["shards"]["pinned"]
+                .as_array()
+                .is_some_and(|p| p.contains(&shard.into()))
+            && cluster["shards"]["moving"]
+                .as_array()
+                .is_some_and(|m| m.is_empty())
+    })
+    .await;
+    assert_eq!(
+        b.cluster_view()
+            .current_owner(shard as u32)
+            .map(|n| n.id.to_string()),
+        Some("insp-b".to_string())
+    );
+    // What cannot be done is refused, and logged too.
+    for (body, code) in [
+        (
+            r#"{"action": "move", "shard": 0, "node": "nobody"}"#,
+            "INVALID_CONFIG",
+        ),
+        (r#"{"action": "drain", "node": "nobody"}"#, "INVALID_CONFIG"),
+        (r#"{"action": "explode"}"#, "INVALID_JSON"),
+    ] {
+        let (status, refused) = http_post(&address, "/api/actions", &alice, body).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, log) = get_json(&address, "/api/actions").await;
+    assert_eq!(status, 200);
+    let log = log["actions"].as_array().expect("actions").clone();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[0]["user"], "alice");
+    assert_eq!(log[0]["action"]["action"], "move");
+    assert_eq!(log[0]["outcome"], "OK");
+    assert!(
+        log[1]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("INVALID_CONFIG"))
+    );
+
+    inspector.kill().await.expect("stops");
+    a.shutdown().await;
+    b.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
