@@ -21,6 +21,12 @@ if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
   pip install --quiet grpcio grpcio-tools 2>/dev/null || pip install --quiet --break-system-packages grpcio grpcio-tools
 fi
 
+step "browser"
+# The inspector's page is tested in a real headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 step "format"
 cargo fmt --all -- --check
 

@@ -1,4 +1,5 @@
-//! `goverse inspector`: a cluster's state for a browser and for scripts,
+//! `goverse inspector`: a cluster's state for a browser (the page at `/`)
+//! and for scripts,
 //! read from etcd (the shard map and the nodes' summaries) without
 //! joining, and the operator's actions on it (move, pin, unpin, drain,
 //! undrain), each made with an operator token and written to a log of who
@@ -100,6 +101,7 @@ pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
         log: Mutex::new(VecDeque::new()),
     });
     let router = axum::Router::new()
+        .route("/", get(page))
         .route("/api/cluster", get(cluster))
         .route("/api/objects/{id}", get(object))
         .route("/api/actions", post(act).get(actions))
@@ -117,6 +119,18 @@ pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
         .await
         .map_err(|error| format!("the inspector stopped: {error}"))?;
     Ok(String::new())
+}
+
+/// The page: plain HTML, CSS and script, built into the binary, which
+/// reads the API every second.
+const PAGE: &str = include_str!("inspector.html");
+
+async fn page() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        PAGE,
+    )
+        .into_response()
 }
 
 /// An error as the API answers it: a status, a stable code, a message.

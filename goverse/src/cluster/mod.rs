@@ -80,6 +80,9 @@ pub struct NodeSummary {
     pub version: String,
     /// When the summary was made, in milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
+    /// How often the node publishes one, in milliseconds: a summary much
+    /// older than this says the node has stopped.
+    pub interval_ms: u64,
     /// Objects active on the node now, by type.
     pub objects: BTreeMap<String, u64>,
     /// Objects activated since the node started.

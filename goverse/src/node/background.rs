@@ -145,6 +145,8 @@ impl NodeInner {
             node: self.id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             at_unix_ms,
+            interval_ms: u64::try_from(self.config.summary_interval.as_millis())
+                .unwrap_or(u64::MAX),
             objects: self
                 .by_name
                 .iter()
