@@ -4,14 +4,11 @@
 //! who did it; requests without a valid token, and actions that cannot be
 //! done, are refused with a stable code.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
-use goverse::Node;
-use goverse_tests::processes::{Vault, VaultClient};
+use common::{OPERATOR_TOKEN, start_inspector, vault_node};
+use goverse_tests::processes::VaultClient;
 use goverse_tests::{Backend, PATIENCE, http_get, http_post, unique_prefix, wait_until};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 /// `GET path` as JSON.
 async fn get_json(address: &str, path: &str) -> (u16, serde_json::Value) {
@@ -26,22 +23,10 @@ async fn the_inspector_shows_the_cluster_and_takes_an_operators_actions() {
         unreachable!("an etcd backend")
     };
     let prefix = unique_prefix("inspector");
-    let start = |id: &'static str| {
-        let (backend, prefix) = (backend.clone(), prefix.clone());
-        async move {
-            Node::builder()
-                .register::<Vault>()
-                .node_id(id)
-                .shard_count(16)
-                .listen("127.0.0.1:0".parse().expect("address"))
-                .summary_interval(Duration::from_millis(100))
-                .coordinator(backend.coordinator(&prefix, Duration::from_secs(2)).await)
-                .start()
-                .await
-                .expect("node starts")
-        }
-    };
-    let (a, b) = (start("insp-a").await, start("insp-b").await);
+    let (a, b) = (
+        vault_node(&backend, &prefix, "insp-a", 16).await,
+        vault_node(&backend, &prefix, "insp-b", 16).await,
+    );
     wait_until("both nodes own shards", PATIENCE, || {
         let (a, b) = (a.stats().shards, b.stats().shards);
         async move { a > 0 && b > 0 && a + b == 16 }
@@ -53,32 +38,7 @@ async fn the_inspector_shows_the_cluster_and_takes_an_operators_actions() {
         .expect("deposit");
 
     let dir = std::env::temp_dir().join(prefix.replace('/', "_"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let tokens = dir.join("operators.yaml");
-    std::fs::write(
-        &tokens,
-        "tokens:\n  - { token: ops-alice-0123456789abcdef, user: alice, roles: [operator] }\n",
-    )
-    .expect("tokens");
-    let mut inspector = Command::new(env!("CARGO_BIN_EXE_goverse"))
-        .args(["inspector", "--listen", "127.0.0.1:0", "--tokens"])
-        .arg(&tokens)
-        .env("GOVERSE_ETCD", endpoint)
-        .env("GOVERSE_PREFIX", &prefix)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("goverse inspector starts");
-    let mut lines = BufReader::new(inspector.stdout.take().expect("stdout")).lines();
-    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("ready in time")
-        .expect("stdout")
-        .expect("a line");
-    let address = ready
-        .strip_prefix("ready http://")
-        .unwrap_or_else(|| panic!("unexpected: {ready}"))
-        .to_string();
+    let (mut inspector, address) = start_inspector(endpoint, &prefix, &dir).await;
 
     // The cluster: both nodes with their summaries, every shard owned.
     wait_until(
@@ -143,7 +103,8 @@ async fn the_inspector_shows_the_cluster_and_takes_an_operators_actions() {
     let mallory = [("authorization", "Bearer mallory-0123456789abcdef")];
     let (status, _) = http_post(&address, "/api/actions", &mallory, &moving).await;
     assert_eq!(status, 401);
-    let alice = [("authorization", "Bearer ops-alice-0123456789abcdef")];
+    let bearer = format!("Bearer {OPERATOR_TOKEN}");
+    let alice = [("authorization", bearer.as_str())];
     let (status, answer) = http_post(&address, "/api/actions", &alice, &moving).await;
     assert_eq!(status, 200, "{answer}");
     wait_until("the shard lands on b, pinned", PATIENCE, || async {

@@ -5,13 +5,14 @@
 //! node that dies turns bad on the page and its shards move. Screenshots
 //! go to the test's output directory.
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::{OPERATOR_TOKEN, start_inspector, vault_node};
 use futures_util::{SinkExt as _, StreamExt as _};
-use goverse::Node;
-use goverse_tests::processes::Vault;
 use goverse_tests::{Backend, PATIENCE, unique_prefix, wait_until};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -188,25 +189,10 @@ async fn the_inspector_page_shows_the_cluster_moves_a_shard_and_sees_a_node_die(
         unreachable!("an etcd backend")
     };
     let prefix = unique_prefix("inspector-page");
-    let start = |id: &'static str| {
-        let (backend, prefix) = (backend.clone(), prefix.clone());
-        async move {
-            Node::builder()
-                .register::<Vault>()
-                .node_id(id)
-                .shard_count(64)
-                .listen("127.0.0.1:0".parse().expect("address"))
-                .summary_interval(Duration::from_millis(200))
-                .coordinator(backend.coordinator(&prefix, Duration::from_secs(2)).await)
-                .start()
-                .await
-                .expect("node starts")
-        }
-    };
     let nodes = [
-        start("page-a").await,
-        start("page-b").await,
-        start("page-c").await,
+        vault_node(&backend, &prefix, "page-a", 64).await,
+        vault_node(&backend, &prefix, "page-b", 64).await,
+        vault_node(&backend, &prefix, "page-c", 64).await,
     ];
     wait_until("every node owns shards", PATIENCE, || {
         let counts: Vec<u64> = nodes.iter().map(|n| n.stats().shards).collect();
@@ -215,32 +201,8 @@ async fn the_inspector_page_shows_the_cluster_moves_a_shard_and_sees_a_node_die(
     .await;
 
     let dir = std::env::temp_dir().join(prefix.replace('/', "_"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let tokens = dir.join("operators.yaml");
-    std::fs::write(
-        &tokens,
-        "tokens:\n  - { token: ops-alice-0123456789abcdef, user: alice, roles: [operator] }\n",
-    )
-    .expect("tokens");
-    let mut inspector = Command::new(env!("CARGO_BIN_EXE_goverse"))
-        .args(["inspector", "--listen", "127.0.0.1:0", "--tokens"])
-        .arg(&tokens)
-        .env("GOVERSE_ETCD", endpoint)
-        .env("GOVERSE_PREFIX", &prefix)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("goverse inspector starts");
-    let mut lines = BufReader::new(inspector.stdout.take().expect("stdout")).lines();
-    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("ready in time")
-        .expect("stdout")
-        .expect("a line");
-    let url = ready
-        .strip_prefix("ready ")
-        .expect("ready line")
-        .to_string();
+    let (mut inspector, address) = start_inspector(endpoint, &prefix, &dir).await;
+    let url = format!("http://{address}");
 
     let mut browser = Browser::start().await;
     browser
@@ -285,7 +247,7 @@ async fn the_inspector_page_shows_the_cluster_moves_a_shard_and_sees_a_node_die(
     let submitted = browser
         .eval(&format!(
             r#"(() => {{
-                document.getElementById('token').value = 'ops-alice-0123456789abcdef';
+                document.getElementById('token').value = '{OPERATOR_TOKEN}';
                 document.getElementById('action-kind').value = 'move';
                 document.getElementById('action-shard').value = '{shard}';
                 document.getElementById('action-node').value = 'page-c';
