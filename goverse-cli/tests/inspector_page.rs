@@ -270,7 +270,15 @@ async fn the_inspector_page_shows_the_cluster_moves_a_shard_and_sees_a_node_die(
         let log = browser
             .eval("document.querySelector('#log tbody').textContent")
             .await;
+        // The move also shows in the feed of moves: shard, from, to.
+        let moves = browser
+            .eval("document.querySelector('#moves tbody').textContent")
+            .await;
+        let seen_moving = moves
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("shard {shard}page-apage-c")));
         if grid[shard as usize] == "page-c"
+            && seen_moving
             && log
                 .as_str()
                 .is_some_and(|l| l.contains("alice") && l.contains("OK"))

@@ -453,6 +453,7 @@ async fn nodes_publish_summaries_that_wake_no_view(backend: Backend) {
                 .builder(id, SHARDS)
                 .await
                 .summary_interval(Duration::from_millis(20))
+                .call_metrics(true)
                 .start()
                 .await
                 .expect("node starts")
@@ -482,6 +483,8 @@ async fn nodes_publish_summaries_that_wake_no_view(backend: Backend) {
                 .map(|s| s.objects.get("Ledger").copied().unwrap_or(0))
                 .sum::<u64>()
                 == 1
+            // The call is counted once its turn is done.
+            && summaries.values().map(|s| s.calls.unwrap_or(0)).sum::<u64>() == 1
     })
     .await;
     let summaries = latest().await;
@@ -497,6 +500,27 @@ async fn nodes_publish_summaries_that_wake_no_view(backend: Backend) {
     assert_eq!(
         summaries["a"].shards + summaries["b"].shards,
         u64::from(SHARDS)
+    );
+    // With call metrics on, the owner counted the call, by type and by
+    // duration bucket.
+    let counted = |f: &dyn Fn(&goverse::cluster::NodeSummary) -> u64| -> u64 {
+        summaries.values().map(f).sum()
+    };
+    assert_eq!(counted(&|s| s.calls.unwrap_or(0)), 1, "{summaries:?}");
+    assert_eq!(
+        counted(&|s| s.calls_by_type.get("Ledger").copied().unwrap_or(0)),
+        1
+    );
+    assert_eq!(
+        counted(&|s| s.call_durations.iter().map(|(_, n)| n).sum()),
+        1
+    );
+    assert!(
+        summaries.values().all(|s| s
+            .call_durations
+            .last()
+            .is_some_and(|(bound, _)| bound.is_none())),
+        "the last bucket is unbounded: {summaries:?}"
     );
 
     // Many summaries later, the nodes still hold the same view: a summary

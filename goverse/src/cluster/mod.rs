@@ -90,6 +90,15 @@ pub struct NodeSummary {
     /// Calls the node served since it started, when it counts them (call
     /// metrics on).
     pub calls: Option<u64>,
+    /// The same calls by object type (empty without call metrics).
+    #[serde(default)]
+    pub calls_by_type: BTreeMap<String, u64>,
+    /// The same calls by duration: per bucket, not cumulative, each
+    /// bucket's upper bound in seconds (the last unbounded, written as
+    /// `null`); empty without call metrics. Two summaries' difference
+    /// gives the latencies of the calls between them.
+    #[serde(default)]
+    pub call_durations: Vec<(Option<f64>, u64)>,
     /// Shards the node serves now.
     pub shards: u64,
     /// Whether the node should be sent traffic (what `/ready` answers).

@@ -1,5 +1,8 @@
-//! A node's background work: auto-loaded objects, idle collection, and
+//! A node's background work: auto-loaded objects, idle collection, the
+//! summaries it publishes, and
 //! purging reliable-call records and tombstones past their retention.
+
+use std::collections::BTreeMap;
 
 use super::*;
 
@@ -141,6 +144,7 @@ impl NodeInner {
         let at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let calls = self.calls_served();
         crate::cluster::NodeSummary {
             node: self.id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -153,24 +157,42 @@ impl NodeInner {
                 .map(|(name, host)| (name.to_string(), host.len() as u64))
                 .collect(),
             activations: self.stats.activations(),
-            calls: self.calls_served(),
+            calls: calls.as_ref().map(|(total, _, _)| *total),
+            calls_by_type: calls
+                .as_ref()
+                .map(|(_, by_type, _)| by_type.clone())
+                .unwrap_or_default(),
+            call_durations: calls.map(|(_, _, durations)| durations).unwrap_or_default(),
             shards: self.shards_served(),
             ready: self.unready().is_none(),
         }
     }
 
-    /// Calls served since the start, when the node counts them.
-    fn calls_served(&self) -> Option<u64> {
+    /// Calls served since the start, when the node counts them: in all,
+    /// by type, and by duration bucket.
+    #[allow(clippy::type_complexity)]
+    fn calls_served(&self) -> Option<(u64, BTreeMap<String, u64>, Vec<(Option<f64>, u64)>)> {
         #[cfg(feature = "ops")]
         if self.config.call_metrics {
-            let total = self
-                .by_name
-                .values()
-                .filter_map(|host| host.call_totals())
-                .flatten()
-                .map(|(_, totals)| totals.outcomes.iter().sum::<u64>())
-                .sum();
-            return Some(total);
+            use super::call_metrics::BUCKETS;
+            let mut by_type = BTreeMap::new();
+            let mut buckets = [0u64; BUCKETS.len() + 1];
+            for (name, host) in &self.by_name {
+                let Some(methods) = host.call_totals() else {
+                    continue;
+                };
+                let mut calls = 0;
+                for (_, totals) in methods {
+                    calls += totals.outcomes.iter().sum::<u64>();
+                    for (total, count) in buckets.iter_mut().zip(totals.buckets) {
+                        *total += count;
+                    }
+                }
+                by_type.insert(name.to_string(), calls);
+            }
+            let bounds = BUCKETS.iter().copied().map(Some).chain([None]);
+            let durations = bounds.zip(buckets).collect();
+            return Some((by_type.values().sum(), by_type, durations));
         }
         None
     }
