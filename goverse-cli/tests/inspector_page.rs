@@ -264,6 +264,7 @@ async fn the_inspector_page_shows_the_cluster_moves_a_shard_and_sees_a_node_die(
             && !view.is_moving(shard)
     })
     .await;
+    let landed = tokio::time::Instant::now();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let grid = browser.eval(GRID).await;
@@ -291,7 +292,38 @@ async fn the_inspector_page_shows_the_cluster_moves_a_shard_and_sees_a_node_die(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // How long the page took to show the move once it had landed.
+    eprintln!("page update latency: {:?}", landed.elapsed());
     browser.screenshot("2-moved").await;
+
+    // The search box finds an object's shard and node.
+    let object_shard = goverse::placement::shard_of("room-42", 64);
+    let owner = nodes[0]
+        .cluster_view()
+        .current_owner(object_shard)
+        .map(|n| n.id.to_string())
+        .expect("an owner");
+    browser
+        .eval(
+            "document.getElementById('object-id').value = 'room-42'; \
+             document.querySelector('#search button').click(); true",
+        )
+        .await;
+    let expected = format!("shard {object_shard}, on {owner}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let found = browser
+            .eval("document.getElementById('search-result').textContent")
+            .await;
+        if found == expected.as_str() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the search never answered `{expected}`: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // page-b dies: the page marks it, and its shards move to the others.
     nodes[1].crash();
