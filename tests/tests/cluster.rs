@@ -210,6 +210,17 @@ impl Driver {
         .await;
     }
 
+    /// Stops the callers and checks that they saw no error during `what`
+    /// and that every add acknowledged to them is in its ledger.
+    async fn finish(self, via: &Node, what: &str) {
+        let (errors, done) = self.stop().await;
+        assert!(
+            errors.is_empty(),
+            "callers saw errors during {what}: {errors:?}"
+        );
+        assert_ledgers(via, &done).await;
+    }
+
     async fn stop(self) -> (Vec<String>, BTreeMap<String, i64>) {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.expect("driver");
@@ -296,16 +307,11 @@ async fn a_joining_node_takes_shards_without_caller_errors(backend: Backend) {
     let c = cluster.node("c").await;
     wait_balanced(&[&a, &b, &c]).await;
     driver.wait_for_calls(100).await;
-    let (errors, done) = driver.stop().await;
-    assert!(
-        errors.is_empty(),
-        "callers saw errors during the moves: {errors:?}"
-    );
+    driver.finish(&b, "the moves").await;
     assert!(
         b.stats().activations > 0 && c.stats().activations > 0,
         "objects moved to the new nodes"
     );
-    assert_ledgers(&b, &done).await;
     for node in [&a, &b, &c] {
         node.shutdown().await;
     }
@@ -323,12 +329,7 @@ async fn a_node_leaving_gracefully_hands_over_without_caller_errors(backend: Bac
     c.shutdown().await;
     wait_balanced(&[&a, &b]).await;
     driver.wait_for_calls(100).await;
-    let (errors, done) = driver.stop().await;
-    assert!(
-        errors.is_empty(),
-        "callers saw errors during the leave: {errors:?}"
-    );
-    assert_ledgers(&a, &done).await;
+    driver.finish(&a, "the leave").await;
     for node in [&a, &b] {
         node.shutdown().await;
     }
@@ -393,12 +394,7 @@ async fn an_operator_drains_a_node_and_undrains_it_without_caller_errors(backend
     admin.undrain("b").await.expect("undrain");
     wait_balanced(&[&a, &b]).await;
     driver.wait_for_calls(100).await;
-    let (errors, done) = driver.stop().await;
-    assert!(
-        errors.is_empty(),
-        "callers saw errors during the drains: {errors:?}"
-    );
-    assert_ledgers(&a, &done).await;
+    driver.finish(&a, "the drains").await;
     for node in [&a, &b] {
         node.shutdown().await;
     }
