@@ -93,25 +93,40 @@ impl NodeInner {
         }
         let retention = self.config.reliable_call_retention;
         let period = (retention / 8).clamp(Duration::from_millis(50), Duration::from_secs(600));
+        self.every(period, Start::Now, move |node| async move {
+            match node.storage.purge_calls(retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "reliable-call records purged"),
+                Err(error) => tracing::warn!(%error, "purging reliable-call records failed"),
+            }
+            match node.storage.purge_tombstones(retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "tombstones purged"),
+                Err(error) => tracing::warn!(%error, "purging tombstones failed"),
+            }
+        });
+    }
+
+    /// Runs `work` on the node every `period`, from now or after a first
+    /// period, for as long as the node lives, as a background task.
+    fn every<F, Fut>(self: &Arc<Self>, period: Duration, start: Start, work: F)
+    where
+        F: Fn(Arc<NodeInner>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
         let node = Arc::downgrade(self);
         let task = self.runtime.spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            if matches!(start, Start::AfterAPeriod) {
+                ticks.tick().await;
+            }
             loop {
                 ticks.tick().await;
                 let Some(node) = node.upgrade() else {
                     break;
                 };
-                match node.storage.purge_calls(retention).await {
-                    Ok(0) => {}
-                    Ok(purged) => tracing::debug!(purged, "reliable-call records purged"),
-                    Err(error) => tracing::warn!(%error, "purging reliable-call records failed"),
-                }
-                match node.storage.purge_tombstones(retention).await {
-                    Ok(0) => {}
-                    Ok(purged) => tracing::debug!(purged, "tombstones purged"),
-                    Err(error) => tracing::warn!(%error, "purging tombstones failed"),
-                }
+                work(node).await;
             }
         });
         self.add_background(task);
@@ -120,23 +135,16 @@ impl NodeInner {
     /// Publishes the node's summary at every summary interval, from the
     /// start.
     pub(super) fn start_summaries(self: &Arc<Self>) {
-        let node = Arc::downgrade(self);
-        let period = self.config.summary_interval;
-        let task = self.runtime.spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(node) = node.upgrade() else {
-                    break;
-                };
+        self.every(
+            self.config.summary_interval,
+            Start::Now,
+            |node| async move {
                 let summary = node.summary();
                 if let Err(error) = node.coordinator.publish_summary(&summary).await {
                     tracing::debug!(%error, "publishing the node's summary failed");
                 }
-            }
-        });
-        self.add_background(task);
+            },
+        );
     }
 
     /// What the node says of itself to operators now.
@@ -203,19 +211,15 @@ impl NodeInner {
             return;
         };
         let period = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
-        let node = Arc::downgrade(self);
-        let task = self.runtime.spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                let Some(node) = node.upgrade() else {
-                    break;
-                };
-                node.collect_idle_once().await;
-            }
+        self.every(period, Start::AfterAPeriod, |node| async move {
+            node.collect_idle_once().await;
         });
-        self.add_background(task);
     }
+}
+
+/// When periodic work first runs.
+#[derive(Clone, Copy)]
+enum Start {
+    Now,
+    AfterAPeriod,
 }
