@@ -154,12 +154,7 @@ pub(crate) async fn pin(args: PinArgs, pin: bool) -> Result<String, String> {
             format!("shard {shard} is unpinned: balancing places it again"),
         ));
     }
-    let Some(owner) = view.current_owner(shard).map(|n| n.id.clone()) else {
-        return Err(format!(
-            "shard {shard} has no live owner to pin it to; use `goverse move --to <node>`"
-        ));
-    };
-    admin.pin(shard, &owner).await.map_err(failed)?;
+    let owner = admin.pin_in_place(shard).await.map_err(failed)?;
     Ok(done(
         args.admin.json,
         json!({ "shard": shard, "to": &*owner, "pinned": true }),

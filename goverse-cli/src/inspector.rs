@@ -164,13 +164,19 @@ async fn cluster(State(inspector): Shared) -> Response {
         .into_iter()
         .map(|summary| (summary.node.clone(), summary))
         .collect();
+    let count = view.shard_count();
+    let owner: Vec<Option<&str>> = (0..count)
+        .map(|s| view.current_owner(s).map(|n| &*n.id))
+        .collect();
+    let mut served: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in owner.iter().flatten() {
+        *served.entry(node).or_default() += 1;
+    }
     let nodes: Vec<_> = view
         .nodes
         .values()
         .map(|node| {
-            let shards = (0..view.shard_count())
-                .filter(|&s| view.current_owner(s).is_some_and(|o| o.id == node.id))
-                .count();
+            let shards = served.get(&*node.id).copied().unwrap_or(0);
             json!({
                 "id": &*node.id,
                 "address": &*node.address,
@@ -185,10 +191,6 @@ async fn cluster(State(inspector): Shared) -> Response {
         .collect();
     // Every shard, as columns: 8192 rows as objects would be most of the
     // answer's size.
-    let count = view.shard_count();
-    let owner: Vec<Option<&str>> = (0..count)
-        .map(|s| view.current_owner(s).map(|n| &*n.id))
-        .collect();
     let target: Vec<Option<&str>> = (0..count)
         .map(|s| view.shard(s).and_then(|st| st.target.as_deref()))
         .collect();
@@ -283,15 +285,7 @@ async fn act(State(inspector): Shared, headers: HeaderMap, body: axum::body::Byt
     let admin = &inspector.admin;
     let done = match &action {
         Action::Move { shard, node } => admin.pin(*shard, node).await,
-        Action::Pin { shard } => match admin.view().await {
-            Ok(view) => match view.current_owner(*shard) {
-                Some(owner) => admin.pin(*shard, &owner.id).await,
-                None => Err(goverse::Error::Config(format!(
-                    "shard {shard} has no live owner to pin it to"
-                ))),
-            },
-            Err(error) => Err(error),
-        },
+        Action::Pin { shard } => admin.pin_in_place(*shard).await.map(|_| ()),
         Action::Unpin { shard } => admin.unpin(*shard).await,
         Action::Drain { node } => admin.drain(node).await,
         Action::Undrain { node } => admin.undrain(node).await,

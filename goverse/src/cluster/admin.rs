@@ -98,6 +98,23 @@ impl ClusterAdmin {
         self.write_pin(shard, Some(node)).await
     }
 
+    /// Pins `shard` to the node serving it now, and returns that node.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_CONFIG` for a shard the cluster does not have or one
+    /// without a live owner; otherwise as for [`pin`](ClusterAdmin::pin).
+    pub async fn pin_in_place(&self, shard: u32) -> Result<Arc<str>> {
+        let view = self.view().await?;
+        let Some(owner) = view.current_owner(shard).map(|n| n.id.clone()) else {
+            return Err(Error::Config(format!(
+                "shard {shard} has no live owner to pin it to; move it to a node instead"
+            )));
+        };
+        self.write_pin_in(&view, shard, Some(&owner)).await?;
+        Ok(owner)
+    }
+
     /// Unpins `shard`: balancing places it again.
     ///
     /// # Errors
@@ -158,7 +175,12 @@ impl ClusterAdmin {
 
     async fn write_pin(&self, shard: u32, node: Option<&str>) -> Result<()> {
         let view = self.view().await?;
-        let write = pin_write(&view, shard, node)?;
+        self.write_pin_in(&view, shard, node).await
+    }
+
+    /// Pins or unpins `shard` as `view` shows it: refused if it changed since.
+    async fn write_pin_in(&self, view: &ClusterView, shard: u32, node: Option<&str>) -> Result<()> {
+        let write = pin_write(view, shard, node)?;
         match write_shards(&*self.store, &self.keys, vec![write]).await? {
             Some(_) => Ok(()),
             None => Err(Error::Unavailable(format!(
