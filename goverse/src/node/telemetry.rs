@@ -85,12 +85,9 @@ impl Collector for NodeCollector {
                 &node.stats.stale_writes,
             ),
         ];
-        for (name, help, value) in counters {
-            encoder
-                .encode_descriptor(name, help, None, MetricType::Counter)?
-                .encode_family(&node_label)?
-                .encode_counter::<NoLabelSet, u64, f64>(&value.load(Ordering::Relaxed), None)?;
-        }
+        let counters =
+            counters.map(|(name, help, value)| (name, help, value.load(Ordering::Relaxed)));
+        encode_counters(&mut encoder, node.id(), &counters)?;
 
         encode_calls(&mut encoder, &node)?;
         encode_meters(&mut encoder, &node)?;
@@ -159,12 +156,7 @@ fn encode_meters(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::
             coordinator.lease_renewals,
         ),
     ];
-    for (name, help, value) in counters {
-        encoder
-            .encode_descriptor(name, help, None, MetricType::Counter)?
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, u64, f64>(&value, None)?;
-    }
+    encode_counters(encoder, node.id(), &counters)?;
     let histograms = [
         (
             "goverse_remote_batch_size",
@@ -212,6 +204,22 @@ fn encode_meters(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::
     Ok(())
 }
 
+/// Counters of the node: each a name, a help text and a value, labelled
+/// with the node's id.
+fn encode_counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    node: &str,
+    counters: &[(&str, &str, u64)],
+) -> std::fmt::Result {
+    for &(name, help, value) in counters {
+        encoder
+            .encode_descriptor(name, help, None, MetricType::Counter)?
+            .encode_family(&[("node", node)])?
+            .encode_counter::<NoLabelSet, u64, f64>(&value, None)?;
+    }
+    Ok(())
+}
+
 /// The counts of the gate running on this node, if one does.
 fn encode_gate(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::fmt::Result {
     let Some(sink) = node.clients() else {
@@ -254,13 +262,7 @@ fn encode_gate(encoder: &mut DescriptorEncoder<'_>, node: &NodeInner) -> std::fm
             counts.overflows,
         ),
     ];
-    for (name, help, value) in counters {
-        encoder
-            .encode_descriptor(name, help, None, MetricType::Counter)?
-            .encode_family(&labels)?
-            .encode_counter::<NoLabelSet, u64, f64>(&value, None)?;
-    }
-    Ok(())
+    encode_counters(encoder, node.id(), &counters)
 }
 
 /// Gauges of the node's place in the cluster, read from its view.
