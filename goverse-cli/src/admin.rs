@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use goverse::cluster::{ClusterAdmin, ClusterView, NodeSummary};
+use goverse::cluster::{AdminAction, ClusterAdmin, ClusterView, NodeSummary};
 use serde_json::json;
 
 /// Where the cluster is, and how to answer.
@@ -26,6 +26,23 @@ pub(crate) struct AdminArgs {
     /// Answer in JSON.
     #[arg(long)]
     json: bool,
+    /// Who the cluster's audit log names for an action this command
+    /// takes [default: $USER].
+    #[arg(long, env = "GOVERSE_OPERATOR", value_name = "NAME")]
+    operator: Option<String>,
+}
+
+impl AdminArgs {
+    /// The operator an action is recorded for.
+    fn operator(&self) -> String {
+        let name = self
+            .operator
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .unwrap_or_else(|| "unknown".to_string());
+        format!("{name} (cli)")
+    }
 }
 
 /// Which shards `goverse shards` shows.
@@ -130,7 +147,14 @@ fn done(json: bool, answer: serde_json::Value, text: String) -> String {
 pub(crate) async fn move_shard(args: MoveArgs) -> Result<String, String> {
     let admin = connect(&args.admin).await?;
     let shard = shard_of(&args.which, &admin.view().await.map_err(failed)?)?;
-    admin.pin(shard, &args.to).await.map_err(failed)?;
+    let action = AdminAction::Move {
+        shard,
+        node: args.to.clone(),
+    };
+    admin
+        .apply(&args.admin.operator(), &action)
+        .await
+        .map_err(failed)?;
     Ok(done(
         args.admin.json,
         json!({ "shard": shard, "to": args.to, "pinned": true }),
@@ -146,15 +170,23 @@ pub(crate) async fn pin(args: PinArgs, pin: bool) -> Result<String, String> {
     let admin = connect(&args.admin).await?;
     let view = admin.view().await.map_err(failed)?;
     let shard = shard_of(&args.which, &view)?;
+    let operator = args.admin.operator();
     if !pin {
-        admin.unpin(shard).await.map_err(failed)?;
+        admin
+            .apply(&operator, &AdminAction::Unpin { shard })
+            .await
+            .map_err(failed)?;
         return Ok(done(
             args.admin.json,
             json!({ "shard": shard, "pinned": false }),
             format!("shard {shard} is unpinned: balancing places it again"),
         ));
     }
-    let owner = admin.pin_in_place(shard).await.map_err(failed)?;
+    let owner = admin
+        .apply(&operator, &AdminAction::Pin { shard })
+        .await
+        .map_err(failed)?
+        .unwrap_or_default();
     Ok(done(
         args.admin.json,
         json!({ "shard": shard, "to": &*owner, "pinned": true }),
@@ -165,11 +197,16 @@ pub(crate) async fn pin(args: PinArgs, pin: bool) -> Result<String, String> {
 /// Drains a node, or ends its drain (`drain` false).
 pub(crate) async fn drain(args: NodeArgs, drain: bool) -> Result<String, String> {
     let admin = connect(&args.admin).await?;
-    if drain {
-        admin.drain(&args.node).await.map_err(failed)?;
+    let node = args.node.clone();
+    let action = if drain {
+        AdminAction::Drain { node }
     } else {
-        admin.undrain(&args.node).await.map_err(failed)?;
-    }
+        AdminAction::Undrain { node }
+    };
+    admin
+        .apply(&args.admin.operator(), &action)
+        .await
+        .map_err(failed)?;
     Ok(done(
         args.admin.json,
         json!({ "node": args.node, "draining": drain }),
@@ -197,6 +234,8 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
         .into_iter()
         .map(|summary| (summary.node.clone(), summary))
         .collect();
+    let audit = admin.audit_log().await.map_err(failed)?;
+    let recent = &audit[audit.len().saturating_sub(RECENT_ACTIONS)..];
     let mut owned: BTreeMap<std::sync::Arc<str>, (usize, usize, usize)> = BTreeMap::new();
     let (mut moving, mut pinned, mut unowned) = (0, 0, 0);
     for shard in 0..view.shard_count() {
@@ -247,6 +286,7 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
             "moving": moving,
             "pinned": pinned,
             "unowned": unowned,
+            "recent_actions": recent,
         })
         .to_string());
     }
@@ -283,7 +323,49 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
             node.id, node.address
         ));
     }
+    if !recent.is_empty() {
+        text.push_str("\nRECENT ACTIONS\n");
+        for entry in recent {
+            let when = entry.at_unix_ms / 1000;
+            let action = serde_json::to_value(&entry.action).unwrap_or_default();
+            text.push_str(&format!(
+                "{} {:<20} {:<40} {}\n",
+                clock(when),
+                entry.user,
+                describe(&action),
+                entry.outcome
+            ));
+        }
+    }
     Ok(text.trim_end().to_string())
+}
+
+/// Audit entries `goverse status` shows.
+const RECENT_ACTIONS: usize = 5;
+
+/// `HH:MM:SS` (UTC) of a time in seconds since the epoch.
+fn clock(unix_seconds: u64) -> String {
+    let day = unix_seconds % 86_400;
+    format!("{:02}:{:02}:{:02}Z", day / 3600, day % 3600 / 60, day % 60)
+}
+
+/// An action as `move shard=12 node=node-2`.
+fn describe(action: &serde_json::Value) -> String {
+    let Some(fields) = action.as_object() else {
+        return action.to_string();
+    };
+    let mut text = fields
+        .get("action")
+        .and_then(|kind| kind.as_str())
+        .unwrap_or("?")
+        .to_string();
+    for (key, value) in fields.iter().filter(|(key, _)| *key != "action") {
+        match value.as_str() {
+            Some(value) => text.push_str(&format!(" {key}={value}")),
+            None => text.push_str(&format!(" {key}={value}")),
+        }
+    }
+    text
 }
 
 /// A shard's owner, target, epoch and pin: one shard, an object's, or all.

@@ -2,8 +2,9 @@
 //! and for scripts,
 //! read from etcd (the shard map and the nodes' summaries) without
 //! joining, and the operator's actions on it (move, pin, unpin, drain,
-//! undrain), each made with an operator token and written to a log of who
-//! did what.
+//! undrain), each made with an operator token and written to the
+//! cluster's audit log of who did what (which the `goverse` commands'
+//! actions go to too).
 //!
 //! The JSON API:
 //!
@@ -12,26 +13,23 @@
 //! | `GET /api/cluster` | nodes with their summaries, and every shard's owner, target, epoch and pin |
 //! | `GET /api/objects/{id}` | the shard and node of an object id |
 //! | `POST /api/actions` | an action, with `Authorization: Bearer <operator token>` |
-//! | `GET /api/actions` | the actions taken, newest last |
+//! | `GET /api/actions` | the cluster's audit log, newest last |
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use goverse::cluster::{ClusterAdmin, NodeSummary};
+use goverse::cluster::{AdminAction, ClusterAdmin, NodeSummary};
 use goverse::gate::TokenFile;
 use serde_json::json;
 
 use crate::admin::AdminArgs;
-
-/// Actions kept in the log, at most.
-const LOG_LENGTH: usize = 500;
 
 /// `goverse inspector`'s flags.
 #[derive(Debug, clap::Args)]
@@ -52,36 +50,9 @@ pub(crate) struct InspectorArgs {
     admin: AdminArgs,
 }
 
-/// One action an operator took.
-#[derive(Debug, Clone, serde::Serialize)]
-struct Taken {
-    at_unix_ms: u64,
-    user: String,
-    action: Action,
-    /// `OK`, or the error's code and message.
-    outcome: String,
-}
-
-/// What an operator asks.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-enum Action {
-    /// Moves a shard to a node and pins it there.
-    Move { shard: u32, node: String },
-    /// Pins a shard to the node serving it.
-    Pin { shard: u32 },
-    /// Unpins a shard.
-    Unpin { shard: u32 },
-    /// Drains a node.
-    Drain { node: String },
-    /// Ends a node's drain.
-    Undrain { node: String },
-}
-
 struct Inspector {
     admin: ClusterAdmin,
     tokens: Option<TokenFile>,
-    log: Mutex<VecDeque<Taken>>,
 }
 
 type Shared = State<Arc<Inspector>>;
@@ -95,11 +66,7 @@ pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
         Some(path) => Some(TokenFile::load(path).map_err(crate::admin::failed)?),
         None => None,
     };
-    let inspector = Arc::new(Inspector {
-        admin,
-        tokens,
-        log: Mutex::new(VecDeque::new()),
-    });
+    let inspector = Arc::new(Inspector { admin, tokens });
     let router = axum::Router::new()
         .route("/", get(page))
         .route("/api/cluster", get(cluster))
@@ -242,12 +209,10 @@ async fn object(State(inspector): Shared, Path(id): Path<String>) -> Response {
 }
 
 async fn actions(State(inspector): Shared) -> Response {
-    let log: Vec<Taken> = inspector
-        .log
-        .lock()
-        .map(|log| log.iter().cloned().collect())
-        .unwrap_or_default();
-    Json(json!({ "actions": log })).into_response()
+    match inspector.admin.audit_log().await {
+        Ok(log) => Json(json!({ "actions": log })).into_response(),
+        Err(error) => refuse_error(&error),
+    }
 }
 
 async fn act(State(inspector): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -272,7 +237,7 @@ async fn act(State(inspector): Shared, headers: HeaderMap, body: axum::body::Byt
             "an operator token is required (Authorization: Bearer <token>)",
         );
     };
-    let action: Action = match serde_json::from_slice(&body) {
+    let action: AdminAction = match serde_json::from_slice(&body) {
         Ok(action) => action,
         Err(error) => {
             return refuse(
@@ -282,34 +247,9 @@ async fn act(State(inspector): Shared, headers: HeaderMap, body: axum::body::Byt
             );
         }
     };
-    let admin = &inspector.admin;
-    let done = match &action {
-        Action::Move { shard, node } => admin.pin(*shard, node).await,
-        Action::Pin { shard } => admin.pin_in_place(*shard).await.map(|_| ()),
-        Action::Unpin { shard } => admin.unpin(*shard).await,
-        Action::Drain { node } => admin.drain(node).await,
-        Action::Undrain { node } => admin.undrain(node).await,
-    };
-    let outcome = match &done {
-        Ok(()) => "OK".to_string(),
-        Err(error) => format!("{}: {error}", error.code()),
-    };
-    tracing::info!(%user, ?action, %outcome, "operator action");
-    if let Ok(mut log) = inspector.log.lock() {
-        if log.len() >= LOG_LENGTH {
-            log.pop_front();
-        }
-        log.push_back(Taken {
-            at_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            user: user.clone(),
-            action: action.clone(),
-            outcome,
-        });
-    }
+    let done = inspector.admin.apply(&user, &action).await;
     match done {
-        Ok(()) => Json(json!({ "ok": true, "user": user, "action": action })).into_response(),
+        Ok(_) => Json(json!({ "ok": true, "user": user, "action": action })).into_response(),
         Err(error) => refuse_error(&error),
     }
 }

@@ -198,6 +198,7 @@ async fn the_admin_commands_read_and_change_a_live_cluster_on_etcd() {
     let env = [
         ("GOVERSE_ETCD", endpoint.as_str()),
         ("GOVERSE_PREFIX", &prefix),
+        ("GOVERSE_OPERATOR", "ops-bob"),
     ];
 
     let (ok, text) = goverse_with(&["status", "--json"], &env);
@@ -330,6 +331,39 @@ async fn the_admin_commands_read_and_change_a_live_cluster_on_etcd() {
         b.stats().shards > 0
     })
     .await;
+
+    // Every action, refused ones too, is in the audit log under the
+    // operator named; `status` shows the last five.
+    let (ok, text) = goverse_with(&["status", "--json"], &env);
+    assert!(ok, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let recent = status["recent_actions"].as_array().expect("recent actions");
+    assert_eq!(recent.len(), 5, "{status}");
+    let last = &recent[4];
+    assert_eq!(last["user"], "ops-bob (cli)", "{last}");
+    assert_eq!(last["action"]["action"], "undrain", "{last}");
+    assert_eq!(last["action"]["node"], "admin-b", "{last}");
+    assert_eq!(last["outcome"], "OK", "{last}");
+    assert!(
+        recent[3]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("INVALID_CONFIG")),
+        "the refused drain of the last node is recorded: {status}"
+    );
+    let (ok, text) = goverse_with(&["status"], &env);
+    assert!(ok && text.contains("RECENT ACTIONS"), "{text}");
+    assert!(text.contains("undrain node=admin-b"), "{text}");
+    let log = backend
+        .admin(&prefix)
+        .await
+        .audit_log()
+        .await
+        .expect("audit log");
+    assert!(log.len() >= 5, "{log:?}");
+    assert!(
+        log.iter().all(|entry| entry.user == "ops-bob (cli)"),
+        "{log:?}"
+    );
 
     a.shutdown().await;
     b.shutdown().await;

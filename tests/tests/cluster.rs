@@ -511,6 +511,21 @@ async fn nodes_publish_summaries_that_wake_no_view(backend: Backend) {
         counted(&|s| s.call_durations.iter().map(|(_, n)| n).sum()),
         1
     );
+    assert_eq!(
+        counted(&|s| s
+            .call_durations_by_type
+            .get("Ledger")
+            .map_or(0, |buckets| buckets.iter().sum())),
+        1,
+        "the call's duration is counted under its type too: {summaries:?}"
+    );
+    assert!(
+        summaries.values().all(|s| s.membership_proven
+            && s.unready.is_none()
+            && s.gate_clients.is_none()
+            && s.call_durations_by_type["Ledger"].len() == s.call_durations.len()),
+        "{summaries:?}"
+    );
     assert!(
         summaries.values().all(|s| s
             .call_durations

@@ -9,6 +9,61 @@ use super::store::{Keys, Op, Store};
 use super::{ClusterView, NodeSummary};
 use crate::error::{Error, Result};
 
+/// Entries the audit log keeps: older ones are dropped as new ones come.
+pub const AUDIT_KEPT: usize = 200;
+
+/// An operator's change to a cluster, as [`ClusterAdmin::apply`] takes it
+/// and the audit log records it. In JSON, the kind is the `action` field:
+/// `{"action": "move", "shard": 12, "node": "node-2"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum AdminAction {
+    /// Moves a shard to a node and pins it there ([`ClusterAdmin::pin`]).
+    Move {
+        /// The shard.
+        shard: u32,
+        /// The node it goes to.
+        node: String,
+    },
+    /// Pins a shard to the node serving it ([`ClusterAdmin::pin_in_place`]).
+    Pin {
+        /// The shard.
+        shard: u32,
+    },
+    /// Unpins a shard ([`ClusterAdmin::unpin`]).
+    Unpin {
+        /// The shard.
+        shard: u32,
+    },
+    /// Drains a node ([`ClusterAdmin::drain`]).
+    Drain {
+        /// The node.
+        node: String,
+    },
+    /// Ends a node's drain ([`ClusterAdmin::undrain`]).
+    Undrain {
+        /// The node.
+        node: String,
+    },
+}
+
+/// One action in a cluster's audit log: who did what, when, and how it
+/// went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Who: an inspector's operator (from their token), or the user
+    /// running a `goverse` command.
+    pub user: String,
+    /// What.
+    pub action: AdminAction,
+    /// `OK`, or the error's code and message.
+    pub outcome: String,
+}
+
 /// Reads a cluster's state (its live nodes, its leader, every shard's
 /// owner, target, epoch and pin) straight from the coordination store, as
 /// an admin tool or an inspector does, without registering as a node.
@@ -173,6 +228,92 @@ impl ClusterAdmin {
         Ok(())
     }
 
+    /// Takes `action` for `user` and records it, with its outcome, in the
+    /// cluster's audit log, which [`audit_log`](ClusterAdmin::audit_log)
+    /// reads (the inspector's page shows it). Returns the node a moved or
+    /// pinned shard stays on, none for the other actions.
+    ///
+    /// The record is kept even when the action fails; an action that
+    /// succeeds is not undone if its record cannot be written (that is
+    /// logged).
+    ///
+    /// # Errors
+    ///
+    /// The action's: as for the method it names.
+    pub async fn apply(&self, user: &str, action: &AdminAction) -> Result<Option<Arc<str>>> {
+        let done = match action {
+            AdminAction::Move { shard, node } => self
+                .pin(*shard, node)
+                .await
+                .map(|()| Some(node.as_str().into())),
+            AdminAction::Pin { shard } => self.pin_in_place(*shard).await.map(Some),
+            AdminAction::Unpin { shard } => self.unpin(*shard).await.map(|()| None),
+            AdminAction::Drain { node } => self.drain(node).await.map(|()| None),
+            AdminAction::Undrain { node } => self.undrain(node).await.map(|()| None),
+        };
+        let entry = AuditEntry {
+            at_unix_ms: super::unix_now_ms(),
+            user: user.to_string(),
+            action: action.clone(),
+            outcome: match &done {
+                Ok(_) => "OK".to_string(),
+                Err(error) => format!("{}: {error}", error.code()),
+            },
+        };
+        tracing::debug!(user, ?action, outcome = %entry.outcome, "operator action");
+        if let Err(error) = self.record(&entry).await {
+            tracing::warn!(%error, ?action, "the action's audit record was not written");
+        }
+        done
+    }
+
+    /// The cluster's audit log, oldest first: the last [`AUDIT_KEPT`]
+    /// actions taken through [`apply`](ClusterAdmin::apply).
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the store cannot be read.
+    pub async fn audit_log(&self) -> Result<Vec<AuditEntry>> {
+        let (found, _) = self.store.get_prefix(&self.keys.audit()).await?;
+        // In the order the store took them.
+        let mut entries: Vec<(i64, AuditEntry)> = found
+            .into_iter()
+            .filter_map(|kv| Some((kv.create_revision, serde_json::from_slice(&kv.value).ok()?)))
+            .collect();
+        entries.sort_by_key(|(revision, _)| *revision);
+        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// Adds `entry` to the audit log and drops the oldest past
+    /// [`AUDIT_KEPT`].
+    async fn record(&self, entry: &AuditEntry) -> Result<()> {
+        use std::hash::BuildHasher;
+        // The store's revisions order the entries; the key only has to be
+        // new, and readable.
+        let nonce = std::collections::hash_map::RandomState::new().hash_one(&entry.user) as u32;
+        let key = format!("{}{:016}-{nonce:08x}", self.keys.audit(), entry.at_unix_ms);
+        let value = serde_json::to_vec(entry)
+            .map_err(|error| Error::Internal(format!("an audit entry did not encode: {error}")))?;
+        let put = Op::Put {
+            key,
+            value,
+            lease: None,
+        };
+        self.store.txn(Vec::new(), vec![put]).await?;
+        let (mut found, _) = self.store.get_prefix(&self.keys.audit()).await?;
+        if found.len() > AUDIT_KEPT {
+            found.sort_by_key(|kv| kv.create_revision);
+            let extra = found.len() - AUDIT_KEPT;
+            let deletes = found
+                .into_iter()
+                .take(extra)
+                .map(|kv| Op::Delete { key: kv.key })
+                .collect();
+            self.store.txn(Vec::new(), deletes).await?;
+        }
+        Ok(())
+    }
+
     async fn write_pin(&self, shard: u32, node: Option<&str>) -> Result<()> {
         let view = self.view().await?;
         self.write_pin_in(&view, shard, node).await
@@ -187,5 +328,70 @@ impl ClusterAdmin {
                 "shard {shard} changed while it was being pinned; try again"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_audit_log_keeps_the_latest_actions_in_order_with_their_outcomes() {
+        let store = MemoryStore::new();
+        let admin = ClusterAdmin::in_memory(&store, "/audit-test");
+        for i in 0..AUDIT_KEPT + 5 {
+            let node = format!("node-{i}");
+            admin
+                .apply("carol", &AdminAction::Undrain { node })
+                .await
+                .expect("an undrain needs no cluster");
+        }
+        // A refused action is recorded with its code.
+        let refused = admin
+            .apply("dave", &AdminAction::Unpin { shard: 3 })
+            .await
+            .expect_err("no cluster has started");
+        let log = admin.audit_log().await.expect("log");
+        assert_eq!(log.len(), AUDIT_KEPT);
+        // The oldest six went; the rest are in the order taken.
+        assert_eq!(
+            log[0].action,
+            AdminAction::Undrain {
+                node: "node-6".into()
+            }
+        );
+        let last = log.last().expect("an entry");
+        assert_eq!(
+            (last.user.as_str(), &last.action),
+            ("dave", &AdminAction::Unpin { shard: 3 })
+        );
+        assert_eq!(
+            last.outcome,
+            format!("{}: {refused}", refused.code()),
+            "{last:?}"
+        );
+        assert!(log.windows(2).all(|w| w[0].at_unix_ms <= w[1].at_unix_ms));
+    }
+
+    #[test]
+    fn actions_read_and_write_as_the_api_shows_them() {
+        let action: AdminAction =
+            serde_json::from_str(r#"{"action": "move", "shard": 12, "node": "node-2"}"#)
+                .expect("parses");
+        assert_eq!(
+            action,
+            AdminAction::Move {
+                shard: 12,
+                node: "node-2".into()
+            }
+        );
+        assert!(
+            serde_json::from_str::<AdminAction>(
+                r#"{"action": "move", "shard": 1, "node": "a", "x": 1}"#
+            )
+            .is_err(),
+            "unknown fields are refused"
+        );
+        assert!(serde_json::from_str::<AdminAction>(r#"{"action": "explode"}"#).is_err());
     }
 }

@@ -886,7 +886,7 @@ impl State {
     }
 
     /// Applies watched changes; whether any of them is in the view (nodes'
-    /// summaries are not: they change every few seconds and move nothing).
+    /// summaries and the audit log are not: they move nothing).
     fn apply(&mut self, keys: &Keys, events: Vec<WatchEvent>) -> bool {
         let mut changed = false;
         for event in events {
@@ -899,7 +899,10 @@ impl State {
                 WatchEvent::Put(kv) => kv.key.as_str(),
                 WatchEvent::Delete { key, .. } => key.as_str(),
             };
-            changed |= keys.parse(key) != Some(ClusterKey::Summary);
+            changed |= !matches!(
+                keys.parse(key),
+                Some(ClusterKey::Summary | ClusterKey::Audit)
+            );
             self.apply_one(keys, event);
         }
         changed
@@ -976,7 +979,7 @@ impl State {
                 self.drains.remove(id);
                 self.mark_draining(id);
             }
-            (ClusterKey::ShardCount | ClusterKey::Summary, _) => {}
+            (ClusterKey::ShardCount | ClusterKey::Summary | ClusterKey::Audit, _) => {}
         }
     }
 }

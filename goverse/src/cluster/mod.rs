@@ -24,7 +24,7 @@ mod local;
 mod memory;
 mod store;
 
-pub use admin::ClusterAdmin;
+pub use admin::{AUDIT_KEPT, AdminAction, AuditEntry, ClusterAdmin};
 pub use coordinator::{ClusterCoordinator, ClusterOptions};
 pub use local::LocalCoordinator;
 pub use memory::MemoryStore;
@@ -99,10 +99,26 @@ pub struct NodeSummary {
     /// gives the latencies of the calls between them.
     #[serde(default)]
     pub call_durations: Vec<(Option<f64>, u64)>,
+    /// The same buckets by object type: each type's counts, bucket by
+    /// bucket in the order of `call_durations` (empty without call
+    /// metrics).
+    #[serde(default)]
+    pub call_durations_by_type: BTreeMap<String, Vec<u64>>,
     /// Shards the node serves now.
     pub shards: u64,
     /// Whether the node should be sent traffic (what `/ready` answers).
     pub ready: bool,
+    /// Why not, when it is not ready.
+    #[serde(default)]
+    pub unready: Option<String>,
+    /// Whether the node has proven its lease (its membership of the
+    /// cluster) recently enough to serve its shards.
+    #[serde(default)]
+    pub membership_proven: bool,
+    /// Clients connected to the gate running on this node (within their
+    /// reconnect grace), when a gate runs there.
+    #[serde(default)]
+    pub gate_clients: Option<u64>,
 }
 
 /// One shard's ownership.
@@ -379,4 +395,12 @@ impl<C: Coordinator> ErasedCoordinator for C {
     fn crash(&self) {
         Coordinator::crash(self);
     }
+}
+
+/// Now, in milliseconds since the Unix epoch (summaries' and audit
+/// entries' time).
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

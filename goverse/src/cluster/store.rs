@@ -207,6 +207,11 @@ impl Keys {
         format!("{}/summaries/", self.prefix)
     }
 
+    /// The operators' audit log: one key per action taken.
+    pub(crate) fn audit(&self) -> String {
+        format!("{}/audit/", self.prefix)
+    }
+
     pub(crate) fn shard(&self, shard: u32) -> String {
         format!("{}/shards/{shard:05}", self.prefix)
     }
@@ -232,6 +237,9 @@ impl Keys {
         if rest.starts_with("summaries/") {
             return Some(ClusterKey::Summary);
         }
+        if rest.starts_with("audit/") {
+            return Some(ClusterKey::Audit);
+        }
         None
     }
 }
@@ -246,6 +254,8 @@ pub(crate) enum ClusterKey<'k> {
     Drain(&'k str),
     /// A node's summary: nothing the view holds.
     Summary,
+    /// An entry of the operators' audit log: nothing the view holds.
+    Audit,
 }
 
 /// A shard record as stored: `owner|target|epoch|pinned`, empty owner or

@@ -75,6 +75,12 @@ pub struct NodeArgs {
     #[arg(long, env = "GOVERSE_PROFILING", value_name = "BOOL",
           num_args = 0..=1, default_missing_value = "true")]
     pub profiling: Option<bool>,
+    /// Count and time the calls the node serves, by type and method, for
+    /// /metrics and the node's summaries (feature `ops`; `--call-metrics`
+    /// alone: true) [default: false].
+    #[arg(long, env = "GOVERSE_CALL_METRICS", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub call_metrics: Option<bool>,
     /// The cluster's shard count, the same on every node [default: 8192].
     #[arg(long, env = "GOVERSE_SHARD_COUNT", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -264,6 +270,7 @@ impl NodeArgs {
         set(&mut file.ops_listen, self.ops_listen);
         set(&mut file.trace_sampling, self.trace_sampling);
         set(&mut file.profiling, self.profiling);
+        set(&mut file.call_metrics, self.call_metrics);
         set(&mut file.shard_count, self.shard_count);
         set(&mut file.call_timeout, self.call_timeout);
         set(&mut file.idle_timeout, self.idle_timeout);

@@ -7,6 +7,7 @@
 //! ops_listen: 0.0.0.0:9464         # /metrics, /healthz, /ready (feature `ops`)
 //! trace_sampling: 0.01             # calls without a traceparent traced (feature `otel`)
 //! profiling: true                  # /debug/pprof/profile on the ops listener (feature `profiling`)
+//! call_metrics: true               # count and time calls by type and method (feature `ops`)
 //! shard_count: 8192
 //! call_timeout: 30s
 //! idle_timeout: 15m
@@ -73,6 +74,8 @@ pub struct NodeFile {
     pub trace_sampling: Option<f64>,
     /// Whether the ops routes serve CPU profiles.
     pub profiling: Option<bool>,
+    /// Whether the node counts and times the calls it serves.
+    pub call_metrics: Option<bool>,
     /// The cluster's shard count.
     pub shard_count: Option<u32>,
     /// The default call timeout (`30s`).
@@ -422,7 +425,11 @@ mod tests {
                 .expect("parses");
         assert_eq!(file.trace_sampling, Some(0.01));
         assert_eq!(file.profiling, Some(true));
-        let file = NodeFile::parse("trace_sampling: 1\nprofiling: false\n").expect("parses");
+        let file = NodeFile::from_args(["--call-metrics"].map(String::from)).expect("parses");
+        assert_eq!(file.call_metrics, Some(true));
+        let file = NodeFile::parse("trace_sampling: 1\nprofiling: false\ncall_metrics: true\n")
+            .expect("parses");
+        assert_eq!(file.call_metrics, Some(true));
         assert_eq!(file.trace_sampling, Some(1.0));
         assert_eq!(file.profiling, Some(false));
     }

@@ -421,7 +421,6 @@ impl ClientSink for Sessions {
             .count()
     }
 
-    #[cfg(feature = "ops")]
     fn counts(&self) -> crate::node::ClientCounts {
         let GateStats {
             clients,

@@ -149,10 +149,9 @@ impl NodeInner {
 
     /// What the node says of itself to operators now.
     pub(crate) fn summary(&self) -> crate::cluster::NodeSummary {
-        let at_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_unix_ms = crate::cluster::unix_now_ms();
         let calls = self.calls_served();
+        let unready = self.unready();
         crate::cluster::NodeSummary {
             node: self.id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -165,42 +164,55 @@ impl NodeInner {
                 .map(|(name, host)| (name.to_string(), host.len() as u64))
                 .collect(),
             activations: self.stats.activations(),
-            calls: calls.as_ref().map(|(total, _, _)| *total),
+            calls: calls.as_ref().map(|calls| calls.total),
+            shards: self.shards_served(),
+            ready: unready.is_none(),
+            unready,
+            membership_proven: self.view().online,
+            gate_clients: self.clients().map(|sink| sink.counts().clients),
             calls_by_type: calls
                 .as_ref()
-                .map(|(_, by_type, _)| by_type.clone())
+                .map(|calls| calls.by_type.clone())
                 .unwrap_or_default(),
-            call_durations: calls.map(|(_, _, durations)| durations).unwrap_or_default(),
-            shards: self.shards_served(),
-            ready: self.unready().is_none(),
+            call_durations_by_type: calls
+                .as_ref()
+                .map(|calls| calls.durations_by_type.clone())
+                .unwrap_or_default(),
+            call_durations: calls.map(|calls| calls.durations).unwrap_or_default(),
         }
     }
 
-    /// Calls served since the start, when the node counts them: in all,
-    /// by type, and by duration bucket.
-    #[allow(clippy::type_complexity)]
-    fn calls_served(&self) -> Option<(u64, BTreeMap<String, u64>, Vec<(Option<f64>, u64)>)> {
+    /// Calls served since the start, when the node counts them.
+    fn calls_served(&self) -> Option<CallsServed> {
         #[cfg(feature = "ops")]
         if self.config.call_metrics {
             use super::call_metrics::BUCKETS;
-            let mut by_type = BTreeMap::new();
+            let mut served = CallsServed::default();
             let mut buckets = [0u64; BUCKETS.len() + 1];
             for (name, host) in &self.by_name {
                 let Some(methods) = host.call_totals() else {
                     continue;
                 };
                 let mut calls = 0;
+                let mut type_buckets = [0u64; BUCKETS.len() + 1];
                 for (_, totals) in methods {
                     calls += totals.outcomes.iter().sum::<u64>();
-                    for (total, count) in buckets.iter_mut().zip(totals.buckets) {
+                    for (total, count) in type_buckets.iter_mut().zip(totals.buckets) {
                         *total += count;
                     }
                 }
-                by_type.insert(name.to_string(), calls);
+                for (total, count) in buckets.iter_mut().zip(type_buckets) {
+                    *total += count;
+                }
+                served.by_type.insert(name.to_string(), calls);
+                served
+                    .durations_by_type
+                    .insert(name.to_string(), type_buckets.to_vec());
             }
             let bounds = BUCKETS.iter().copied().map(Some).chain([None]);
-            let durations = bounds.zip(buckets).collect();
-            return Some((by_type.values().sum(), by_type, durations));
+            served.durations = bounds.zip(buckets).collect();
+            served.total = served.by_type.values().sum();
+            return Some(served);
         }
         None
     }
@@ -222,4 +234,15 @@ impl NodeInner {
 enum Start {
     Now,
     AfterAPeriod,
+}
+
+/// The calls a node served since it started, as its summary gives them.
+#[derive(Default)]
+struct CallsServed {
+    total: u64,
+    by_type: BTreeMap<String, u64>,
+    /// Per duration bucket: its upper bound (none for the last) and count.
+    durations: Vec<(Option<f64>, u64)>,
+    /// Each type's counts per bucket, in the order of `durations`.
+    durations_by_type: BTreeMap<String, Vec<u64>>,
 }

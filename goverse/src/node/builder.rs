@@ -216,6 +216,9 @@ impl NodeBuilder {
         if let Some(profiling) = file.profiling {
             config.profiling = profiling;
         }
+        if let Some(call_metrics) = file.call_metrics {
+            config.call_metrics = call_metrics;
+        }
         if let Some(ratio) = file.trace_sampling {
             config.trace_sampling = ratio;
         }
@@ -333,6 +336,12 @@ impl NodeBuilder {
         if config.profiling && !cfg!(feature = "profiling") {
             return Err(Error::Config(
                 "the configuration turns profiling on, but goverse was built without its `profiling` feature"
+                    .into(),
+            ));
+        }
+        if config.call_metrics && !cfg!(feature = "ops") {
+            return Err(Error::Config(
+                "the configuration turns call metrics on, but goverse was built without its `ops` feature"
                     .into(),
             ));
         }

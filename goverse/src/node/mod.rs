@@ -18,7 +18,7 @@ mod shards;
 mod telemetry;
 
 pub use self::builder::NodeBuilder;
-#[cfg(all(feature = "ops", feature = "gate"))]
+#[cfg(feature = "gate")]
 pub(crate) use self::push::ClientCounts;
 #[cfg(feature = "gate")]
 pub(crate) use self::push::ClientSink;

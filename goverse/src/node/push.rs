@@ -70,12 +70,11 @@ pub(crate) trait ClientSink: Send + Sync {
     fn broadcast(&self, message: &PushMessage) -> usize;
     /// What the gate counts: clients now, and messages pushed, dropped,
     /// and clients cut off for overflowing, since it started.
-    #[cfg(feature = "ops")]
     fn counts(&self) -> ClientCounts;
 }
 
 /// A gate's counts, as [`ClientSink::counts`] gives them.
-#[cfg(feature = "ops")]
+#[cfg_attr(not(feature = "ops"), allow(dead_code))]
 pub(crate) struct ClientCounts {
     pub(crate) clients: u64,
     pub(crate) pushed: u64,
