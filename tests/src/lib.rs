@@ -248,6 +248,8 @@ pub fn unique_prefix(test: &str) -> String {
     )
 }
 
+pub mod browser;
+
 /// What the multi-process cluster tests share with their node binary.
 pub mod processes {
     use std::io::Write as _;
