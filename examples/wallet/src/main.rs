@@ -5,6 +5,8 @@
 //! not).
 //!
 //! Run with: cargo run -p example-wallet
+//! (`-- --serve` keeps the gate on 127.0.0.1:9090 afterwards, for
+//! `client.py`, until Ctrl-C; `WALLET_GRPC` serves elsewhere.)
 
 use std::process::ExitCode;
 
@@ -21,11 +23,16 @@ async fn main() -> Result<ExitCode> {
         .storage(goverse::storage::SqliteStorage::open(&database).await?)
         .start()
         .await?;
-    let gate = Gate::start(
-        &node,
-        GateOptions::default().grpc("127.0.0.1:0".parse().expect("an address")),
-    )
-    .await?;
+    let serve = std::env::args().any(|arg| arg == "--serve");
+    let grpc = match (serve, std::env::var("WALLET_GRPC")) {
+        (_, Ok(address)) => address,
+        (true, Err(_)) => "127.0.0.1:9090".to_string(),
+        (false, Err(_)) => "127.0.0.1:0".to_string(),
+    };
+    let grpc = grpc
+        .parse()
+        .map_err(|_| goverse::Error::Config(format!("WALLET_GRPC: `{grpc}` is not an address")))?;
+    let gate = Gate::start(&node, GateOptions::default().grpc(grpc)).await?;
     let address = gate.grpc_address().expect("gRPC is served");
     let client = Client::connect([format!("http://{address}")], ClientOptions::default()).await?;
 
@@ -44,6 +51,14 @@ async fn main() -> Result<ExitCode> {
     );
     let audit = audit(client.caller(), &plan).await?;
     println!("{audit}");
+    if serve {
+        println!(
+            "serving the wallets at {address} for other clients (python3 examples/wallet/client.py {address}); Ctrl-C stops"
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| goverse::Error::Internal(e.to_string()))?;
+    }
     gate.shutdown().await;
     node.shutdown().await;
     Ok(if audit.balanced() {

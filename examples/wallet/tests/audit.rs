@@ -106,3 +106,41 @@ async fn the_audit_balances_on_a_cluster_on_etcd_and_postgres() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_balances_through_the_grpc_gate() {
+    let node = Node::builder()
+        .register::<Wallet>()
+        .storage(goverse::storage::MemoryStorage::new())
+        .start()
+        .await
+        .expect("node");
+    let (gate, _client) = through_gate(&node).await;
+    let address = gate.grpc_address().expect("gRPC").to_string();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("client.py");
+    let run = unique_prefix("py").replace(['/', '-'], "");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("python3")
+            .arg(&script)
+            .args([&address, &run])
+            .output(),
+    )
+    .await
+    .expect("the Python client ends in time")
+    .expect("python3 runs (scripts/test.sh installs grpcio and grpcio-tools)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("balanced: no money created or lost"),
+        "{text}"
+    );
+    // Timeouts were injected and retried.
+    assert!(!text.contains("retried with the same call id: 0"), "{text}");
+    gate.shutdown().await;
+    node.shutdown().await;
+}
