@@ -30,7 +30,7 @@ fi
 step "format"
 cargo fmt --all -- --check
 
-step "quick start needs no protoc"
+step "quick start and samples need no protoc"
 # `cargo run --example counter` from the root builds the workspace's
 # default members only: etcd-client (whose build needs protoc) must not be
 # in that graph, or a newcomer's first command fails.
@@ -39,6 +39,15 @@ if cargo tree -e normal,build -i etcd-client >/dev/null 2>&1; then
   cargo tree -e normal,build -i etcd-client >&2
   exit 1
 fi
+# The same for the samples whose READMEs promise nothing but a Rust
+# toolchain (`cargo run -p <sample>`).
+for sample in example-chat example-tictactoe example-wallet; do
+  if cargo tree -p "$sample" -e normal,build -i etcd-client 2>/dev/null | grep -q etcd-client; then
+    echo "etcd-client is in $sample's build graph:" >&2
+    cargo tree -p "$sample" -e normal,build -i etcd-client >&2
+    exit 1
+  fi
+done
 
 step "tests"
 cargo test --workspace --all-features --all-targets
