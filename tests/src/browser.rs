@@ -125,6 +125,24 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Polls `script` in the page every 100 ms until it is `true`.
+    ///
+    /// # Panics
+    ///
+    /// When it is not true within [`PATIENCE`]; the message names `what`
+    /// and gives the page's text.
+    pub async fn wait_for(&mut self, what: &str, script: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.eval(script).await != serde_json::Value::Bool(true) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page never showed {what}: {}",
+                self.eval("document.body.innerText").await
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Opens `url` in the page.
     pub async fn navigate(&mut self, url: &str) {
         self.command("Page.navigate", serde_json::json!({ "url": url }))

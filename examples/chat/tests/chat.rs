@@ -118,32 +118,19 @@ async fn posts_reach_every_member_and_the_history_outlives_the_server() {
 /// it has joined.
 async fn sign_in(tab: &mut Browser, url: &str, user: &str) {
     tab.navigate(url).await;
-    wait_for(tab, "the sign-in form", "!!document.getElementById('join')").await;
+    tab.wait_for("the sign-in form", "!!document.getElementById('join')")
+        .await;
     tab.eval(&format!(
         "(() => {{ const s = document.getElementById('user'); \
          s.value = [...s.options].find(o => o.textContent === '{user}').value; \
          document.getElementById('join').click(); return true; }})()"
     ))
     .await;
-    wait_for(
-        tab,
+    tab.wait_for(
         "the room",
         &format!("document.getElementById('status').textContent === '{user} in lobby'"),
     )
     .await;
-}
-
-/// Polls `script` in `tab` until it is true.
-async fn wait_for(tab: &mut Browser, what: &str, script: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tab.eval(script).await != serde_json::Value::Bool(true) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page never showed {what}: {}",
-            tab.eval("document.body.innerText").await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
 
 async fn say(tab: &mut Browser, text: &str) {
@@ -169,10 +156,10 @@ async fn a_post_in_one_tab_appears_in_the_other() {
 
     say(&mut alice, "hello from alice's tab").await;
     let seen = format!("({POSTS}).includes('alicehello from alice\\'s tab')");
-    wait_for(&mut bob, "alice's post in bob's tab", &seen).await;
+    bob.wait_for("alice's post in bob's tab", &seen).await;
     say(&mut bob, "hi alice, bob here").await;
     let seen = format!("({POSTS}).includes('bobhi alice, bob here')");
-    wait_for(&mut alice, "bob's answer in alice's tab", &seen).await;
+    alice.wait_for("bob's answer in alice's tab", &seen).await;
     // Both tabs show both posts, in the order said.
     for tab in [&mut alice, &mut bob] {
         let posts = tab.eval(POSTS).await;
@@ -190,7 +177,7 @@ async fn a_post_in_one_tab_appears_in_the_other() {
     let mut carol = Browser::start().await;
     sign_in(&mut carol, &url, "carol").await;
     let seen = format!("({POSTS}).includes('bobhi alice, bob here')");
-    wait_for(&mut carol, "the history in carol's tab", &seen).await;
+    carol.wait_for("the history in carol's tab", &seen).await;
     carol.screenshot(&shots, "carol").await;
 
     chat.shutdown().await;

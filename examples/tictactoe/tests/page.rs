@@ -5,20 +5,7 @@
 use std::path::Path;
 
 use goverse_tests::browser::Browser;
-use goverse_tests::{PATIENCE, unique_prefix};
-
-/// Polls `script` in `tab` until it is true.
-async fn wait_for(tab: &mut Browser, what: &str, script: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tab.eval(script).await != serde_json::Value::Bool(true) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page never showed {what}: {}",
-            tab.eval("document.body.innerText").await
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
+use goverse_tests::unique_prefix;
 
 const CELLS: &str =
     "[...document.querySelectorAll('#board button')].map(b => b.textContent).join(',')";
@@ -26,8 +13,7 @@ const CELLS: &str =
 async fn open(url: &str, name: &str) -> Browser {
     let mut tab = Browser::start().await;
     tab.navigate(url).await;
-    wait_for(
-        &mut tab,
+    tab.wait_for(
         "a connection",
         "document.getElementById('connection').textContent === 'connected'",
     )
@@ -65,8 +51,7 @@ async fn two_tabs_play_each_other_and_a_third_plays_the_computer() {
     // Ann waits; Ben comes and is paired with her: both see the game.
     let mut ann = open(&url, "ann").await;
     click(&mut ann, "#find").await;
-    wait_for(
-        &mut ann,
+    ann.wait_for(
         "the wait",
         "document.getElementById('connection').textContent.startsWith('waiting')",
     )
@@ -74,18 +59,14 @@ async fn two_tabs_play_each_other_and_a_third_plays_the_computer() {
     let mut ben = open(&url, "ben").await;
     click(&mut ben, "#find").await;
     for (tab, mark) in [(&mut ann, "X"), (&mut ben, "O")] {
-        wait_for(
-            tab,
-            "the game",
+        tab.wait_for("the game",
             &format!("document.getElementById('players').textContent === 'X: ann · O: ben · you play {mark}'"),
         )
         .await;
     }
     // Ann (X) takes the centre: Ben sees it, pushed, and it is his move.
     click(&mut ann, "#board button[data-cell='4']").await;
-    wait_for(
-        &mut ben,
-        "ann's move",
+    ben.wait_for("ann's move",
         &format!("{CELLS} === ',,,,X,,,,' && document.getElementById('status').textContent === 'your move'"),
     )
     .await;
@@ -102,22 +83,21 @@ async fn two_tabs_play_each_other_and_a_third_plays_the_computer() {
     // Ben answers in a corner; Ann sees it (and not her own move's answer,
     // should it come after).
     click(&mut ben, "#board button[data-cell='0']").await;
-    wait_for(&mut ann, "ben's move", &format!("{CELLS} === 'O,,,,X,,,,'")).await;
+    ann.wait_for("ben's move", &format!("{CELLS} === 'O,,,,X,,,,'"))
+        .await;
     ann.screenshot(&shots, "ann").await;
     ben.screenshot(&shots, "ben").await;
 
     // Cal plays the computer, which answers each move at once.
     let mut cal = open(&url, "cal").await;
     click(&mut cal, "#computer").await;
-    wait_for(
-        &mut cal,
+    cal.wait_for(
         "the game",
         "document.getElementById('players').textContent === 'X: cal · O: computer · you play X'",
     )
     .await;
     click(&mut cal, "#board button[data-cell='0']").await;
-    wait_for(
-        &mut cal,
+    cal.wait_for(
         "the computer's answer",
         &format!("({CELLS}).split(',').filter(c => c === 'O').length === 1"),
     )
