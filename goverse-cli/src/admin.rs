@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use goverse::cluster::{AdminAction, ClusterAdmin, ClusterView, NodeSummary};
 use serde_json::json;
 
-/// Where the cluster is, and how to answer.
+/// Where the cluster is.
 #[derive(Debug, clap::Args)]
-pub(crate) struct AdminArgs {
+pub(crate) struct ClusterAt {
     /// etcd endpoints, comma-separated.
     #[arg(
         long,
@@ -23,6 +23,13 @@ pub(crate) struct AdminArgs {
     /// The cluster's key prefix in etcd [default: /goverse].
     #[arg(long, env = "GOVERSE_PREFIX", value_name = "PREFIX")]
     prefix: Option<String>,
+}
+
+/// Where the cluster is, and how to answer.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminArgs {
+    #[command(flatten)]
+    at: ClusterAt,
     /// Answer in JSON.
     #[arg(long)]
     json: bool,
@@ -104,13 +111,13 @@ pub(crate) fn failed(error: goverse::Error) -> String {
     format!("[{}] {error}", error.code())
 }
 
-pub(crate) async fn connect(args: &AdminArgs) -> Result<ClusterAdmin, String> {
-    let prefix = args.prefix.as_deref().unwrap_or("/goverse");
-    ClusterAdmin::etcd(&args.etcd, prefix).await.map_err(failed)
+pub(crate) async fn connect(at: &ClusterAt) -> Result<ClusterAdmin, String> {
+    let prefix = at.prefix.as_deref().unwrap_or("/goverse");
+    ClusterAdmin::etcd(&at.etcd, prefix).await.map_err(failed)
 }
 
 async fn view(args: &AdminArgs) -> Result<ClusterView, String> {
-    connect(args).await?.view().await.map_err(failed)
+    connect(&args.at).await?.view().await.map_err(failed)
 }
 
 /// The shard `which` names in `view`'s cluster.
@@ -145,7 +152,7 @@ fn done(json: bool, answer: serde_json::Value, text: String) -> String {
 
 /// Moves a shard to a node and pins it there.
 pub(crate) async fn move_shard(args: MoveArgs) -> Result<String, String> {
-    let admin = connect(&args.admin).await?;
+    let admin = connect(&args.admin.at).await?;
     let shard = shard_of(&args.which, &admin.view().await.map_err(failed)?)?;
     let action = AdminAction::Move {
         shard,
@@ -167,7 +174,7 @@ pub(crate) async fn move_shard(args: MoveArgs) -> Result<String, String> {
 
 /// Pins a shard where it is, or unpins it (`pin` false).
 pub(crate) async fn pin(args: PinArgs, pin: bool) -> Result<String, String> {
-    let admin = connect(&args.admin).await?;
+    let admin = connect(&args.admin.at).await?;
     let view = admin.view().await.map_err(failed)?;
     let shard = shard_of(&args.which, &view)?;
     let operator = args.admin.operator();
@@ -196,7 +203,7 @@ pub(crate) async fn pin(args: PinArgs, pin: bool) -> Result<String, String> {
 
 /// Drains a node, or ends its drain (`drain` false).
 pub(crate) async fn drain(args: NodeArgs, drain: bool) -> Result<String, String> {
-    let admin = connect(&args.admin).await?;
+    let admin = connect(&args.admin.at).await?;
     let node = args.node.clone();
     let action = if drain {
         AdminAction::Drain { node }
@@ -224,7 +231,7 @@ pub(crate) async fn drain(args: NodeArgs, drain: bool) -> Result<String, String>
 /// One screen of the cluster: its nodes with their shards, the leader,
 /// and what is moving, pinned or without an owner.
 pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
-    let admin = connect(&args).await?;
+    let admin = connect(&args.at).await?;
     let view = admin.view().await.map_err(failed)?;
     // What each node last said of itself: objects, calls, readiness.
     let summaries: BTreeMap<String, NodeSummary> = admin

@@ -29,7 +29,7 @@ use goverse::cluster::{AdminAction, ClusterAdmin, NodeSummary};
 use goverse::gate::TokenFile;
 use serde_json::json;
 
-use crate::admin::AdminArgs;
+use crate::admin::ClusterAt;
 
 /// `goverse inspector`'s flags.
 #[derive(Debug, clap::Args)]
@@ -47,7 +47,7 @@ pub(crate) struct InspectorArgs {
     #[arg(long, env = "GOVERSE_INSPECTOR_TOKENS", value_name = "FILE")]
     tokens: Option<PathBuf>,
     #[command(flatten)]
-    admin: AdminArgs,
+    at: ClusterAt,
 }
 
 struct Inspector {
@@ -59,7 +59,7 @@ type Shared = State<Arc<Inspector>>;
 
 /// Serves the inspector until the process is stopped.
 pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
-    let admin = crate::admin::connect(&args.admin).await?;
+    let admin = crate::admin::connect(&args.at).await?;
     // Fail at start, not at the first request, for a wrong prefix.
     admin.view().await.map_err(crate::admin::failed)?;
     let tokens = match &args.tokens {
@@ -83,9 +83,29 @@ pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
     println!("ready http://{bound}");
     tracing::info!(listen = %bound, "inspector ready");
     axum::serve(listener, router)
+        .with_graceful_shutdown(stopped())
         .await
         .map_err(|error| format!("the inspector stopped: {error}"))?;
     Ok(String::new())
+}
+
+/// Resolves on SIGTERM or Ctrl-C: a supervisor's stop, or a container's
+/// (where the inspector may be process 1, which no signal stops by
+/// default).
+async fn stopped() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("inspector stopping");
 }
 
 /// The page: plain HTML, CSS and script, built into the binary, which

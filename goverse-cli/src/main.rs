@@ -102,7 +102,11 @@ async fn main() -> ExitCode {
     };
     match outcome {
         Ok(message) => {
-            println!("{message}");
+            // Nothing to say (the inspector, stopped) writes nothing: its
+            // reader may be gone by then.
+            if !message.is_empty() {
+                println!("{message}");
+            }
             ExitCode::SUCCESS
         }
         Err(message) => {

@@ -153,7 +153,18 @@ async fn the_inspector_shows_the_cluster_and_takes_an_operators_actions() {
             .is_some_and(|o| o.starts_with("INVALID_CONFIG"))
     );
 
-    inspector.kill().await.expect("stops");
+    // SIGTERM stops it gracefully (as process 1 of a container too).
+    let pid = inspector.id().expect("running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let status = tokio::time::timeout(goverse_tests::PATIENCE, inspector.wait())
+        .await
+        .expect("it stops on SIGTERM")
+        .expect("status");
+    assert!(status.success(), "{status}");
     a.shutdown().await;
     b.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();

@@ -408,11 +408,21 @@ impl NodeBuilder {
         let address = match inner.config.listen {
             Some(listen) => {
                 let bound = transport::serve(listen, Arc::downgrade(&inner)).await?;
-                let address = inner
-                    .config
-                    .advertise
-                    .clone()
-                    .unwrap_or_else(|| bound.address.to_string());
+                let address = match inner.config.advertise.clone() {
+                    Some(advertise) => advertise,
+                    None => {
+                        if bound.address.ip().is_unspecified() {
+                            // 0.0.0.0 reaches this node from its own
+                            // machine only: other machines cannot call it.
+                            tracing::warn!(
+                                listen = %bound.address,
+                                "the node listens on every interface but advertises none: other nodes will dial {} and reach it only from this machine; set `advertise` (--advertise, GOVERSE_ADVERTISE) to an address they can dial",
+                                bound.address
+                            );
+                        }
+                        bound.address.to_string()
+                    }
+                };
                 inner.add_background(bound.task);
                 address
             }

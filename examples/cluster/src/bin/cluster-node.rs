@@ -1,8 +1,8 @@
 //! A node of the example cluster: it hosts `Counter` and `Visits`, takes
 //! every node setting from flags, `GOVERSE_*` variables or `--config
-//! node.yaml` (`--help` lists them), prints `ready <id> <address>` once it
-//! serves, and leaves the cluster gracefully on Ctrl-C or SIGTERM, handing
-//! its shards to the other nodes.
+//! node.yaml` (`--help` lists them), logs to stderr (`RUST_LOG`), prints
+//! `ready <id> <address>` once it serves, and leaves the cluster
+//! gracefully on Ctrl-C or SIGTERM, handing its shards to the other nodes.
 
 use std::io::Write as _;
 
@@ -20,6 +20,15 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The node's events on stderr: `info` and above unless RUST_LOG says.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = <Cli as clap::Parser>::parse();
     let node = Node::builder()
         .register::<Counter>()
