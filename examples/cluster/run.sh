@@ -93,6 +93,20 @@ env -u GOVERSE_DATABASE_URL "$bin/goverse-gate" --node-id gate-1 --listen 127.0.
 pids+=($!)
 ready "the gate" "$logs/gate" "$!" >/dev/null
 
+# Until the three share the shards and none is moving: a `Counter` keeps
+# its value in memory only, so one called while its shard still moves to
+# a node that just joined would start again from 0 there.
+balanced() {
+  "$bin/goverse" status --json 2>/dev/null | python3 -c '
+import json, sys
+status = json.load(sys.stdin)
+hosts = [n for n in status["nodes"] if n["hosts_objects"]]
+sys.exit(0 if status["moving"] == 0 and status["unowned"] == 0
+         and len(hosts) == 3 and all(n["shards"] > 0 for n in hosts) else 1)'
+}
+for _ in $(seq 1 300); do balanced && break; sleep 0.2; done
+balanced || { say "the shards did not settle over the three nodes" >&2; exit 1; }
+
 cat <<EOF
 cluster ready: node-1, node-2 and node-3 on etcd $GOVERSE_ETCD (prefix $GOVERSE_PREFIX), a gate on http://$http and grpc://$grpc
 
