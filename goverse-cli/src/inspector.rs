@@ -11,6 +11,7 @@
 //! | route | answers |
 //! | --- | --- |
 //! | `GET /api/cluster` | nodes with their summaries, and every shard's owner, target, epoch and pin |
+//! | `GET /api/stream` | server-sent `state` events: the cluster and the audit log, at once and after each change |
 //! | `GET /api/objects/{id}` | the shard and node of an object id |
 //! | `POST /api/actions` | an action, with `Authorization: Bearer <operator token>` |
 //! | `GET /api/actions` | the cluster's audit log, newest last |
@@ -51,8 +52,10 @@ pub(crate) struct InspectorArgs {
 }
 
 struct Inspector {
-    admin: ClusterAdmin,
+    admin: Arc<ClusterAdmin>,
     tokens: Option<TokenFile>,
+    /// The cluster's state as the stream sends it, kept current.
+    latest: tokio::sync::watch::Receiver<Arc<str>>,
 }
 
 type Shared = State<Arc<Inspector>>;
@@ -66,10 +69,20 @@ pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
         Some(path) => Some(TokenFile::load(path).map_err(crate::admin::failed)?),
         None => None,
     };
-    let inspector = Arc::new(Inspector { admin, tokens });
+    let admin = Arc::new(admin);
+    let changes = admin.watch().await.map_err(crate::admin::failed)?;
+    let first = snapshot(&admin).await.map_err(crate::admin::failed)?;
+    let (latest, receiver) = tokio::sync::watch::channel::<Arc<str>>(first.into());
+    let follower = tokio::spawn(follow(admin.clone(), changes, latest));
+    let inspector = Arc::new(Inspector {
+        admin,
+        tokens,
+        latest: receiver,
+    });
     let router = axum::Router::new()
         .route("/", get(page))
         .route("/api/cluster", get(cluster))
+        .route("/api/stream", get(stream))
         .route("/api/objects/{id}", get(object))
         .route("/api/actions", post(act).get(actions))
         .with_state(inspector);
@@ -83,7 +96,12 @@ pub(crate) async fn run(args: InspectorArgs) -> Result<String, String> {
     println!("ready http://{bound}");
     tracing::info!(listen = %bound, "inspector ready");
     axum::serve(listener, router)
-        .with_graceful_shutdown(stopped())
+        .with_graceful_shutdown(async move {
+            stopped().await;
+            // Its end drops the stream's sender, which ends the pages'
+            // streams, so that their connections close too.
+            follower.abort();
+        })
         .await
         .map_err(|error| format!("the inspector stopped: {error}"))?;
     Ok(String::new())
@@ -109,7 +127,7 @@ async fn stopped() {
 }
 
 /// The page: plain HTML, CSS and script, built into the binary, which
-/// reads the API every second.
+/// follows the stream (and reads the API while the stream is down).
 const PAGE: &str = include_str!("inspector.html");
 
 async fn page() -> Response {
@@ -139,12 +157,17 @@ fn refuse_error(error: &goverse::Error) -> Response {
 }
 
 async fn cluster(State(inspector): Shared) -> Response {
-    let view = match inspector.admin.view().await {
-        Ok(view) => view,
-        Err(error) => return refuse_error(&error),
-    };
-    let summaries: BTreeMap<String, NodeSummary> = inspector
-        .admin
+    match cluster_state(&inspector.admin).await {
+        Ok(state) => Json(state).into_response(),
+        Err(error) => refuse_error(&error),
+    }
+}
+
+/// The cluster as `GET /api/cluster` gives it: the nodes with their
+/// summaries, and every shard's owner, target, epoch and pin.
+async fn cluster_state(admin: &ClusterAdmin) -> Result<serde_json::Value, goverse::Error> {
+    let view = admin.view().await?;
+    let summaries: BTreeMap<String, NodeSummary> = admin
         .summaries()
         .await
         .unwrap_or_default()
@@ -188,7 +211,7 @@ async fn cluster(State(inspector): Shared) -> Response {
         .filter(|&s| view.shard(s).is_some_and(|st| st.pinned))
         .collect();
     let moving: Vec<u32> = (0..count).filter(|&s| view.is_moving(s)).collect();
-    Json(json!({
+    Ok(json!({
         "leader": view.leader.as_deref(),
         "shard_count": count,
         "nodes": nodes,
@@ -200,7 +223,52 @@ async fn cluster(State(inspector): Shared) -> Response {
             "moving": moving,
         },
     }))
-    .into_response()
+}
+
+/// What `GET /api/stream` sends: the cluster and the audit log together.
+async fn snapshot(admin: &ClusterAdmin) -> Result<String, goverse::Error> {
+    let cluster = cluster_state(admin).await?;
+    let actions = admin.audit_log().await?;
+    Ok(json!({ "cluster": cluster, "actions": actions }).to_string())
+}
+
+/// Keeps `latest` at the cluster's state, made again after each change
+/// in the store (changes within 100 ms are taken together, so a burst of
+/// moves costs a few reads, not one each), until the
+/// inspector stops.
+async fn follow(
+    admin: Arc<ClusterAdmin>,
+    mut changes: tokio::sync::watch::Receiver<i64>,
+    latest: tokio::sync::watch::Sender<Arc<str>>,
+) {
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        changes.borrow_and_update();
+        match snapshot(&admin).await {
+            Ok(state) => {
+                latest.send_replace(state.into());
+            }
+            Err(error) => tracing::debug!(%error, "the cluster could not be read"),
+        }
+    }
+}
+
+/// The cluster's state as server-sent events: the current one at once,
+/// then a new one after each change, as `state` events (the JSON of
+/// `{cluster, actions}`).
+async fn stream(
+    State(inspector): Shared,
+) -> axum::response::sse::Sse<
+    impl futures_core::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt as _;
+    let states = tokio_stream::wrappers::WatchStream::new(inspector.latest.clone())
+        .map(|state| Ok(Event::default().event("state").data(&*state)));
+    Sse::new(states).keep_alive(KeepAlive::default())
 }
 
 async fn object(State(inspector): Shared, Path(id): Path<String>) -> Response {

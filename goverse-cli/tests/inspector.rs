@@ -11,6 +11,63 @@ use goverse_tests::processes::VaultClient;
 use goverse_tests::{Backend, PATIENCE, http_get, http_post, unique_prefix, wait_until};
 
 /// `GET path` as JSON.
+/// The inspector's `GET /api/stream`, read as a browser's `EventSource`
+/// does (over HTTP/1.0, so the body is the events as they come).
+struct StateStream {
+    stream: tokio::net::TcpStream,
+    buffer: String,
+}
+
+impl StateStream {
+    async fn open(address: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /api/stream HTTP/1.0\r\naccept: text/event-stream\r\n\r\n")
+            .await
+            .expect("write");
+        Self {
+            stream,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next `state` event's data for which `wanted` holds.
+    async fn next_where(
+        &mut self,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if !block.contains("event: state") {
+                    continue;
+                }
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .expect("data");
+                let state: serde_json::Value = serde_json::from_str(data).expect("JSON");
+                if wanted(&state) {
+                    return state;
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .expect("the wanted state in time")
+                .expect("read");
+            assert!(read > 0, "the stream ended");
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk[..read]));
+        }
+    }
+}
+
 async fn get_json(address: &str, path: &str) -> (u16, serde_json::Value) {
     let (status, body) = http_get(address, path).await;
     (status, serde_json::from_str(&body).unwrap_or_default())
@@ -103,10 +160,25 @@ async fn the_inspector_shows_the_cluster_and_takes_an_operators_actions() {
     let mallory = [("authorization", "Bearer mallory-0123456789abcdef")];
     let (status, _) = http_post(&address, "/api/actions", &mallory, &moving).await;
     assert_eq!(status, 401);
+    // The stream: the state at once, then again after each change.
+    let mut stream = StateStream::open(&address).await;
+    let first = stream.next_where(|_| true).await;
+    assert_eq!(first["cluster"]["shard_count"], 16, "{first}");
     let bearer = format!("Bearer {OPERATOR_TOKEN}");
     let alice = [("authorization", bearer.as_str())];
     let (status, answer) = http_post(&address, "/api/actions", &alice, &moving).await;
     assert_eq!(status, 200, "{answer}");
+    // The move reaches the stream by itself: its audit entry at once, the
+    // shard on b once it has landed.
+    let moved = stream
+        .next_where(|state| {
+            state["cluster"]["shards"]["owner"][shard] == "insp-b"
+                && state["actions"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|e| e["user"] == "alice"))
+        })
+        .await;
+    assert_eq!(moved["actions"][0]["action"]["action"], "move");
     wait_until("the shard lands on b, pinned", PATIENCE, || async {
         let (_, cluster) = get_json(&address, "/api/cluster").await;
         cluster["shards"]["owner"][shard] == "insp-b"

@@ -125,6 +125,58 @@ impl ClusterAdmin {
         })
     }
 
+    /// Follows the cluster's state in the store: the receiver's value is
+    /// the store's revision, and changes whenever anything of the cluster
+    /// is written or goes (a node, a shard, a drain, a summary, an audit
+    /// entry), so a watcher re-reads only when there is something new. A
+    /// broken watch is re-established by itself; following stops once
+    /// every receiver is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the store cannot be read at the start.
+    pub async fn watch(&self) -> Result<tokio::sync::watch::Receiver<i64>> {
+        let root = self.keys.root();
+        let (_, revision) = self.store.get_prefix(&root).await?;
+        let (changes, receiver) = tokio::sync::watch::channel(revision);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut from = revision + 1;
+            let mut backoff = std::time::Duration::from_millis(50);
+            loop {
+                if let Ok(mut stream) = store.watch_prefix(&root, from).await {
+                    while let Some(Ok(events)) = stream.recv().await {
+                        backoff = std::time::Duration::from_millis(50);
+                        let latest = events.iter().map(|event| match event {
+                            super::store::WatchEvent::Put(kv) => kv.mod_revision,
+                            super::store::WatchEvent::Delete { mod_revision, .. } => *mod_revision,
+                        });
+                        if let Some(latest) = latest.max() {
+                            from = latest + 1;
+                            if changes.send(latest).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if changes.is_closed() {
+                    return;
+                }
+                // The watch broke: wait, then watch again from what the
+                // store holds now (changes meanwhile count as one).
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                if let Ok((_, revision)) = store.get_prefix(&root).await {
+                    from = revision + 1;
+                    if changes.send(revision).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
     /// The latest summary of every live node (a node's goes with its
     /// lease), by node id. A summary that cannot be read is left out.
     ///
@@ -371,6 +423,28 @@ mod tests {
             "{last:?}"
         );
         assert!(log.windows(2).all(|w| w[0].at_unix_ms <= w[1].at_unix_ms));
+    }
+
+    #[tokio::test]
+    async fn a_watcher_sees_each_change_of_the_cluster() {
+        let store = MemoryStore::new();
+        let admin = ClusterAdmin::in_memory(&store, "/watch-test");
+        let mut changes = admin.watch().await.expect("watch");
+        let start = *changes.borrow_and_update();
+        // An audit entry is a change like any other.
+        admin
+            .apply("erin", &AdminAction::Undrain { node: "n".into() })
+            .await
+            .expect("undrain");
+        tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
+            .await
+            .expect("a change in time")
+            .expect("still watching");
+        assert!(*changes.borrow() > start);
+        // Nothing else happened: no change is announced.
+        let quiet =
+            tokio::time::timeout(std::time::Duration::from_millis(50), changes.changed()).await;
+        assert!(quiet.is_err(), "a change without a write");
     }
 
     #[test]
