@@ -397,6 +397,35 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
     };
     let admin = ClusterAdmin::etcd(&[cli.etcd.as_str()], &prefix).await?;
     let setup = settled(&admin, None, Instant::now()).await?;
+    // A node of our own that hosts nothing, to read objects directly.
+    let router = Node::builder()
+        .node_id(format!("{run}-checker"))
+        .shard_count(cli.shard_count)
+        .coordinator(
+            ClusterCoordinator::etcd(
+                &[cli.etcd.as_str()],
+                ClusterOptions::default().prefix(&prefix),
+            )
+            .await?,
+        )
+        .start()
+        .await?;
+    // The monitors watched, and how often they were activated before this
+    // run (their counts are kept, so a database used before has some).
+    let watched = [0, cli.shard_count / 2, cli.shard_count - 1];
+    let mut before = BTreeMap::new();
+    for shard in watched {
+        let report = ShardMonitorClient::new(&router, format!("shard#{shard}/monitor"))
+            .report(Empty {})
+            .await?
+            .value;
+        let count: i64 = report
+            .split(' ')
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        before.insert(shard, count);
+    }
     println!(
         "sharding demo: {} nodes, 2 gates ({}), {} shards settled in {:.1} s; inspector at {inspector}; logs in {}",
         cli.nodes,
@@ -461,20 +490,8 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
     stop.store(true, Ordering::SeqCst);
     while load.join_next().await.is_some() {}
 
-    // Check: every counter against the ledger, through a routing node of
-    // our own; and what the monitors report.
-    let router = Node::builder()
-        .node_id(format!("{run}-checker"))
-        .shard_count(cli.shard_count)
-        .coordinator(
-            ClusterCoordinator::etcd(
-                &[cli.etcd.as_str()],
-                ClusterOptions::default().prefix(&prefix),
-            )
-            .await?,
-        )
-        .start()
-        .await?;
+    // Check: every counter against the ledger, through the routing node;
+    // and what the monitors report.
     let ledger = ledger.lock().await;
     let (mut lost, mut extra, mut checked) = (0i64, 0i64, 0usize);
     for counter in 0..cli.counters {
@@ -516,14 +533,17 @@ async fn run(cli: Cli) -> Result<bool, Failure> {
     println!("  restarted nodes serving again: {}", seconds(&returns));
     let view = admin.view().await?;
     let mut reports = Vec::new();
-    for shard in [0, cli.shard_count / 2, cli.shard_count - 1] {
+    for shard in watched {
         let report = ShardMonitorClient::new(&router, format!("shard#{shard}/monitor"))
             .report(Empty {})
             .await?
             .value;
-        let (node, activations) = report.split_once(' ').unwrap_or((&report, "?"));
+        let (node, activations) = report.split_once(' ').unwrap_or((&report, "0"));
+        let now: i64 = activations.parse().unwrap_or(0);
+        let earlier = before.get(&shard).copied().unwrap_or(0);
         reports.push(format!(
-            "shard#{shard} on {node}, activated {activations} times"
+            "shard#{shard} on {node}, activated {} times this run",
+            now - earlier
         ));
     }
     println!("  shard monitors: {}", reports.join("; "));
