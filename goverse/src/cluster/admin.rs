@@ -147,11 +147,8 @@ impl ClusterAdmin {
                 if let Ok(mut stream) = store.watch_prefix(&root, from).await {
                     while let Some(Ok(events)) = stream.recv().await {
                         backoff = std::time::Duration::from_millis(50);
-                        let latest = events.iter().map(|event| match event {
-                            super::store::WatchEvent::Put(kv) => kv.mod_revision,
-                            super::store::WatchEvent::Delete { mod_revision, .. } => *mod_revision,
-                        });
-                        if let Some(latest) = latest.max() {
+                        let latest = events.iter().map(|event| event.mod_revision()).max();
+                        if let Some(latest) = latest {
                             from = latest + 1;
                             if changes.send(latest).is_err() {
                                 return;

@@ -890,17 +890,9 @@ impl State {
     fn apply(&mut self, keys: &Keys, events: Vec<WatchEvent>) -> bool {
         let mut changed = false;
         for event in events {
-            let revision = match &event {
-                WatchEvent::Put(kv) => kv.mod_revision,
-                WatchEvent::Delete { mod_revision, .. } => *mod_revision,
-            };
-            self.revision = self.revision.max(revision);
-            let key = match &event {
-                WatchEvent::Put(kv) => kv.key.as_str(),
-                WatchEvent::Delete { key, .. } => key.as_str(),
-            };
+            self.revision = self.revision.max(event.mod_revision());
             changed |= !matches!(
-                keys.parse(key),
+                keys.parse(event.key()),
                 Some(ClusterKey::Summary | ClusterKey::Audit)
             );
             self.apply_one(keys, event);
@@ -909,10 +901,7 @@ impl State {
     }
 
     fn apply_one(&mut self, keys: &Keys, event: WatchEvent) {
-        let key = match &event {
-            WatchEvent::Put(kv) => kv.key.as_str(),
-            WatchEvent::Delete { key, .. } => key.as_str(),
-        };
+        let key = event.key();
         let Some(parsed) = keys.parse(key) else {
             return;
         };

@@ -158,7 +158,7 @@ impl Inner {
         self.watchers.retain(|watcher| {
             let batch: Vec<WatchEvent> = events
                 .iter()
-                .filter(|e| event_key(e).starts_with(&watcher.prefix))
+                .filter(|e| e.key().starts_with(&watcher.prefix))
                 .cloned()
                 .collect();
             batch.is_empty() || watcher.events.send(Ok(batch)).is_ok()
@@ -176,13 +176,6 @@ impl Inner {
             .map(|(key, _)| key.clone())
             .collect();
         self.apply(keys.into_iter().map(|key| Op::Delete { key }).collect());
-    }
-}
-
-fn event_key(event: &WatchEvent) -> &str {
-    match event {
-        WatchEvent::Put(kv) => &kv.key,
-        WatchEvent::Delete { key, .. } => key,
     }
 }
 
@@ -290,7 +283,7 @@ impl Store for MemoryStore {
             let mut batch: Vec<WatchEvent> = Vec::new();
             let mut batch_revision = None;
             for (revision, event) in inner.history.iter() {
-                if *revision < from || !event_key(event).starts_with(prefix) {
+                if *revision < from || !event.key().starts_with(prefix) {
                     continue;
                 }
                 if batch_revision != Some(*revision) && !batch.is_empty() {

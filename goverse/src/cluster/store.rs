@@ -34,6 +34,24 @@ pub(crate) enum WatchEvent {
     Delete { key: String, mod_revision: i64 },
 }
 
+impl WatchEvent {
+    /// The key written or deleted.
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(kv) => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    /// The store's revision of the change.
+    pub(crate) fn mod_revision(&self) -> i64 {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
 /// A condition of a transaction: the key was last written at `revision`
 /// (0: the key does not exist).
 #[derive(Debug, Clone)]
