@@ -231,17 +231,15 @@ pub(crate) async fn drain(args: NodeArgs, drain: bool) -> Result<String, String>
 /// One screen of the cluster: its nodes with their shards, the leader,
 /// and what is moving, pinned or without an owner.
 pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
-    let admin = connect(&args.at).await?;
-    let view = admin.view().await.map_err(failed)?;
+    let snapshot = connect(&args.at).await?.snapshot().await.map_err(failed)?;
+    let view = &snapshot.view;
     // What each node last said of itself: objects, calls, readiness.
-    let summaries: BTreeMap<String, NodeSummary> = admin
-        .summaries()
-        .await
-        .map_err(failed)?
-        .into_iter()
-        .map(|summary| (summary.node.clone(), summary))
+    let summaries: BTreeMap<&str, &NodeSummary> = snapshot
+        .summaries
+        .iter()
+        .map(|summary| (summary.node.as_str(), summary))
         .collect();
-    let audit = admin.audit_log().await.map_err(failed)?;
+    let audit = &snapshot.audit;
     let recent = &audit[audit.len().saturating_sub(RECENT_ACTIONS)..];
     let mut owned: BTreeMap<std::sync::Arc<str>, (usize, usize, usize)> = BTreeMap::new();
     let (mut moving, mut pinned, mut unowned) = (0, 0, 0);

@@ -26,7 +26,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use goverse::cluster::{AdminAction, ClusterAdmin, NodeSummary};
+use goverse::cluster::{AdminAction, ClusterAdmin, ClusterSnapshot, NodeSummary};
 use goverse::gate::TokenFile;
 use serde_json::json;
 
@@ -157,22 +157,20 @@ fn refuse_error(error: &goverse::Error) -> Response {
 }
 
 async fn cluster(State(inspector): Shared) -> Response {
-    match cluster_state(&inspector.admin).await {
-        Ok(state) => Json(state).into_response(),
+    match inspector.admin.snapshot().await {
+        Ok(snapshot) => Json(cluster_state(&snapshot)).into_response(),
         Err(error) => refuse_error(&error),
     }
 }
 
 /// The cluster as `GET /api/cluster` gives it: the nodes with their
 /// summaries, and every shard's owner, target, epoch and pin.
-async fn cluster_state(admin: &ClusterAdmin) -> Result<serde_json::Value, goverse::Error> {
-    let view = admin.view().await?;
-    let summaries: BTreeMap<String, NodeSummary> = admin
-        .summaries()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|summary| (summary.node.clone(), summary))
+fn cluster_state(snapshot: &ClusterSnapshot) -> serde_json::Value {
+    let view = &snapshot.view;
+    let summaries: BTreeMap<&str, &NodeSummary> = snapshot
+        .summaries
+        .iter()
+        .map(|summary| (summary.node.as_str(), summary))
         .collect();
     let count = view.shard_count();
     let owner: Vec<Option<&str>> = (0..count)
@@ -211,7 +209,7 @@ async fn cluster_state(admin: &ClusterAdmin) -> Result<serde_json::Value, govers
         .filter(|&s| view.shard(s).is_some_and(|st| st.pinned))
         .collect();
     let moving: Vec<u32> = (0..count).filter(|&s| view.is_moving(s)).collect();
-    Ok(json!({
+    json!({
         "leader": view.leader.as_deref(),
         "shard_count": count,
         "nodes": nodes,
@@ -222,14 +220,14 @@ async fn cluster_state(admin: &ClusterAdmin) -> Result<serde_json::Value, govers
             "pinned": pinned,
             "moving": moving,
         },
-    }))
+    })
 }
 
 /// What `GET /api/stream` sends: the cluster and the audit log together.
 async fn snapshot(admin: &ClusterAdmin) -> Result<String, goverse::Error> {
-    let cluster = cluster_state(admin).await?;
-    let actions = admin.audit_log().await?;
-    Ok(json!({ "cluster": cluster, "actions": actions }).to_string())
+    let snapshot = admin.snapshot().await?;
+    let cluster = cluster_state(&snapshot);
+    Ok(json!({ "cluster": cluster, "actions": snapshot.audit }).to_string())
 }
 
 /// Keeps `latest` at the cluster's state, made again after each change

@@ -117,6 +117,31 @@ impl ClusterAdmin {
     /// no cluster has started under the prefix.
     pub async fn view(&self) -> Result<ClusterView> {
         let (found, _) = self.store.get_prefix(&self.keys.root()).await?;
+        self.view_from(found)
+    }
+
+    /// The view, the nodes' summaries and the audit log together, from one
+    /// read of the store (what [`view`](ClusterAdmin::view),
+    /// [`summaries`](ClusterAdmin::summaries) and
+    /// [`audit_log`](ClusterAdmin::audit_log) give, in one round trip).
+    ///
+    /// # Errors
+    ///
+    /// As for [`view`](ClusterAdmin::view).
+    pub async fn snapshot(&self) -> Result<ClusterSnapshot> {
+        let (found, _) = self.store.get_prefix(&self.keys.root()).await?;
+        let (summaries, audit) = (self.keys.summaries(), self.keys.audit());
+        let summaries = summaries_of(found.iter().filter(|kv| kv.key.starts_with(&summaries)));
+        let audit = audit_of(found.iter().filter(|kv| kv.key.starts_with(&audit)));
+        Ok(ClusterSnapshot {
+            view: self.view_from(found)?,
+            summaries,
+            audit,
+        })
+    }
+
+    /// The view `found` (every key of the cluster) makes.
+    fn view_from(&self, found: Vec<super::store::KeyValue>) -> Result<ClusterView> {
         view_of(&self.keys, found).ok_or_else(|| {
             Error::Config(format!(
                 "no cluster has started under `{}`: no node has joined there",
@@ -182,10 +207,7 @@ impl ClusterAdmin {
     /// `UNAVAILABLE` when the store cannot be read.
     pub async fn summaries(&self) -> Result<Vec<NodeSummary>> {
         let (found, _) = self.store.get_prefix(&self.keys.summaries()).await?;
-        Ok(found
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-            .collect())
+        Ok(summaries_of(found.iter()))
     }
 
     /// Moves `shard` to `node` and pins it there: the cluster's leader
@@ -324,13 +346,7 @@ impl ClusterAdmin {
     /// `UNAVAILABLE` when the store cannot be read.
     pub async fn audit_log(&self) -> Result<Vec<AuditEntry>> {
         let (found, _) = self.store.get_prefix(&self.keys.audit()).await?;
-        // In the order the store took them.
-        let mut entries: Vec<(i64, AuditEntry)> = found
-            .into_iter()
-            .filter_map(|kv| Some((kv.create_revision, serde_json::from_slice(&kv.value).ok()?)))
-            .collect();
-        entries.sort_by_key(|(revision, _)| *revision);
-        Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+        Ok(audit_of(found.iter()))
     }
 
     /// Adds `entry` to the audit log and drops the oldest past
@@ -378,6 +394,34 @@ impl ClusterAdmin {
             ))),
         }
     }
+}
+
+/// A cluster at one moment: what [`ClusterAdmin::snapshot`] reads.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterSnapshot {
+    /// The cluster's nodes, leader and shards.
+    pub view: ClusterView,
+    /// The latest summary of every live node.
+    pub summaries: Vec<NodeSummary>,
+    /// The audit log, oldest first.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// The summaries among `found`; one that cannot be read is left out.
+fn summaries_of<'a>(found: impl Iterator<Item = &'a super::store::KeyValue>) -> Vec<NodeSummary> {
+    found
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect()
+}
+
+/// The audit entries among `found`, in the order the store took them.
+fn audit_of<'a>(found: impl Iterator<Item = &'a super::store::KeyValue>) -> Vec<AuditEntry> {
+    let mut entries: Vec<(i64, AuditEntry)> = found
+        .filter_map(|kv| Some((kv.create_revision, serde_json::from_slice(&kv.value).ok()?)))
+        .collect();
+    entries.sort_by_key(|(revision, _)| *revision);
+    entries.into_iter().map(|(_, entry)| entry).collect()
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod local;
 mod memory;
 mod store;
 
-pub use admin::{AUDIT_KEPT, AdminAction, AuditEntry, ClusterAdmin};
+pub use admin::{AUDIT_KEPT, AdminAction, AuditEntry, ClusterAdmin, ClusterSnapshot};
 pub use coordinator::{ClusterCoordinator, ClusterOptions};
 pub use local::LocalCoordinator;
 pub use memory::MemoryStore;
