@@ -331,13 +331,11 @@ pub(crate) async fn status(args: AdminArgs) -> Result<String, String> {
     if !recent.is_empty() {
         text.push_str("\nRECENT ACTIONS\n");
         for entry in recent {
-            let when = entry.at_unix_ms / 1000;
-            let action = serde_json::to_value(&entry.action).unwrap_or_default();
             text.push_str(&format!(
                 "{} {:<20} {:<40} {}\n",
-                clock(when),
+                clock(entry.at_unix_ms / 1000),
                 entry.user,
-                describe(&action),
+                entry.action.to_string(),
                 entry.outcome
             ));
         }
@@ -352,25 +350,6 @@ const RECENT_ACTIONS: usize = 5;
 fn clock(unix_seconds: u64) -> String {
     let day = unix_seconds % 86_400;
     format!("{:02}:{:02}:{:02}Z", day / 3600, day % 3600 / 60, day % 60)
-}
-
-/// An action as `move shard=12 node=node-2`.
-fn describe(action: &serde_json::Value) -> String {
-    let Some(fields) = action.as_object() else {
-        return action.to_string();
-    };
-    let mut text = fields
-        .get("action")
-        .and_then(|kind| kind.as_str())
-        .unwrap_or("?")
-        .to_string();
-    for (key, value) in fields.iter().filter(|(key, _)| *key != "action") {
-        match value.as_str() {
-            Some(value) => text.push_str(&format!(" {key}={value}")),
-            None => text.push_str(&format!(" {key}={value}")),
-        }
-    }
-    text
 }
 
 /// A shard's owner, target, epoch and pin: one shard, an object's, or all.

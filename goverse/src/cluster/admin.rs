@@ -48,6 +48,19 @@ pub enum AdminAction {
     },
 }
 
+impl std::fmt::Display for AdminAction {
+    /// The action as `move shard=12 node=node-2`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminAction::Move { shard, node } => write!(f, "move shard={shard} node={node}"),
+            AdminAction::Pin { shard } => write!(f, "pin shard={shard}"),
+            AdminAction::Unpin { shard } => write!(f, "unpin shard={shard}"),
+            AdminAction::Drain { node } => write!(f, "drain node={node}"),
+            AdminAction::Undrain { node } => write!(f, "undrain node={node}"),
+        }
+    }
+}
+
 /// One action in a cluster's audit log: who did what, when, and how it
 /// went.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -331,9 +344,9 @@ impl ClusterAdmin {
                 Err(error) => format!("{}: {error}", error.code()),
             },
         };
-        tracing::debug!(user, ?action, outcome = %entry.outcome, "operator action");
+        tracing::debug!(user, %action, outcome = %entry.outcome, "operator action");
         if let Err(error) = self.record(&entry).await {
-            tracing::warn!(%error, ?action, "the action's audit record was not written");
+            tracing::warn!(%error, %action, "the action's audit record was not written");
         }
         done
     }
@@ -508,5 +521,7 @@ mod tests {
             "unknown fields are refused"
         );
         assert!(serde_json::from_str::<AdminAction>(r#"{"action": "explode"}"#).is_err());
+        assert_eq!(action.to_string(), "move shard=12 node=node-2");
+        assert_eq!(AdminAction::Unpin { shard: 3 }.to_string(), "unpin shard=3");
     }
 }
