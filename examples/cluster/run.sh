@@ -38,30 +38,13 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT TERM
 
-# The services: given, or started here.
-if [ -z "${GOVERSE_ETCD:-}" ] || [ -z "${GOVERSE_DATABASE_URL:-}" ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    say "starting etcd and PostgreSQL needs root (apt-get, runuser); run as root, or set GOVERSE_ETCD and GOVERSE_DATABASE_URL" >&2
-    exit 1
-  fi
-  # shellcheck source=../../scripts/services.sh
-  source "$root/scripts/services.sh"
-  trap stop EXIT
-  export GOVERSE_ETCD="$GOVERSE_TEST_ETCD" GOVERSE_DATABASE_URL="$GOVERSE_TEST_DATABASE_URL"
-fi
-
-# The binaries: given, or built here (etcd's client needs protoc to build).
-if [ -n "${GOVERSE_EXAMPLE_BIN:-}" ]; then
-  bin="$GOVERSE_EXAMPLE_BIN"
-else
-  if ! command -v protoc >/dev/null 2>&1; then
-    say "installing protoc"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
-  fi
-  say "building the node, the gate and the goverse command"
-  (cd "$root" && cargo build -q -p example-cluster -p goverse-cli --bins)
-  bin="${CARGO_TARGET_DIR:-$root/target}/debug"
-fi
+# The services (given, or started here) and the binaries (given, or built).
+# shellcheck source=../../scripts/example-setup.sh
+source "$root/scripts/example-setup.sh"
+example_services
+# services.sh, if it ran, set its own cleanup at exit: ours calls it too.
+trap stop EXIT
+example_binaries example-cluster goverse-cli
 
 # Waits for a process's `ready` line in its log, or fails with the log.
 ready() {
