@@ -250,6 +250,24 @@ pub fn unique_prefix(test: &str) -> String {
 
 pub mod browser;
 
+/// Kills a process group when dropped. A test that starts a script or a
+/// launcher in a group of its own (`Command::process_group(0)`, whose
+/// group id is then the child's pid) leaves none of the processes it
+/// started behind, even when it fails half-way: a `kill_on_drop` would
+/// end the launcher alone and orphan its children.
+#[derive(Debug)]
+pub struct GroupKiller(pub u32);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        // The group may be gone already: nothing to do then.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// What the multi-process cluster tests share with their node binary.
 pub mod processes {
     use std::io::Write as _;

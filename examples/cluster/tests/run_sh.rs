@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use goverse_tests::etcd::free_port;
-use goverse_tests::{Backend, PATIENCE, database_url, unique_prefix};
+use goverse_tests::{Backend, GroupKiller, PATIENCE, database_url, unique_prefix};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -57,9 +57,11 @@ async fn run_sh_starts_a_cluster_whose_printed_commands_work_and_stops_it() {
         .env("GOVERSE_EXAMPLE_BIN", bin)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .expect("run.sh starts");
+    let _group = GroupKiller(run.id().expect("running"));
     let mut lines = BufReader::new(run.stdout.take().expect("stdout")).lines();
     // Everything it prints up to Ctrl-C's hint, the commands among it.
     let printed = tokio::time::timeout(PATIENCE * 2, async {

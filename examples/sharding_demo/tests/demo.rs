@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use goverse_tests::{Backend, database_url, etcd::free_port};
+use goverse_tests::{Backend, GroupKiller, database_url, etcd::free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_kills_nodes_under_load_and_loses_no_acknowledged_write() {
@@ -35,9 +35,15 @@ async fn the_demo_kills_nodes_under_load_and_loses_no_acknowledged_write() {
         .args(["--inspector", &format!("127.0.0.1:{}", free_port())])
         .env("GOVERSE_ETCD", &etcd)
         .env("GOVERSE_DATABASE_URL", database_url())
+        .process_group(0)
         .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    // Its nodes, gates and inspector go with it, however the test ends.
+    let _group = GroupKiller(run.id().expect("running"));
+    let output = tokio::time::timeout(Duration::from_secs(300), run.wait_with_output())
         .await
         .expect("the demo ends in time")
         .expect("the demo runs");
